@@ -1,0 +1,473 @@
+"""The chunk analysis: how much of a layer's information a random subset of its neurons carries.
+
+For chunk sizes ``w_c`` and random chunks ``S`` of ``w_c`` distinct neurons:
+
+* chunk accuracy: the trained readout restricted to ``S``
+  (``X[:, S] @ weight[:, S].T + bias``), on the training and the test set;
+* R^2 of a ridge regression (``alpha``, with intercept) of all ``W`` neurons
+  on the chunk, and the mean absolute correlation of its residuals, on the
+  test set, over all pairs of neurons (the published definition) and over the
+  pairs outside the chunk.
+
+The regression statistics come from one centred Gram matrix ``G = Fc^T Fc``
+(exact algebra, no fit per chunk); both passes over the data go block by
+block, so memory does not grow with the number of samples. See SPEC.md.
+"""
+
+from __future__ import annotations
+
+import mmap
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+from scipy.linalg.blas import dsyrk, dtrsm
+
+from .validation import (
+    RedrepError,
+    check_chunk_sizes,
+    check_finite,
+    check_float,
+    check_int,
+)
+
+#: Added to the denominator of the residual correlation, as in the reference definition.
+CORR_EPS = 1e-8
+#: Target size in bytes of one block of logits in the accuracy pass.
+_LOGIT_BLOCK_BYTES = 64 * 2**20
+
+
+def default_chunk_sizes(width: int) -> list[int]:
+    """``W // 2**i`` for ``i = 0 .. floor(log2 W)``, ascending (W = 512: 1, 2, ..., 512)."""
+    width = check_int(width, "width", min_value=1)
+    return sorted({width >> i for i in range(width.bit_length())})
+
+
+def draw_chunks(width: int, size: int, n_rep: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_rep`` uniformly random chunks of ``size`` distinct neurons out of ``width``.
+
+    Returns
+    -------
+    ndarray of shape (n_rep, size), each row sorted.
+    """
+    out = np.empty((n_rep, size), dtype=np.int64)
+    for r in range(n_rep):
+        out[r] = np.sort(rng.choice(width, size, replace=False))
+    return out
+
+
+# --------------------------------------------------------------------------- streaming
+def iter_blocks(arr: np.ndarray, block_rows: int, dtype=np.float32, name: str = "features"):
+    """Yield ``(start, block)`` pairs over the rows of ``arr``, each block a finite ``dtype`` copy.
+
+    Pages of a memory-mapped ``arr`` are released once their block is copied,
+    so a file larger than memory streams through with bounded resident memory.
+    Raises :class:`RedrepError` naming ``name`` and the row on NaN or Inf.
+    """
+    n = arr.shape[0]
+    release = _page_releaser(arr)
+    for start in range(0, n, block_rows):
+        stop = min(n, start + block_rows)
+        block = np.array(arr[start:stop], dtype=dtype, copy=True)
+        if release is not None:
+            release(start, stop)
+        check_finite(block, name, offset=start)
+        yield start, block
+
+
+def _page_releaser(arr):
+    """A function dropping the mapped pages of rows [start, stop) of a memory-mapped array, or None."""
+    base = getattr(arr, "base", None)
+    if not (isinstance(arr, np.memmap) and isinstance(base, mmap.mmap) and arr.flags.c_contiguous):
+        return None
+    if not hasattr(base, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return None
+    row_bytes = arr.strides[0]
+    delta = int(getattr(arr, "offset", 0)) % mmap.ALLOCATIONGRANULARITY
+    page = mmap.PAGESIZE
+
+    def release(start, stop):
+        lo = (delta + start * row_bytes) // page * page
+        hi = delta + stop * row_bytes
+        if hi > lo:
+            try:
+                base.madvise(mmap.MADV_DONTNEED, lo, min(hi, len(base)) - lo)
+            except (OSError, ValueError):
+                pass  # releasing is an optimisation only
+
+    return release
+
+
+# --------------------------------------------------------------------------- accuracy
+def chunk_accuracy(
+    features, labels, weight, bias, chunks, *, block_rows: int = 8192, name: str = "features", progress=None
+) -> np.ndarray:
+    """Accuracy of the trained readout restricted to each chunk.
+
+    Parameters
+    ----------
+    features : ndarray of shape (N, W), possibly memory-mapped
+    labels : ndarray of shape (N,)
+    weight : ndarray of shape (C, W)
+    bias : ndarray of shape (C,)
+    chunks : sequence of integer index arrays (each a chunk of distinct neurons)
+    block_rows : rows of ``features`` read at a time
+    progress : optional callable ``progress(n_rows)`` called after each block
+
+    Returns
+    -------
+    ndarray of shape (len(chunks),), float64 accuracies.
+
+    Notes
+    -----
+    All chunks are evaluated in one pass over the data: the logits of every
+    chunk come from one matrix product with a stacked, masked readout
+    ``M[:, k*C:(k+1)*C] = (weight * mask_k).T``. Identical chunks (every chunk
+    of size W, for instance) are evaluated once.
+    """
+    weight = np.asarray(weight, dtype=np.float32)
+    bias = np.asarray(bias, dtype=np.float32)
+    labels = np.asarray(labels)
+    n_classes, width = weight.shape
+    keys = {}
+    index = np.empty(len(chunks), dtype=np.int64)
+    uniq = []
+    for i, c in enumerate(chunks):
+        c = np.sort(np.asarray(c, dtype=np.int64))
+        k = c.tobytes()
+        if k not in keys:
+            keys[k] = len(uniq)
+            uniq.append(c)
+        index[i] = keys[k]
+    n_u = len(uniq)
+    stacked = np.zeros((width, n_u * n_classes), dtype=np.float32)
+    for k, c in enumerate(uniq):
+        stacked[c, k * n_classes : (k + 1) * n_classes] = weight[:, c].T
+    correct = np.zeros(n_u, dtype=np.int64)
+    # keep the logits of one block near _LOGIT_BLOCK_BYTES
+    rows = max(64, min(block_rows, _LOGIT_BLOCK_BYTES // (4 * n_u * n_classes)))
+    for start, block in iter_blocks(features, rows, np.float32, name):
+        logits = (block @ stacked).reshape(block.shape[0], n_u, n_classes)
+        logits += bias
+        pred = logits.argmax(axis=2)
+        correct += (pred == labels[start : start + block.shape[0], None]).sum(axis=0)
+        if progress is not None:
+            progress(block.shape[0])
+    return correct[index] / features.shape[0]
+
+
+# --------------------------------------------------------------------------- regression
+def gram_matrix(features, *, block_rows: int = 8192, name: str = "features", progress=None):
+    """Centred scatter matrix of the columns, accumulated block by block in float64.
+
+    Returns
+    -------
+    G : ndarray of shape (W, W), ``Fc^T Fc`` with ``Fc`` the column-centred features
+    mean : ndarray of shape (W,)
+    n : int, number of rows
+
+    Notes
+    -----
+    Blocks are shifted by the first block's mean before accumulation, which
+    keeps the final centring free of cancellation when the means are large.
+    """
+    n, width = features.shape
+    shift = None
+    total = np.zeros(width)
+    G = np.zeros((width, width))
+    for _, block in iter_blocks(features, block_rows, np.float64, name):
+        if shift is None:
+            shift = block.mean(axis=0)
+        block -= shift
+        total += block.sum(axis=0)
+        G += block.T @ block
+        if progress is not None:
+            progress(block.shape[0])
+    d = total / n
+    G -= n * np.outer(d, d)
+    G = (G + G.T) / 2
+    return G, shift + d, n
+
+
+@dataclass
+class RegressionStats:
+    """Statistics of regressing all neurons on one chunk."""
+
+    r2: float
+    mean_corr: float
+    mean_corr_outside: float
+
+
+def chunk_regression(
+    G: np.ndarray,
+    n: int,
+    chunk,
+    alpha: float = 1e-8,
+    *,
+    trace_G: float | None = None,
+    G_upper: np.ndarray | None = None,
+) -> RegressionStats:
+    """R^2 and residual mean correlations for one chunk, from the centred Gram matrix.
+
+    With ``L`` the Cholesky factor of ``G_SS + alpha I``, ``V = L^-1 G_S:`` and
+    ``B = L^-T V`` (the ridge coefficients), the residual scatter is
+    ``R = G - V^T V - alpha B^T B``, one symmetric rank-2w update of ``G``.
+    Entries of neurons inside the chunk use their exact form
+    ``alpha^2 (G_SS + alpha I)^-1 B``, free of the cancellation in ``G - V^T V``.
+
+    Parameters
+    ----------
+    G : ndarray of shape (W, W), centred scatter (see :func:`gram_matrix`)
+    n : number of samples behind ``G``
+    chunk : integer array of shape (w,), distinct neurons
+    alpha : ridge penalty
+    trace_G, G_upper : ``trace(G)`` and ``np.triu(G, 1)``, to reuse across chunks
+
+    Returns
+    -------
+    RegressionStats; ``mean_corr_outside`` is NaN when fewer than two neurons lie outside.
+    """
+    S = np.asarray(chunk, dtype=np.int64)
+    width, w = G.shape[0], len(S)
+    if trace_G is None:
+        trace_G = float(np.trace(G))
+    if G_upper is None:
+        G_upper = np.triu(G, 1)
+    A = G[np.ix_(S, S)]
+    A[np.diag_indices(w)] += alpha
+    try:
+        L = scipy.linalg.cholesky(A, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        L = None
+    if L is not None:
+        # right-side triangular solves on G[:, S] (Fortran-ordered, no copies):
+        # V^T L^T = G_:S, B^T L = V^T, and twice more for (K B)^T
+        Vt = dtrsm(1.0, L, G[:, S], side=1, lower=1, trans_a=1)
+        Bt = dtrsm(1.0, L, Vt, side=1, lower=1, trans_a=0)
+        KBt = dtrsm(1.0, L, dtrsm(1.0, L, Bt, side=1, lower=1, trans_a=1), side=1, lower=1, trans_a=0)
+        KB = KBt.T
+        Ut = np.empty((width, 2 * w), order="F")
+        Ut[:, :w] = Vt
+        Ut[:, w:] = np.sqrt(alpha) * Bt
+        Q = dsyrk(1.0, Ut)  # upper triangle of V^T V + alpha B^T B
+    else:
+        # numerically singular chunk (exactly collinear neurons with alpha = 0): least squares
+        G_S = G[S]
+        B = np.linalg.lstsq(A, G_S, rcond=None)[0]
+        KB = np.linalg.lstsq(A, B, rcond=None)[0]
+        Q = np.triu(G_S.T @ B + alpha * (B.T @ B))
+    inside_exact = (alpha * alpha) * KB  # rows of R of the neurons inside the chunk, shape (w, W)
+    diag = np.diag(G) - np.diag(Q)
+    diag[S] = inside_exact[np.arange(w), S]
+    diag = np.clip(diag, 0.0, None)
+    r2 = 1.0 - float(diag.sum()) / trace_G
+    scale = 1.0 / (n - 1)
+    sd = np.sqrt(diag * scale)
+    # pairs of neurons both outside the chunk: strict upper triangle of R
+    R = G_upper - Q
+    np.fill_diagonal(R, 0.0)
+    R[S] = 0.0
+    R[:, S] = 0.0
+    np.abs(R, out=R)
+    R *= scale
+    R /= np.outer(sd, sd) + CORR_EPS
+    sum_out = float(R.sum())
+    # pairs with at least one neuron inside the chunk, from the exact form
+    Mi = np.abs(inside_exact) * scale / (np.outer(sd[S], sd) + CORR_EPS)
+    outside = np.ones(width, dtype=bool)
+    outside[S] = False
+    M_SS = Mi[:, S]
+    sum_in = float(Mi[:, outside].sum()) + (float(M_SS.sum()) - float(np.trace(M_SS))) / 2
+    n_pairs = width * (width - 1) / 2
+    mean_corr = (sum_out + sum_in) / n_pairs if width > 1 else float("nan")
+    m = width - w
+    mean_out = sum_out / (m * (m - 1) / 2) if m >= 2 else float("nan")
+    return RegressionStats(r2, mean_corr, mean_out)
+
+
+# --------------------------------------------------------------------------- estimator
+#: (metric, split) pairs reported by :class:`ChunkAnalysis`, in output order.
+METRICS = (
+    ("accuracy", "train"),
+    ("accuracy", "test"),
+    ("r2", "test"),
+    ("mean_corr", "test"),
+    ("mean_corr_outside", "test"),
+)
+
+
+class ChunkAnalysis:
+    """Chunk statistics of a representation set, in the estimator style.
+
+    Parameters
+    ----------
+    chunk_sizes : sequence of int or None
+        Sizes to analyse; default :func:`default_chunk_sizes` of the width.
+    acc_rep : int, default 100
+        Random chunks per size for the accuracies.
+    r2_rep : int, default 40
+        Random chunks per size for R^2 and the residual correlations.
+    alpha : float, default 1e-8
+        Ridge penalty.
+    block_rows : int, default 8192
+        Rows read at a time; bounds memory whatever the number of samples.
+    random_state : int or None, default 0
+        Seed of the chunk draws; the same seed gives the same numbers.
+        Accuracy and regression chunks come from independent streams, so
+        changing ``acc_rep`` does not change the regression chunks.
+    progress : bool, default False
+        Show progress bars (tqdm) on stderr.
+
+    Attributes
+    ----------
+    chunk_sizes_ : list of int
+    acc_chunks_ : dict int -> ndarray of shape (acc_rep, size)
+    r2_chunks_ : dict int -> ndarray of shape (r2_rep, size)
+    values_ : dict (metric, split) -> ndarray of shape (n_sizes, reps), one value per chunk
+    timings_ : dict of seconds per step
+    width_ : int
+    error_inf_ : float or None, copied from the set
+    """
+
+    def __init__(
+        self, chunk_sizes=None, acc_rep=100, r2_rep=40, alpha=1e-8, block_rows=8192, random_state=0, progress=False
+    ):
+        self.chunk_sizes = chunk_sizes
+        self.acc_rep = acc_rep
+        self.r2_rep = r2_rep
+        self.alpha = alpha
+        self.block_rows = block_rows
+        self.random_state = random_state
+        self.progress = progress
+
+    def _check_params(self, width):
+        acc_rep = check_int(self.acc_rep, "acc_rep", min_value=1)
+        r2_rep = check_int(self.r2_rep, "r2_rep", min_value=1)
+        alpha = check_float(self.alpha, "alpha", min_value=0.0)
+        block_rows = check_int(self.block_rows, "block_rows", min_value=1)
+        if self.chunk_sizes is None:
+            sizes = default_chunk_sizes(width)
+        else:
+            sizes = check_chunk_sizes(self.chunk_sizes, width)
+        if self.random_state is not None:
+            check_int(self.random_state, "random_state", min_value=0)
+        return sizes, acc_rep, r2_rep, alpha, block_rows
+
+    def fit(self, repset) -> ChunkAnalysis:
+        """Run the analysis on a :class:`~redrep.repset.RepresentationSet`; returns self."""
+        width = repset.width
+        sizes, acc_rep, r2_rep, alpha, block_rows = self._check_params(width)
+        if repset.n_test < 2:
+            raise RedrepError(f"features_test: expected at least 2 rows for the regression, found {repset.n_test}")
+        acc_seq, r2_seq = np.random.SeedSequence(self.random_state).spawn(2)
+        acc_rng, r2_rng = np.random.default_rng(acc_seq), np.random.default_rng(r2_seq)
+        self.chunk_sizes_ = sizes
+        self.width_ = width
+        self.error_inf_ = repset.error_inf
+        self.acc_chunks_ = {w: draw_chunks(width, w, acc_rep, acc_rng) for w in sizes}
+        self.r2_chunks_ = {w: draw_chunks(width, w, r2_rep, r2_rng) for w in sizes}
+        names = repset.names
+        timings = {}
+        values = {}
+        flat = [c for w in sizes for c in self.acc_chunks_[w]]
+        for split in ("train", "test"):
+            feats = getattr(repset, f"features_{split}")
+            t0 = time.perf_counter()
+            with _bar(self.progress, feats.shape[0], f"accuracy ({split})", "rows") as bar:
+                acc = chunk_accuracy(
+                    feats,
+                    getattr(repset, f"labels_{split}"),
+                    repset.weight,
+                    repset.bias,
+                    flat,
+                    block_rows=block_rows,
+                    name=names.get(f"features_{split}", f"features_{split}"),
+                    progress=bar.update,
+                )
+            values[("accuracy", split)] = acc.reshape(len(sizes), acc_rep)
+            timings[f"accuracy_{split}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with _bar(self.progress, repset.n_test, "gram matrix (test)", "rows") as bar:
+            G, _, n = gram_matrix(
+                repset.features_test,
+                block_rows=block_rows,
+                name=names.get("features_test", "features_test"),
+                progress=bar.update,
+            )
+        timings["gram_test"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        trace_G = float(np.trace(G))
+        G_upper = np.triu(G, 1)
+        if trace_G <= 0:
+            raise RedrepError("features_test: expected neurons with nonzero variance, found every column constant")
+        stats = np.empty((3, len(sizes), r2_rep))
+        cache = {}
+        with _bar(self.progress, len(sizes) * r2_rep, "regression (test)", "chunks") as bar:
+            for i, w in enumerate(sizes):
+                for r, c in enumerate(self.r2_chunks_[w]):
+                    key = c.tobytes()
+                    if key not in cache:
+                        s = chunk_regression(G, n, c, alpha, trace_G=trace_G, G_upper=G_upper)
+                        cache[key] = (s.r2, s.mean_corr, s.mean_corr_outside)
+                    stats[:, i, r] = cache[key]
+                    bar.update(1)
+        values[("r2", "test")] = stats[0]
+        values[("mean_corr", "test")] = stats[1]
+        values[("mean_corr_outside", "test")] = stats[2]
+        timings["regression_test"] = time.perf_counter() - t0
+        self.values_ = values
+        self.timings_ = timings
+        return self
+
+    def mean(self, metric: str, split: str = "test") -> np.ndarray:
+        """Mean over chunks, one value per chunk size."""
+        return _nanmean_rows(self.values_[(metric, split)])
+
+    def to_rows(self) -> list[dict]:
+        """Tidy rows: one per metric x split x chunk size, with mean, std, sem and n."""
+        rows = []
+        for metric, split in METRICS:
+            vals = self.values_[(metric, split)]
+            for w, v in zip(self.chunk_sizes_, vals):
+                rows.append({"metric": metric, "split": split, "chunk_size": int(w), **summarize(v)})
+        return rows
+
+
+def summarize(v) -> dict:
+    """Mean, standard deviation (ddof 1), standard error and count of the finite values of ``v``."""
+    v = np.asarray(v, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    if n == 0:
+        return {"mean": float("nan"), "std": float("nan"), "sem": float("nan"), "n": 0}
+    std = float(v.std(ddof=1)) if n > 1 else 0.0
+    return {"mean": float(v.mean()), "std": std, "sem": std / np.sqrt(n), "n": n}
+
+
+def _nanmean_rows(a):
+    out = np.full(a.shape[0], np.nan)
+    for i, row in enumerate(a):
+        row = row[np.isfinite(row)]
+        if row.size:
+            out[i] = row.mean()
+    return out
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _bar(enabled, total, desc, unit):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)

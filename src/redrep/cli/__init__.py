@@ -1,0 +1,62 @@
+"""The ``redrep`` command line.
+
+Each command lives in its own module of this package, parses its options,
+builds the library objects and calls them; library code never reads the
+command line. User errors (:class:`~redrep.validation.RedrepError`, and
+operating-system errors such as a full disk) become one line on stderr and
+exit status 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from .. import __version__
+from ..validation import RedrepError
+
+#: Command modules of this package, each defining ``command``.
+COMMAND_MODULES = ("analyze", "example")
+
+
+class RedrepGroup(click.Group):
+    """A click group that turns user errors into one line and exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RedrepError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+        except OSError as exc:
+            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+            click.echo(f"Error: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=RedrepGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="redrep")
+def main():
+    """redrep: redundant representations in wide neural networks.
+
+    Train networks, extract the last hidden layer, measure how its neurons
+    split into redundant chunks, and plot and report the result.
+    """
+
+
+for _name in COMMAND_MODULES:
+    main.add_command(importlib.import_module(f"{__name__}.{_name}").command)
+
+
+def parse_int_list(value: str | None, option: str) -> list[int] | None:
+    """Parse ``"1,2,4"`` (spaces allowed) into a list of ints; None stays None."""
+    if value is None:
+        return None
+    items = [v.strip() for v in str(value).replace(" ", ",").split(",") if v.strip()]
+    try:
+        return [int(v) for v in items]
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a comma-separated list of integers, found {value!r}", param_hint=option
+        ) from None

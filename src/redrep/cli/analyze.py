@@ -1,0 +1,117 @@
+"""``redrep analyze``: chunk statistics of a representation set."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from ..analysis import ChunkAnalysis
+from ..repset import AUTHORS_SUBDIR, RepresentationSet
+from ..results import write_results
+from ..validation import RedrepError
+
+
+def _int_list(ctx, param, value):
+    from . import parse_int_list
+
+    return parse_int_list(value, "--chunk-sizes")
+
+
+@click.command("analyze")
+@click.option(
+    "--path",
+    "path",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    show_default=True,
+    help="Data folder: reads PATH/download_repr (the authors' set), writes PATH/results.",
+)
+@click.option(
+    "--repr",
+    "repr_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="A native representation set folder instead; results go to REPR/results unless --out.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Results folder (overrides the default).",
+)
+@click.option(
+    "--r2-rep",
+    "--r2_rep",
+    "r2_rep",
+    type=int,
+    default=40,
+    show_default=True,
+    help="Random chunks per size for R^2 and the residual correlation.",
+)
+@click.option(
+    "--acc-rep",
+    "--acc_rep",
+    "acc_rep",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Random chunks per size for the chunk accuracies.",
+)
+@click.option(
+    "--chunk-sizes",
+    "chunk_sizes",
+    default=None,
+    callback=_int_list,
+    help="Comma-separated chunk sizes [default: W, W/2, W/4, ..., 1].",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the chunk draws.")
+@click.option("--alpha", type=float, default=1e-8, show_default=True, help="Ridge penalty of the reconstruction.")
+@click.option("--block-rows", type=int, default=8192, show_default=True, help="Rows read at a time (bounds memory).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
+def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, block_rows, quiet):
+    """Chunk accuracy, R^2 and residual correlation of a representation set.
+
+    Writes the authors' four .npy files, a tidy results.csv and results.json.
+    """
+    t0 = time.perf_counter()
+    if repr_dir is not None:
+        repset = RepresentationSet.load(repr_dir)
+        out_dir = out if out is not None else repr_dir / "results"
+    else:
+        src = path / AUTHORS_SUBDIR
+        if not src.is_dir():
+            raise RedrepError(
+                f"{src}: no such folder (expected the authors' representations: run `redrep download "
+                f"--path {path}`, or give a native set with --repr DIR)"
+            )
+        repset = RepresentationSet.load_authors(src)
+        out_dir = out if out is not None else path / "results"
+    analysis = ChunkAnalysis(
+        chunk_sizes=chunk_sizes,
+        acc_rep=acc_rep,
+        r2_rep=r2_rep,
+        alpha=alpha,
+        block_rows=block_rows,
+        random_state=seed,
+        progress=not quiet,
+    )
+    analysis.fit(repset)
+    analysis.timings_["total"] = time.perf_counter() - t0
+    write_results(analysis, repset, out_dir)
+    if not quiet:
+        _print_summary(analysis, out_dir)
+
+
+def _print_summary(analysis, out_dir):
+    click.echo("chunk size  train err  test err   R^2      mean corr  (outside)")
+    tr = analysis.mean("accuracy", "train")
+    te = analysis.mean("accuracy", "test")
+    r2 = analysis.mean("r2")
+    mc = analysis.mean("mean_corr")
+    mo = analysis.mean("mean_corr_outside")
+    for i, w in enumerate(analysis.chunk_sizes_):
+        click.echo(f"{w:>10d}  {1 - tr[i]:9.4f}  {1 - te[i]:8.4f}  {r2[i]:7.4f}  {mc[i]:9.4f}  {mo[i]:9.4f}")
+    click.echo(f"results written to {out_dir} in {analysis.timings_['total']:.1f} s")

@@ -1,0 +1,194 @@
+"""Result files of ``redrep analyze`` and reading them back.
+
+A results folder holds:
+
+* the authors' four arrays, each of shape (2, n_sizes), row 0 the chunk sizes
+  and row 1 the means (:data:`AUTHORS_RESULT_FILES`);
+* ``results.csv``: tidy, one row per metric x split x chunk size with the
+  columns of :data:`CSV_COLUMNS`;
+* ``results.json``: the input, parameters, seed, versions, timings and
+  derived quantities (later steps, such as ``redrep plot``, add keys to it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _stdio
+import json
+import math
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, io
+from .validation import RedrepError
+
+#: (metric, split) -> the authors' file name.
+AUTHORS_RESULT_FILES = {
+    ("accuracy", "train"): "acc_chunk_c10_train_wr28_8.npy",
+    ("accuracy", "test"): "acc_chunk_c10_test_wr28_8.npy",
+    ("r2", "test"): "r2_c10_test_wr28_8.npy",
+    ("mean_corr", "test"): "mean_corr_c10_test_wr28_8.npy",
+}
+CSV_NAME = "results.csv"
+JSON_NAME = "results.json"
+CSV_COLUMNS = ("metric", "split", "chunk_size", "mean", "std", "sem", "n")
+
+
+def package_versions() -> dict:
+    """Versions of Python and of the packages behind the numbers."""
+    out = {"python": platform.python_version(), "redrep": __version__}
+    for mod in ("numpy", "scipy", "torch", "sklearn", "matplotlib"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "unknown")
+    return out
+
+
+def rows_to_csv(rows) -> str:
+    buf = _stdio.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row[k]) for k in CSV_COLUMNS})
+    return buf.getvalue()
+
+
+def _fmt(v):
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        return "nan" if math.isnan(v) else repr(v)
+    return v
+
+
+def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> dict:
+    """Write the result files of a fitted :class:`~redrep.analysis.ChunkAnalysis`.
+
+    Each file is written atomically. Returns the JSON document written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sizes = np.asarray(analysis.chunk_sizes_, dtype=np.float64)
+    files = {}
+    for key, name in AUTHORS_RESULT_FILES.items():
+        io.save_npy(out_dir / name, np.stack([sizes, analysis.mean(*key)]))
+        files[f"{key[0]}_{key[1]}"] = name
+    rows = analysis.to_rows()
+    io.write_text(out_dir / CSV_NAME, rows_to_csv(rows))
+    doc = {
+        "tool": "redrep",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "input": repset.describe(),
+        "error_inf": repset.error_inf,
+        "params": {
+            "chunk_sizes": [int(w) for w in analysis.chunk_sizes_],
+            "acc_rep": int(analysis.acc_rep),
+            "r2_rep": int(analysis.r2_rep),
+            "alpha": float(analysis.alpha),
+            "seed": analysis.random_state,
+            "block_rows": int(analysis.block_rows),
+        },
+        "versions": package_versions(),
+        "timings_s": {k: round(v, 4) for k, v in analysis.timings_.items()},
+        "files": {**files, "csv": CSV_NAME},
+    }
+    if extra:
+        doc.update(extra)
+    io.write_json(out_dir / JSON_NAME, _clean_nan(doc))
+    return doc
+
+
+def _clean_nan(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean_nan(v) for v in obj]
+    return obj
+
+
+class Results:
+    """A results folder read back: the tidy table and the JSON document.
+
+    Attributes
+    ----------
+    path : Path
+    rows : list of dict with the :data:`CSV_COLUMNS` keys (numbers as float/int)
+    doc : dict, the content of ``results.json``
+    """
+
+    def __init__(self, path, rows, doc):
+        self.path = Path(path)
+        self.rows = rows
+        self.doc = doc
+
+    @property
+    def error_inf(self):
+        return self.doc.get("error_inf")
+
+    def series(self, metric: str, split: str = "test"):
+        """Arrays (chunk_size, mean, std, sem, n) for one metric and split, by chunk size."""
+        sel = sorted(
+            (r for r in self.rows if r["metric"] == metric and r["split"] == split), key=lambda r: r["chunk_size"]
+        )
+        if not sel:
+            raise RedrepError(f"{self.path / CSV_NAME}: expected rows for metric {metric!r} on {split}, found none")
+        cols = {k: np.array([r[k] for r in sel], dtype=np.float64) for k in ("chunk_size", "mean", "std", "sem", "n")}
+        return cols
+
+    def update_json(self, **keys) -> None:
+        """Add keys to ``results.json`` (atomically)."""
+        self.doc.update(keys)
+        io.write_json(self.path / JSON_NAME, _clean_nan(self.doc))
+
+
+def load_results(path) -> Results:
+    """Read a results folder written by :func:`write_results`; one-line errors on missing or corrupt files."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RedrepError(f"{path}: no such results folder (expected the output of `redrep analyze`)")
+    csv_path, json_path = path / CSV_NAME, path / JSON_NAME
+    missing = [str(p) for p in (csv_path, json_path) if not p.is_file()]
+    if missing:
+        raise RedrepError(f"{path}: missing result file(s) {', '.join(missing)} (run `redrep analyze` first)")
+    try:
+        doc = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RedrepError(f"{json_path}: expected a JSON object, could not parse it ({exc})") from None
+    if not isinstance(doc, dict):
+        raise RedrepError(f"{json_path}: expected a JSON object, found {type(doc).__name__}")
+    rows = []
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not set(CSV_COLUMNS) <= set(reader.fieldnames):
+                raise RedrepError(
+                    f"{csv_path}: expected the columns {', '.join(CSV_COLUMNS)}, found {reader.fieldnames}"
+                )
+            for lineno, r in enumerate(reader, start=2):
+                try:
+                    rows.append(
+                        {
+                            "metric": r["metric"],
+                            "split": r["split"],
+                            "chunk_size": int(r["chunk_size"]),
+                            "mean": float(r["mean"]),
+                            "std": float(r["std"]),
+                            "sem": float(r["sem"]),
+                            "n": int(r["n"]),
+                        }
+                    )
+                except (TypeError, ValueError):
+                    raise RedrepError(
+                        f"{csv_path}, line {lineno}: expected numbers in chunk_size, mean, std, "
+                        f"sem and n, found {dict(r)}"
+                    ) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise RedrepError(f"{csv_path}: could not read it as CSV ({exc})") from None
+    if not rows:
+        raise RedrepError(f"{csv_path}: expected result rows, found none")
+    return Results(path, rows, doc)
