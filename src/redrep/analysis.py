@@ -121,10 +121,12 @@ def chunk_accuracy(
 
     Notes
     -----
-    All chunks are evaluated in one pass over the data: the logits of every
-    chunk come from one matrix product with a stacked, masked readout
-    ``M[:, k*C:(k+1)*C] = (weight * mask_k).T``. Identical chunks (every chunk
-    of size W, for instance) are evaluated once.
+    All chunks are evaluated in one pass over the data; identical chunks
+    (every chunk of size W, for instance) are evaluated once. Chunks of more
+    than W/32 neurons go through one matrix product with the stacked, masked
+    readouts ``M[:, k*C:(k+1)*C] = (weight * mask_k).T``; smaller ones gather
+    their rows of the transposed block, which costs in proportion to the chunk
+    size rather than to W.
     """
     weight = np.asarray(weight, dtype=np.float32)
     bias = np.asarray(bias, dtype=np.float32)
@@ -140,18 +142,35 @@ def chunk_accuracy(
             keys[k] = len(uniq)
             uniq.append(c)
         index[i] = keys[k]
-    n_u = len(uniq)
-    stacked = np.zeros((width, n_u * n_classes), dtype=np.float32)
+    dense = [k for k, c in enumerate(uniq) if 32 * len(c) > width]
+    small = {}  # size -> unique chunk ids, gathered
     for k, c in enumerate(uniq):
-        stacked[c, k * n_classes : (k + 1) * n_classes] = weight[:, c].T
-    correct = np.zeros(n_u, dtype=np.int64)
+        if 32 * len(c) <= width:
+            small.setdefault(len(c), []).append(k)
+    stacked = np.zeros((width, len(dense) * n_classes), dtype=np.float32)
+    for i, k in enumerate(dense):
+        c = uniq[k]
+        stacked[c, i * n_classes : (i + 1) * n_classes] = weight[:, c].T
+    groups = []
+    for ids in small.values():
+        idx = np.stack([uniq[k] for k in ids])  # (r, size)
+        groups.append((np.asarray(ids), idx, np.ascontiguousarray(weight[:, idx].transpose(1, 0, 2))))  # (r, C, size)
+    correct = np.zeros(len(uniq), dtype=np.int64)
     # keep the logits of one block near _LOGIT_BLOCK_BYTES
-    rows = max(64, min(block_rows, _LOGIT_BLOCK_BYTES // (4 * n_u * n_classes)))
+    rows = max(64, min(block_rows, _LOGIT_BLOCK_BYTES // (4 * max(1, len(dense)) * n_classes)))
     for start, block in iter_blocks(features, rows, np.float32, name):
-        logits = (block @ stacked).reshape(block.shape[0], n_u, n_classes)
-        logits += bias
-        pred = logits.argmax(axis=2)
-        correct += (pred == labels[start : start + block.shape[0], None]).sum(axis=0)
+        lab = labels[start : start + block.shape[0]]
+        if dense:
+            logits = (block @ stacked).reshape(block.shape[0], len(dense), n_classes)
+            logits += bias
+            correct[dense] += (logits.argmax(axis=2) == lab[:, None]).sum(axis=0)
+        if groups:
+            blockT = np.ascontiguousarray(block.T)  # (W, b): a chunk's neurons are whole rows
+            for ids, idx, wg in groups:
+                xg = blockT[idx]  # (r, size, b)
+                logits = wg * xg if idx.shape[1] == 1 else np.matmul(wg, xg)  # (r, C, b)
+                logits += bias[:, None]
+                correct[ids] += (logits.argmax(axis=1) == lab[None, :]).sum(axis=1)
         if progress is not None:
             progress(block.shape[0])
     return correct[index] / features.shape[0]
@@ -199,14 +218,20 @@ class RegressionStats:
     mean_corr_outside: float
 
 
+class _Workspace:
+    """Buffers reused across chunks: fresh W x W arrays cost more in page faults than in arithmetic."""
+
+    def __init__(self, G: np.ndarray):
+        self.G = G
+        self.trace_G = float(np.trace(G))
+        self.diag_G = np.diag(G).copy()
+        self.G_upper = np.asfortranarray(np.triu(G, 1))
+        self.R = np.empty_like(self.G_upper, order="F")
+        self.outer = np.empty_like(self.G_upper)
+
+
 def chunk_regression(
-    G: np.ndarray,
-    n: int,
-    chunk,
-    alpha: float = 1e-8,
-    *,
-    trace_G: float | None = None,
-    G_upper: np.ndarray | None = None,
+    G: np.ndarray, n: int, chunk, alpha: float = 1e-8, *, work: _Workspace | None = None
 ) -> RegressionStats:
     """R^2 and residual mean correlations for one chunk, from the centred Gram matrix.
 
@@ -222,59 +247,61 @@ def chunk_regression(
     n : number of samples behind ``G``
     chunk : integer array of shape (w,), distinct neurons
     alpha : ridge penalty
-    trace_G, G_upper : ``trace(G)`` and ``np.triu(G, 1)``, to reuse across chunks
+    work : buffers from a previous call with the same ``G`` (internal)
 
     Returns
     -------
     RegressionStats; ``mean_corr_outside`` is NaN when fewer than two neurons lie outside.
     """
+    if work is None or work.G is not G:
+        work = _Workspace(G)
     S = np.asarray(chunk, dtype=np.int64)
     width, w = G.shape[0], len(S)
-    if trace_G is None:
-        trace_G = float(np.trace(G))
-    if G_upper is None:
-        G_upper = np.triu(G, 1)
     A = G[np.ix_(S, S)]
     A[np.diag_indices(w)] += alpha
     try:
         L = scipy.linalg.cholesky(A, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
         L = None
+    R = work.R
+    R[...] = work.G_upper
     if L is not None:
         # right-side triangular solves on G[:, S] (Fortran-ordered, no copies):
         # V^T L^T = G_:S, B^T L = V^T, and twice more for (K B)^T
         Vt = dtrsm(1.0, L, G[:, S], side=1, lower=1, trans_a=1)
         Bt = dtrsm(1.0, L, Vt, side=1, lower=1, trans_a=0)
-        KBt = dtrsm(1.0, L, dtrsm(1.0, L, Bt, side=1, lower=1, trans_a=1), side=1, lower=1, trans_a=0)
-        KB = KBt.T
+        KB = dtrsm(1.0, L, dtrsm(1.0, L, Bt, side=1, lower=1, trans_a=1), side=1, lower=1, trans_a=0).T
         Ut = np.empty((width, 2 * w), order="F")
         Ut[:, :w] = Vt
         Ut[:, w:] = np.sqrt(alpha) * Bt
-        Q = dsyrk(1.0, Ut)  # upper triangle of V^T V + alpha B^T B
+        # upper triangle of triu(G, 1) - (V^T V + alpha B^T B), in place
+        R = dsyrk(-1.0, Ut, beta=1.0, c=R, overwrite_c=1)
     else:
         # numerically singular chunk (exactly collinear neurons with alpha = 0): least squares
         G_S = G[S]
         B = np.linalg.lstsq(A, G_S, rcond=None)[0]
         KB = np.linalg.lstsq(A, B, rcond=None)[0]
-        Q = np.triu(G_S.T @ B + alpha * (B.T @ B))
+        R -= np.triu(G_S.T @ B + alpha * (B.T @ B))
     inside_exact = (alpha * alpha) * KB  # rows of R of the neurons inside the chunk, shape (w, W)
-    diag = np.diag(G) - np.diag(Q)
+    # R holds -Q_ii on its diagonal, so diag(residual scatter) = diag(G) + diag(R)
+    diag = work.diag_G + np.diagonal(R)
     diag[S] = inside_exact[np.arange(w), S]
-    diag = np.clip(diag, 0.0, None)
-    r2 = 1.0 - float(diag.sum()) / trace_G
+    np.clip(diag, 0.0, None, out=diag)
+    r2 = 1.0 - float(diag.sum()) / work.trace_G
     scale = 1.0 / (n - 1)
     sd = np.sqrt(diag * scale)
-    # pairs of neurons both outside the chunk: strict upper triangle of R
-    R = G_upper - Q
+    # pairs of neurons both outside the chunk: the strict upper triangle of R
     np.fill_diagonal(R, 0.0)
     R[S] = 0.0
     R[:, S] = 0.0
     np.abs(R, out=R)
-    R *= scale
-    R /= np.outer(sd, sd) + CORR_EPS
-    sum_out = float(R.sum())
+    outer = work.outer
+    np.multiply.outer(sd, sd, out=outer)
+    outer += CORR_EPS
+    np.divide(R, outer, out=R)
+    sum_out = float(R.sum()) * scale
     # pairs with at least one neuron inside the chunk, from the exact form
-    Mi = np.abs(inside_exact) * scale / (np.outer(sd[S], sd) + CORR_EPS)
+    Mi = np.abs(inside_exact) * scale / (outer[S])
     outside = np.ones(width, dtype=bool)
     outside[S] = False
     M_SS = Mi[:, S]
@@ -397,9 +424,8 @@ class ChunkAnalysis:
             )
         timings["gram_test"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        trace_G = float(np.trace(G))
-        G_upper = np.triu(G, 1)
-        if trace_G <= 0:
+        work = _Workspace(G)
+        if work.trace_G <= 0:
             raise RedrepError("features_test: expected neurons with nonzero variance, found every column constant")
         stats = np.empty((3, len(sizes), r2_rep))
         cache = {}
@@ -408,7 +434,7 @@ class ChunkAnalysis:
                 for r, c in enumerate(self.r2_chunks_[w]):
                     key = c.tobytes()
                     if key not in cache:
-                        s = chunk_regression(G, n, c, alpha, trace_G=trace_G, G_upper=G_upper)
+                        s = chunk_regression(G, n, c, alpha, work=work)
                         cache[key] = (s.r2, s.mean_corr, s.mean_corr_outside)
                     stats[:, i, r] = cache[key]
                     bar.update(1)

@@ -137,7 +137,7 @@ class RepresentationSet:
         are checked batch by batch while they are analysed, so that opening a
         large set never reads it whole.
         """
-        n = dict(NATIVE_FILES if names is None else names)
+        n = dict(names or {})
         for key in NATIVE_FILES:
             n.setdefault(key, key)
         weight = check_matrix(weight, n["weight"])
