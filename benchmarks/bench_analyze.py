@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -105,15 +104,32 @@ def baseline(folder: Path, acc_rep=100, r2_rep=40, seed=0):
     return sizes, acc, r2s, corrs
 
 
-def peak_rss_of(cmd) -> tuple[float, float]:
-    """Run cmd; return (seconds, peak RSS in GB) of the child."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+_PEAK_WRAPPER = """
+import atexit, sys
+def _peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            sys.stderr.write("PEAK_KB " + line.split()[1] + "\\n")
+atexit.register(_peak)
+from redrep.cli import main
+sys.argv[0] = "redrep"
+main()
+"""
+
+
+def peak_rss_of(args) -> tuple[float, float]:
+    """Run `redrep ARGS` in a new process; return (seconds, its peak RSS in GB).
+
+    The peak is the child's own VmHWM, read at its exit: the rusage of children
+    would also count the memory of this (forked) benchmark process.
+    """
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    p = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *args], capture_output=True, text=True)
     dt = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the max over all waited-for children; this is the only large one
-    return dt, max(before, after) / 2**20
+    if p.returncode != 0:
+        raise SystemExit(f"redrep {' '.join(args)} failed: {p.stderr.strip()}")
+    kb = [int(line.split()[1]) for line in p.stderr.splitlines() if line.startswith("PEAK_KB ")][-1]
+    return dt, kb / 2**20
 
 
 def bench_speed(work: Path):
