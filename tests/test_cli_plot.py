@@ -1,0 +1,100 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from redrep.cli import main
+from results_factory import paper_like, write_results_dir
+
+
+def _write(path, **kw):
+    path.mkdir(parents=True, exist_ok=True)
+    kw.setdefault("error_inf", 0.04)
+    write_results_dir(path, paper_like(width=256, w_star=32, error_inf=kw["error_inf"]), **kw)
+    return path
+
+
+def test_plot_from_results_dir_all_formats(tmp_path):
+    res = _write(tmp_path / "res")
+    before = json.loads((res / "results.json").read_text())
+    out = tmp_path / "figs"
+    r = CliRunner().invoke(
+        main, ["plot", "--results", str(res), "--out", str(out), "--format", "png,pdf,svg", "--dpi", "40"]
+    )
+    assert r.exit_code == 0, r.output
+    for ext in ("png", "pdf", "svg"):
+        f = out / f"cifar10_wr28_plots.{ext}"
+        assert f.stat().st_size > 3000
+        assert f"wrote {f}" in r.output
+    assert "w_c* = 32" in r.output and "exponent = -0.500" in r.output
+    after = json.loads((res / "results.json").read_text())
+    # existing keys untouched, the summary added
+    assert {k: after[k] for k in before} == before
+    s = after["summary"]
+    assert s["w_c_star"] == 32 and s["n_clones"] == 8.0 and s["width"] == 256
+    assert s["exponent"] == pytest.approx(-0.5) and s["exponent_se"] == pytest.approx(0.0, abs=1e-8)
+    assert s["thresholds"] == {"train_error_max": 0.0, "r2_min": 0.95}
+
+
+def test_plot_default_paths_and_thresholds(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "data" / "results", error_inf=None)
+    r = CliRunner().invoke(main, ["plot", "--r2-min", "0.999", "-q", "--dpi", "40"])
+    assert r.exit_code == 0, r.output
+    assert r.output == ""
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "cifar10_wr28_plots.pdf",
+        "cifar10_wr28_plots.png",
+    ]
+    s = json.loads((tmp_path / "data" / "results" / "results.json").read_text())["summary"]
+    # R^2 = 1 - 0.5 / w reaches 0.999 only at w = 500 and above
+    assert s["w_c_star"] is None and s["thresholds"]["r2_min"] == 0.999
+    assert s["exponent"] is None
+    _write(tmp_path / "other" / "results")
+    r = CliRunner().invoke(main, ["plot", "--path", "other", "--out", "o", "--format", "svg", "--name", "fig"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o" / "fig.svg").is_file()
+
+
+def test_plot_says_when_no_critical_chunk_size(tmp_path):
+    c = paper_like(width=64, w_star=16)
+    c["train_err"] = c["train_err"] + 0.01
+    write_results_dir(tmp_path, c, error_inf=0.04)
+    r = CliRunner().invoke(main, ["plot", "--results", str(tmp_path), "--out", str(tmp_path / "p"), "--dpi", "40"])
+    assert r.exit_code == 0, r.output
+    assert "w_c*: none" in r.output and "no chunk size has training error <= 0" in r.output
+
+
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        ("none", [], "no such results folder"),
+        ("no_csv", [], "missing result file(s)"),
+        ("bad_json", [], "expected a JSON object, could not parse it"),
+        ("bad_csv", [], "expected numbers in chunk_size"),
+        ("no_r2", [], "expected rows for metric 'r2'"),
+        ("ok", ["--format", "png,gif"], "--format: expected a comma-separated list of png, pdf, svg"),
+        ("ok", ["--r2-min", "2"], "r2_min: expected a number <= 1.0"),
+        ("ok", ["--train-error-max", "-1"], "train_error_max: expected a number >= 0.0"),
+    ],
+)
+def test_plot_errors_are_one_line_exit_2(tmp_path, setup, args, message):
+    res = tmp_path / "res"
+    if setup != "none":
+        _write(res, drop=("r2",) if setup == "no_r2" else ())
+    if setup == "no_csv":
+        (res / "results.csv").unlink()
+    elif setup == "bad_json":
+        (res / "results.json").write_text("{not json")
+    elif setup == "bad_csv":
+        lines = (res / "results.csv").read_text().splitlines()
+        lines[3] = "accuracy,train,4,zero,0,0,20"
+        (res / "results.csv").write_text("\n".join(lines) + "\n")
+    before = (res / "results.json").read_text() if (res / "results.json").exists() else None
+    r = CliRunner().invoke(main, ["plot", "--results", str(res), "--out", str(tmp_path / "plots"), *args])
+    assert r.exit_code == 2
+    assert r.stderr.startswith("Error: ") and message in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "plots").exists()
+    if before is not None:
+        assert (res / "results.json").read_text() == before
