@@ -17,7 +17,7 @@ from .. import __version__
 from ..validation import RedrepError
 
 #: Command modules of this package, each defining ``command``.
-COMMAND_MODULES = ("analyze", "example", "plot", "report")
+COMMAND_MODULES = ("download", "analyze", "plot", "report", "example")
 
 
 class RedrepGroup(click.Group):
