@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/redrep example --out demo_output/example_set
 	$(BIN)/redrep analyze --repr demo_output/example_set --out demo_output/results
+	$(BIN)/redrep plot --results demo_output/results --out demo_output
+	$(BIN)/redrep report --results demo_output/results --out demo_output/report.html
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

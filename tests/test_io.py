@@ -42,3 +42,17 @@ def test_atomic_dir(tmp_path):
         (tmp / "g").write_text("3")
     assert sorted(p.name for p in target.iterdir()) == ["g"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        io.write_text(tmp_path / "f.txt", "x")
+        with io.atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "g").write_text("1")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == io._FILE_MODE
+    assert (tmp_path / "d").stat().st_mode & 0o777 == io._DIR_MODE

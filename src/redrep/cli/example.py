@@ -22,9 +22,10 @@ from ..synthetic import make_clone_set
 @click.option("--n-latent", type=int, default=16, show_default=True, help="Distinct informative directions.")
 @click.option("--n-copies", type=int, default=16, show_default=True, help="Noisy clones of each direction.")
 @click.option("--n-classes", type=int, default=10, show_default=True)
-@click.option("--noise", type=float, default=0.3, show_default=True)
+@click.option("--noise", type=float, default=0.3, show_default=True, help="Independent noise of each neuron.")
+@click.option("--separation", type=float, default=8.0, show_default=True, help="Distance scale of the class means.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def command(out, n_train, n_test, n_latent, n_copies, n_classes, noise, seed):
+def command(out, n_train, n_test, n_latent, n_copies, n_classes, noise, separation, seed):
     """Write a synthetic representation set of noisy neuron clones (native layout)."""
     rs = make_clone_set(
         n_train=n_train,
@@ -33,6 +34,7 @@ def command(out, n_train, n_test, n_latent, n_copies, n_classes, noise, seed):
         n_copies=n_copies,
         n_classes=n_classes,
         noise=noise,
+        separation=separation,
         random_state=seed,
     )
     rs.save(out)
