@@ -333,7 +333,16 @@ def _load_npy(path: Path, mmap_mode=None) -> np.ndarray:
 
 
 def _load_pt(path: Path) -> np.ndarray:
-    import torch  # only needed for the authors' .pt files
+    """A tensor saved by torch: memory-mapped without torch when possible, else through ``torch.load``."""
+    from .ptfile import PtFormatError, load_pt
+
+    try:
+        return load_pt(path)
+    except PtFormatError:
+        pass  # another layout (legacy, compressed, bfloat16...): let torch read it
+    except OSError as exc:
+        raise RedrepError(f"{path}: expected a torch tensor file, could not read it ({exc})") from None
+    import torch
 
     try:
         try:
@@ -342,13 +351,14 @@ def _load_pt(path: Path) -> np.ndarray:
             # legacy (non-zip) serialisation cannot be memory-mapped
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file
-        raise RedrepError(
-            f"{path}: expected a torch tensor file, could not read it ({type(exc).__name__}: {exc})"
-        ) from None
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise RedrepError(f"{path}: expected a torch tensor file, could not read it ({reason})") from None
     if isinstance(obj, np.ndarray):
         return obj
     if not isinstance(obj, torch.Tensor):
         raise RedrepError(f"{path}: expected a torch tensor, found {type(obj).__name__}")
+    if obj.dtype == torch.bfloat16:
+        obj = obj.float()
     return obj.detach().cpu().numpy()
 
 

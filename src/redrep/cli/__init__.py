@@ -21,7 +21,19 @@ COMMAND_MODULES = ("download", "analyze", "plot", "report", "example")
 
 
 class RedrepGroup(click.Group):
-    """A click group that turns user errors into one line and exit status 2."""
+    """A click group that turns user errors into one line and exit status 2.
+
+    Commands are imported when used, so that `redrep analyze` does not pay for
+    matplotlib or torch.
+    """
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name in COMMAND_MODULES and cmd_name not in self.commands:
+            self.add_command(importlib.import_module(f"{__name__}.{cmd_name}").command, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx):
         try:
@@ -43,10 +55,6 @@ def main():
     Train networks, extract the last hidden layer, measure how its neurons
     split into redundant chunks, and plot and report the result.
     """
-
-
-for _name in COMMAND_MODULES:
-    main.add_command(importlib.import_module(f"{__name__}.{_name}").command)
 
 
 def parse_int_list(value: str | None, option: str) -> list[int] | None:
