@@ -356,3 +356,73 @@ def save_figure(fig: Figure, out_dir, *, stem: str = DEFAULT_STEM, formats=DEFAU
         io.write_bytes(path, data)
         paths.append(path)
     return paths
+
+
+def width_figure(
+    widths,
+    full_test,
+    chunk_test,
+    *,
+    full_train=None,
+    chunk_train=None,
+    error_inf: float | None = None,
+    widest: int | None = None,
+    title: str | None = None,
+) -> Figure:
+    """The paper's Fig. 3a: full networks of width W against chunks of W neurons of the widest network.
+
+    Parameters
+    ----------
+    widths : array of shape (n,), the widths W (= chunk sizes)
+    full_test, chunk_test : pairs (mean, sem) of arrays of shape (n,), test error over seeds;
+        NaN where a value is missing
+    full_train, chunk_train : the same for the training error (panel b), optional
+    error_inf : the ensemble test error, drawn as a horizontal line
+    widest : width of the network the chunks come from (for the legend)
+    title : figure title
+    """
+    widths = np.asarray(widths, dtype=float)
+    two = full_train is not None or chunk_train is not None
+    fig = Figure(figsize=(11.5 if two else 6.2, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2 if two else 1, squeeze=False)[0]
+    src = f"chunks of the W = {widest} network" if widest else "chunks of the widest network"
+    panels = [("test error", full_test, chunk_test)]
+    if two:
+        panels.append(("training error", full_train, chunk_train))
+    for ax, (label, full, chunk) in zip(axes, panels):
+        for series, name, color, marker in (
+            (full, "full network of width W", _C_TEST, "o"),
+            (chunk, f"{src}, $w_c$ = W", _C_TRAIN, "s"),
+        ):
+            if series is None:
+                continue
+            mean, sem = (np.asarray(v, dtype=float) for v in series)
+            ok = np.isfinite(mean)
+            if ok.any():
+                ax.errorbar(
+                    widths[ok],
+                    mean[ok],
+                    yerr=np.where(np.isfinite(sem[ok]), sem[ok], 0),
+                    color=color,
+                    marker=marker,
+                    ms=5,
+                    lw=1.6,
+                    capsize=3,
+                    label=name,
+                )
+        if label == "test error" and error_inf is not None:
+            ax.axhline(error_inf, color="0.35", ls="--", lw=1, label=f"ensemble error$_\\infty$ = {error_inf:.4g}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlim(*_xlim(widths))
+        _int_ticks(ax)
+        if label == "training error":
+            ax.set_yscale("symlog", linthresh=SYMLOG_LINTHRESH)
+            ax.set_ylim(-SYMLOG_LINTHRESH / 5, 1.1)
+        ax.set_xlabel("width W (chunk size $w_c$ = W)")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        _legend_below(ax)
+    for ax, letter in zip(axes, "ab"):
+        ax.set_title(f"({letter})", loc="left", fontweight="bold")
+    fig.suptitle(title or "Full networks against chunks of the widest one (error bars: sem over seeds)")
+    return fig
