@@ -144,7 +144,10 @@ def download_file(
             failures = 1 if exc.gained else failures + 1
             if failures > retries:
                 tries = "1 attempt" if retries == 0 else f"{retries + 1} attempts in a row"
-                raise RedrepError(f"{url}: {exc} ({tries}; run again to resume)") from None
+                kept = _size(part)
+                if kept:
+                    tries += f"; {kept} bytes kept in {part}, run again to resume"
+                raise RedrepError(f"{url}: {exc} ({tries})") from None
             time.sleep(backoff * 2 ** (failures - 1))
             continue
         if done:
