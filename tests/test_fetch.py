@@ -214,6 +214,15 @@ def test_connection_refused_is_network_unreachable(tmp_path):
     assert not (tmp_path / "a.bin").exists() and not part_path(tmp_path / "a.bin").exists()
 
 
+def test_tls_to_a_plain_http_server(srv, tmp_path):
+    srv.routes["/a.bin"] = Route(body=b"x")
+    url = srv.url("/a.bin").replace("http://", "https://")
+    with pytest.raises(
+        RedrepError, match=r"^https://.*/a.bin: TLS handshake failed \(WRONG_VERSION_NUMBER\) \(1 attempt\)$"
+    ):
+        download_file(url, tmp_path / "a.bin", **{**FAST, "retries": 0})
+
+
 def test_read_timeout_is_retried(srv, tmp_path):
     data = payload(15)
     srv.routes["/a.bin"] = Route(body=data, stall=[1.0])

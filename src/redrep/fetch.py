@@ -278,6 +278,8 @@ def _connection_error(url: str, reason) -> Exception:
     """Classify a failure to get a response: certificate problems are final, the rest transient."""
     if isinstance(reason, ssl.SSLCertVerificationError):
         return RedrepError(f"{url}: TLS certificate rejected ({reason.verify_message or reason})")
+    if isinstance(reason, ssl.SSLError):
+        return _Transient(f"TLS handshake failed ({reason.reason or reason})")
     if isinstance(reason, (socket.timeout, TimeoutError)):
         return _Transient("timed out waiting for the server")
     if isinstance(reason, (FileNotFoundError, PermissionError, IsADirectoryError)):  # file:// URLs
