@@ -217,9 +217,7 @@ def test_connection_refused_is_network_unreachable(tmp_path):
 def test_tls_to_a_plain_http_server(srv, tmp_path):
     srv.routes["/a.bin"] = Route(body=b"x")
     url = srv.url("/a.bin").replace("http://", "https://")
-    with pytest.raises(
-        RedrepError, match=r"^https://.*/a.bin: TLS handshake failed \(WRONG_VERSION_NUMBER\) \(1 attempt\)$"
-    ):
+    with pytest.raises(RedrepError, match=r"^https://.*/a.bin: TLS handshake failed \([^)]+\) \(1 attempt\)$"):
         download_file(url, tmp_path / "a.bin", **{**FAST, "retries": 0})
 
 
