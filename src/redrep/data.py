@@ -318,6 +318,35 @@ def read_cifar_source(name: str, path) -> dict[str, bytes]:
     return out
 
 
+def fetch_cifar(name: str, data_dir, *, url: str | None = None, md5: str | None = None, progress: bool = True):
+    """Download the official archive of CIFAR dataset ``name`` into ``data_dir``, verified by md5.
+
+    An archive already there with the right md5 is kept without any request;
+    one with another md5 is replaced once the new download is complete. An
+    interrupted download resumes from its ``.part`` file.
+
+    Parameters
+    ----------
+    url : where to download from (default: the official address)
+    md5 : expected hex md5 (default: the official archive's)
+
+    Returns
+    -------
+    (path of the archive, whether it was downloaded now)
+    """
+    from .fetch import download_file, file_md5
+
+    if name not in CIFAR:
+        raise RedrepError(f"dataset: expected one of {', '.join(CIFAR)} to download, found {name!r}")
+    info = CIFAR[name]
+    md5 = (md5 or info.md5).lower()
+    dest = Path(data_dir) / info.archive
+    if dest.is_file() and file_md5(dest) == md5:
+        return dest, False
+    download_file(url or info.url, dest, md5=md5, progress=progress, desc=info.archive)
+    return dest, True
+
+
 def load_cifar(name: str, data_dir) -> Dataset:
     """CIFAR-10 or CIFAR-100 as uint8 (N, 3, 32, 32) images and int64 labels."""
     info = CIFAR[name]

@@ -17,7 +17,7 @@ from .. import __version__
 from ..validation import RedrepError
 
 #: Command modules of this package, each defining ``command``.
-COMMAND_MODULES = ("analyze", "example", "train", "extract", "ensemble")
+COMMAND_MODULES = ("analyze", "example", "data", "train", "extract", "ensemble")
 
 
 class RedrepGroup(click.Group):
