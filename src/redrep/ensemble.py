@@ -116,7 +116,7 @@ def ensemble_error(
     epoch: int | None = None,
     device: str = "auto",
     data_dir=None,
-    batch_size: int = 1024,
+    batch_size: int = 256,
 ) -> EnsembleResult:
     """Test error of the averaged softmax of ``members`` (run directories or native representation sets).
 

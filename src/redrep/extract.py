@@ -92,7 +92,7 @@ def extract_features(
     readout: nn.Linear | None = None,
     device=None,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    batch_size: int = 1024,
+    batch_size: int = 256,
     progress: bool = False,
     desc: str = "extract",
 ):
@@ -165,7 +165,7 @@ def extract_representations(
     readout: nn.Linear | None = None,
     device=None,
     transform=None,
-    batch_size: int = 1024,
+    batch_size: int = 256,
     meta: dict | None = None,
     progress: bool = False,
 ) -> RepresentationSet:
@@ -228,7 +228,7 @@ def extract_run(
     out=None,
     device: str = "auto",
     data_dir=None,
-    batch_size: int = 1024,
+    batch_size: int = 256,
     progress: bool = True,
 ) -> tuple[Path, RepresentationSet]:
     """Extract the representation set of a ``redrep train`` run and save it (native layout).

@@ -16,7 +16,8 @@ A run directory holds::
 Checkpoints hold the config, model, optimizer and gradient-scaler states, the
 epoch, the metrics so far and every random-number state, and are written
 atomically: a run killed at any moment resumes from its last finished epoch
-and continues exactly as if it had not been interrupted.
+and continues as if it had not been interrupted (bit for bit on the CPU; on a
+GPU up to the nondeterminism of cuDNN kernels).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class TrainConfig:
     train_subset: int | None = None
     checkpoint_epochs: tuple[int, ...] = SPEC_CHECKPOINT_EPOCHS
     eval_train: bool = True
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 256
 
     @property
     def model_options(self) -> dict:
@@ -126,7 +127,8 @@ class TrainConfig:
             raise RedrepError(
                 f"checkpoint_epochs: expected a list of epochs, found {self.checkpoint_epochs!r}"
             ) from None
-        data_dir = None if self.data_dir is None else str(self.data_dir)
+        # absolute, so that `redrep extract` finds the data from any working directory
+        data_dir = None if self.data_dir is None else str(Path(self.data_dir).expanduser().resolve())
         return replace(
             self,
             widening_factor=opts.get("widening_factor"),
@@ -298,13 +300,14 @@ def _restore_rng_states(st: dict, gen: torch.Generator, device: torch.device) ->
     _set_np_rng_state(st["numpy"])
     random.setstate(tuple(st["python"][:1]) + (tuple(st["python"][1]),) + tuple(st["python"][2:]))
     gen.set_state(st["data"])
-    if device.type == "cuda" and "cuda" in st:
+    # a run resumed on a machine with another number of GPUs keeps its fresh CUDA states
+    if device.type == "cuda" and len(st.get("cuda", [])) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
 # --------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(model, dataset: Dataset, x, y, *, batch_size: int = 1024, autocast=contextlib.nullcontext):
+def evaluate(model, dataset: Dataset, x, y, *, batch_size: int = 256, autocast=contextlib.nullcontext):
     """Mean cross-entropy (no smoothing) and accuracy of ``model`` in eval mode, without augmentation.
 
     Parameters

@@ -21,7 +21,7 @@ from ..ensemble import ensemble_error, store_error_inf
 @click.option("--epoch", type=int, default=None, help="Checkpoint epoch of the runs  [default: their last]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--data-dir", default=None, help="Where the dataset is now  [default: each run's --data-dir]")
-@click.option("--batch-size", type=int, default=1024, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Samples per forward pass.")
 def command(members, into, epoch, device, data_dir, batch_size):
     """Test error of the averaged softmax of MEMBERS: run directories or representation sets of one kind.
 

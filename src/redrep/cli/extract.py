@@ -20,7 +20,7 @@ from ..extract import extract_run
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--data-dir", default=None, help="Where the dataset is now  [default: the run's --data-dir]")
-@click.option("--batch-size", type=int, default=1024, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Samples per forward pass.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def command(run_dir, epoch, out, device, data_dir, batch_size, quiet):
     """Write the last hidden layer of RUN_DIR's network on its train and test sets, with its readout.
