@@ -203,7 +203,7 @@ def test_divergence_is_reported(tmp_path):
 def test_kill_9_loses_at_most_the_epoch_in_progress(tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "redrep", "train", "--out", str(run), "--dataset", "synthetic", "--arch", "mlp"]
-    args += ["--width", "512", "--depth", "3", "--epochs", "20", "--batch-size", "8", "--lr", "0.01"]
+    args += ["--width", "512", "--depth", "3", "--epochs", "12", "--batch-size", "8", "--lr", "0.01"]
     args += ["--no-eval-train", "-q"]
     # one thread: OpenMP spinning makes a run crawl when the two cores are shared with other tests
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
@@ -219,9 +219,9 @@ def test_kill_9_loses_at_most_the_epoch_in_progress(tmp_path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     done = load_checkpoint(last)["epoch"]
-    assert 1 <= done < 20
+    assert 1 <= done < 12
     out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert [m["epoch"] for m in _lines(run / "metrics.jsonl")] == list(range(1, 21))
-    assert load_checkpoint(last)["epoch"] == 20
-    assert "20/20 epochs" in out.stdout
+    assert [m["epoch"] for m in _lines(run / "metrics.jsonl")] == list(range(1, 13))
+    assert load_checkpoint(last)["epoch"] == 12
+    assert "12/12 epochs" in out.stdout
