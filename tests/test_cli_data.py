@@ -5,7 +5,7 @@ import hashlib
 import pytest
 from click.testing import CliRunner
 
-from conftest import write_cifar_archive
+from cifar_archive import write_cifar_archive
 from localhttp import LocalServer, Route
 from redrep.cli import main
 from redrep.data import CIFAR, load_dataset

@@ -8,11 +8,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import write_cifar_archive
+from cifar_archive import make_cifar_dir, write_cifar_archive
 from redrep.cli import main
 from redrep.extract import load_run_model
 from redrep.repset import RepresentationSet
 from redrep.train import TrainConfig, load_checkpoint, train
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory):
+    return make_cifar_dir(tmp_path_factory)
 
 
 def invoke(*args):

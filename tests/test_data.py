@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_cifar_archive
+from cifar_archive import make_cifar_dir, write_cifar_archive
 from redrep.data import (
     CIFAR,
     DATASETS,
@@ -17,6 +17,11 @@ from redrep.data import (
     write_mnist1d_cache,
 )
 from redrep.validation import RedrepError
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory):
+    return make_cifar_dir(tmp_path_factory)
 
 
 def _augment_oracle(x, seed, padding=4):

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny CIFAR-format archives built on the spot."""
+"""Tiny CIFAR-format archives built on the spot (the official python-version layout)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from redrep.data import CIFAR
 
@@ -42,9 +41,8 @@ def write_cifar_archive(path, name="cifar10", n_train=64, n_test=32, seed=0, pro
     return x_tr, y_tr, x_te, y_te
 
 
-@pytest.fixture(scope="session")
-def cifar_dir(tmp_path_factory):
-    """A data folder holding a tiny cifar-10-python.tar.gz (64 train / 32 test images)."""
+def make_cifar_dir(tmp_path_factory):
+    """A data folder holding a tiny cifar-10-python.tar.gz (64 train / 32 test images), and its arrays."""
     d = tmp_path_factory.mktemp("cifar")
     arrays = write_cifar_archive(d / CIFAR["cifar10"].archive)
     return d, arrays
