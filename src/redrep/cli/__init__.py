@@ -17,7 +17,9 @@ from .. import __version__
 from ..validation import RedrepError
 
 #: Command modules of this package, each defining ``command``.
-COMMAND_MODULES = ("download", "analyze", "plot", "report", "example")
+COMMAND_MODULES = (
+    "data", "train", "extract", "ensemble", "download", "analyze", "plot", "report", "example",
+)
 
 
 class RedrepGroup(click.Group):

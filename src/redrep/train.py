@@ -1,0 +1,636 @@
+"""Training with the authors' recipe, on CPU or GPU, resumable.
+
+The recipe (SPEC.md): SGD with momentum 0.9, lr 0.1, weight decay 5e-4,
+batch 128, cosine annealing to 1e-5 over 200 epochs (one step per epoch),
+cross-entropy with optional label smoothing, random crops and flips for
+CIFAR. Every value is a field of :class:`TrainConfig` and can be changed.
+
+A run directory holds::
+
+    config.json            the TrainConfig (also inside every checkpoint)
+    metrics.jsonl          one JSON line per epoch
+    summary.json           progress, the epoch where training error reached 0, devices, versions
+    checkpoints/last.pt    the latest epoch (what a resumed run starts from)
+    checkpoints/epoch_NNNN.pt  kept at the SPEC epochs and the last one
+
+Checkpoints hold the config, model, optimizer and gradient-scaler states, the
+epoch, the metrics so far and every random-number state, and are written
+atomically: a run killed at any moment resumes from its last finished epoch
+and continues as if it had not been interrupted (bit for bit on the CPU; on a
+GPU up to the nondeterminism of cuDNN kernels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import platform
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import __version__, io
+from .data import DATASETS, Dataset, load_dataset
+from .models import check_arch, create_model, resolve_model_options
+from .validation import RedrepError, check_float, check_int
+
+#: Epochs at which the authors kept checkpoints (the last epoch is always kept too).
+SPEC_CHECKPOINT_EPOCHS = (1, 2, 5, 10, 20, 40, 60, 80, 100, 130, 140, 150, 160, 180)
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+CHECKPOINT_FORMAT = "redrep.checkpoint"
+
+#: Config fields that may differ when a run is resumed: where and how it runs, not what it computes.
+RESUME_FREE_FIELDS = ("device", "amp", "data_dir", "eval_batch_size")
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; the defaults are the authors' WRN-28-8 / CIFAR-10 recipe.
+
+    ``widening_factor`` (Wide-ResNets, DenseNet), ``width`` and ``depth`` (mlp)
+    left as None take the architecture's default (WRN k = 8, DenseNet k = 1,
+    mlp 5 x 512) when the config is validated. ``amp`` None means on for CUDA,
+    off for CPU. ``train_subset`` trains on a fixed random subset of that many
+    training samples (the same subset for every seed). ``eval_train``
+    evaluates the un-augmented training set in eval mode after each epoch,
+    which is how zero training error is detected (otherwise the running
+    accuracy of the augmented batches is used).
+    """
+
+    dataset: str = "cifar10"
+    data_dir: str | None = "data"
+    arch: str = "wide_resnet28"
+    widening_factor: float | None = None
+    width: int | None = None
+    depth: int | None = None
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    lr_min: float = 1e-5
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool | None = None
+    train_subset: int | None = None
+    checkpoint_epochs: tuple[int, ...] = SPEC_CHECKPOINT_EPOCHS
+    eval_train: bool = True
+    eval_batch_size: int = 256
+
+    @property
+    def model_options(self) -> dict:
+        return {"widening_factor": self.widening_factor, "width": self.width, "depth": self.depth}
+
+    def validated(self) -> TrainConfig:
+        """A checked copy with the architecture's defaults filled in; raises RedrepError on a bad value."""
+        if self.dataset not in DATASETS:
+            raise RedrepError(f"dataset: expected one of {', '.join(DATASETS)}, found {self.dataset!r}")
+        check_arch(self.arch)
+        opts = resolve_model_options(self.arch, **self.model_options)
+        check_int(self.epochs, "epochs", min_value=1)
+        check_int(self.batch_size, "batch_size", min_value=1)
+        check_int(self.eval_batch_size, "eval_batch_size", min_value=1)
+        check_int(self.seed, "seed", min_value=0)
+        lr = check_float(self.lr, "lr")
+        if lr <= 0:
+            raise RedrepError(f"lr: expected a number > 0, found {lr}")
+        check_float(self.lr_min, "lr_min", min_value=0.0, max_value=lr)
+        check_float(self.momentum, "momentum", min_value=0.0, max_value=0.999)
+        check_float(self.weight_decay, "weight_decay", min_value=0.0)
+        check_float(self.label_smoothing, "label_smoothing", min_value=0.0, max_value=0.999)
+        if self.train_subset is not None:
+            check_int(self.train_subset, "train_subset", min_value=1)
+        check_device_name(self.device)
+        if self.amp not in (None, True, False):
+            raise RedrepError(f"amp: expected true, false or none (auto), found {self.amp!r}")
+        try:
+            ckpts = tuple(sorted({check_int(e, "checkpoint_epochs", min_value=1) for e in self.checkpoint_epochs}))
+        except TypeError:
+            raise RedrepError(
+                f"checkpoint_epochs: expected a list of epochs, found {self.checkpoint_epochs!r}"
+            ) from None
+        # absolute, so that `redrep extract` finds the data from any working directory
+        data_dir = None if self.data_dir is None else str(Path(self.data_dir).expanduser().resolve())
+        return replace(
+            self,
+            widening_factor=opts.get("widening_factor"),
+            width=opts.get("width"),
+            depth=opts.get("depth"),
+            checkpoint_epochs=ckpts,
+            data_dir=data_dir,
+            lr=float(self.lr),
+            lr_min=float(self.lr_min),
+            momentum=float(self.momentum),
+            weight_decay=float(self.weight_decay),
+            label_smoothing=float(self.label_smoothing),
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["checkpoint_epochs"] = list(self.checkpoint_epochs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, *, where: str = "config") -> TrainConfig:
+        if not isinstance(d, dict):
+            raise RedrepError(f"{where}: expected a JSON object with the training config, found {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise RedrepError(f"{where}: expected only TrainConfig fields, found unknown {', '.join(unknown)}")
+        d = dict(d)
+        if "checkpoint_epochs" in d and isinstance(d["checkpoint_epochs"], list):
+            d["checkpoint_epochs"] = tuple(d["checkpoint_epochs"])
+        return cls(**d)
+
+
+# ------------------------------------------------------------------- devices
+def check_device_name(name: str) -> str:
+    if not isinstance(name, str) or not (name in DEVICES or name.startswith("cuda:")):
+        raise RedrepError(f"device: expected one of {', '.join(DEVICES)} (or cuda:N), found {name!r}")
+    return name
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' is CUDA when available, else the CPU; asking for CUDA without one is an error."""
+    check_device_name(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RedrepError(f"device: expected a CUDA device for {name!r}, found none (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def resolve_amp(amp: bool | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full precision: auto is on for CUDA and off for the CPU.
+
+    bfloat16 where the GPU supports it (no loss scaling needed), else float16.
+    """
+    if amp is None:
+        amp = device.type == "cuda"
+    if not amp:
+        return None
+    if device.type != "cuda":
+        raise RedrepError(f"amp: mixed precision needs a CUDA device, found {device} (leave --amp unset for auto)")
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    """A factory of autocast contexts; a no-op when ``dtype`` is None (so one loop serves CPU and GPU)."""
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ----------------------------------------------------------------- schedule
+def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
+    """Learning rate of epoch ``epoch`` (0-based) out of ``epochs``: cosine from ``lr`` down towards ``lr_min``.
+
+    Constant within an epoch, as a CosineAnnealingLR stepped once per epoch.
+    """
+    return lr_min + (lr - lr_min) * (1.0 + math.cos(math.pi * epoch / epochs)) / 2.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+# -------------------------------------------------------------- checkpoints
+def checkpoint_path(run_dir, epoch: int | None = None) -> Path:
+    """``checkpoints/epoch_NNNN.pt``, or ``checkpoints/last.pt`` when ``epoch`` is None."""
+    d = Path(run_dir) / CHECKPOINT_DIR
+    return d / LAST_CHECKPOINT if epoch is None else d / f"epoch_{epoch:04d}.pt"
+
+
+def list_checkpoints(run_dir) -> dict[int, Path]:
+    """Kept checkpoints of a run by epoch (``last.pt`` not included)."""
+    d = Path(run_dir) / CHECKPOINT_DIR
+    out = {}
+    for p in sorted(d.glob("epoch_*.pt")):
+        try:
+            out[int(p.stem.split("_", 1)[1])] = p
+        except ValueError:
+            continue
+    return out
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint on the CPU; a missing or unreadable file is a RedrepError."""
+    path = Path(path)
+    if not path.is_file():
+        raise RedrepError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise RedrepError(
+            f"{path}: expected a redrep checkpoint, could not read it ({type(exc).__name__}: {first_line(exc)})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise RedrepError(f"{path}: expected a redrep checkpoint, found another kind of file")
+    return ckpt
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (library errors can span many lines)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def read_run_config(run_dir) -> TrainConfig:
+    """The TrainConfig saved in a run directory."""
+    f = Path(run_dir) / CONFIG_FILE
+    if not f.is_file():
+        raise RedrepError(f"{run_dir}: expected a run directory holding {CONFIG_FILE}, found none")
+    try:
+        d = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RedrepError(f"{f}: expected a JSON training config, could not parse it ({exc})") from None
+    return TrainConfig.from_dict(d, where=str(f))
+
+
+def config_differences(old: TrainConfig, new: TrainConfig, ignore=RESUME_FREE_FIELDS) -> list[str]:
+    """'field: old -> new' for every field that differs, ``ignore`` left out."""
+    a, b = old.to_dict(), new.to_dict()
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in ignore and a[k] != b.get(k)]
+
+
+def _np_rng_state() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _set_np_rng_state(s: dict) -> None:
+    np.random.set_state((s["kind"], np.asarray(s["keys"], dtype=np.uint32), s["pos"], s["has_gauss"], s["cached"]))
+
+
+def _rng_states(gen: torch.Generator, device: torch.device) -> dict:
+    st = {
+        "torch": torch.get_rng_state(),
+        "numpy": _np_rng_state(),
+        "python": random.getstate(),
+        "data": gen.get_state(),
+    }
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _restore_rng_states(st: dict, gen: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(st["torch"])
+    _set_np_rng_state(st["numpy"])
+    random.setstate(tuple(st["python"][:1]) + (tuple(st["python"][1]),) + tuple(st["python"][2:]))
+    gen.set_state(st["data"])
+    # a run resumed on a machine with another number of GPUs keeps its fresh CUDA states
+    if device.type == "cuda" and len(st.get("cuda", [])) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+# --------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(model, dataset: Dataset, x, y, *, batch_size: int = 256, autocast=contextlib.nullcontext):
+    """Mean cross-entropy (no smoothing) and accuracy of ``model`` in eval mode, without augmentation.
+
+    Parameters
+    ----------
+    x : Tensor of shape (n, *in_shape), stored samples on the model's device
+    y : int64 Tensor of shape (n,)
+
+    Returns
+    -------
+    (loss, accuracy) : floats
+    """
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), dtype=torch.float64, device=y.device)
+    correct = torch.zeros((), dtype=torch.int64, device=y.device)
+    for i in range(0, x.shape[0], batch_size):
+        xb = _to_model_layout(dataset.prepare(x[i : i + batch_size]))
+        yb = y[i : i + batch_size]
+        with autocast():
+            out = model(xb)
+        out = out.float()
+        loss += F.cross_entropy(out, yb, reduction="sum").double()
+        correct += (out.argmax(1) == yb).sum()
+    model.train(was_training)
+    n = max(1, int(x.shape[0]))
+    return float(loss) / n, int(correct) / n
+
+
+def _to_model_layout(x: torch.Tensor) -> torch.Tensor:
+    # channels-last convolutions are markedly faster on GPUs; on the CPU layout is left alone
+    if x.is_cuda and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+# ------------------------------------------------------------------ results
+@dataclass
+class TrainResult:
+    """What a call to :func:`train` did.
+
+    Attributes
+    ----------
+    run_dir : the run directory
+    config : the validated TrainConfig
+    epochs_done : last finished epoch
+    history : list of per-epoch metrics dicts (the lines of metrics.jsonl)
+    zero_train_error_epoch : first epoch with training error 0, or None
+    resumed_from : epoch this call started from (0 for a fresh run)
+    device : the device used, as a string
+    amp_dtype : autocast dtype name, or None
+    """
+
+    run_dir: Path
+    config: TrainConfig
+    epochs_done: int
+    history: list = field(default_factory=list)
+    zero_train_error_epoch: int | None = None
+    resumed_from: int = 0
+    device: str = "cpu"
+    amp_dtype: str | None = None
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def _zero_error(metrics: dict) -> bool:
+    acc = metrics.get("train_eval_acc")
+    if acc is None:
+        acc = metrics["train_acc"]
+    return acc >= 1.0
+
+
+# --------------------------------------------------------------------- loop
+def train(
+    config: TrainConfig,
+    run_dir,
+    *,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train (or resume) the run ``config`` in ``run_dir``.
+
+    A run directory that already holds a run with the same config resumes
+    from its last checkpoint (fields in :data:`RESUME_FREE_FIELDS` may
+    differ); a different config is an error, and so is a non-empty folder
+    that is not a run.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    run_dir : folder of the run
+    progress : show progress bars on stderr
+    on_epoch_end : called as ``on_epoch_end(epoch, metrics)`` after each epoch is saved
+    log : receives one-line messages (what is trained where, when training error reaches 0)
+
+    Returns
+    -------
+    TrainResult
+    """
+    config = config.validated()
+    run_dir = Path(run_dir)
+    ckpt = _existing_run(run_dir, config)
+    if ckpt is not None and ckpt["epoch"] >= config.epochs:
+        return _result_from_checkpoint(run_dir, config, ckpt)
+
+    device = resolve_device(config.device)
+    amp_dtype = resolve_amp(config.amp, device)
+    autocast = autocast_context(device, amp_dtype)
+    dataset = load_dataset(config.dataset, config.data_dir)
+    if config.train_subset is not None:
+        dataset = dataset.subset_train(config.train_subset)
+
+    seed_everything(config.seed)
+    model = create_model(config.arch, dataset.num_classes, dataset.in_shape, **config.model_options)
+    gen = torch.Generator().manual_seed(config.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = model.to(device)
+    if device.type == "cuda" and len(dataset.in_shape) == 3:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    history: list[dict] = []
+    zero_epoch = None
+    start = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        _restore_rng_states(ckpt["rng"], gen, device)
+        history = list(ckpt["history"])
+        zero_epoch = ckpt.get("zero_train_error_epoch")
+        start = int(ckpt["epoch"])
+    # the metrics log is rewritten from the checkpoint: a kill may have left an extra or half line
+    io.write_text(run_dir / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in history))
+    io.write_json(run_dir / CONFIG_FILE, config.to_dict())
+    model_info = {
+        "num_features": int(model.num_features),
+        "num_params": int(sum(p.numel() for p in model.parameters())),
+        "num_classes": dataset.num_classes,
+        "in_shape": list(dataset.in_shape),
+        "n_train": dataset.n_train,
+        "n_test": dataset.n_test,
+    }
+    env = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "amp_dtype": None if amp_dtype is None else str(amp_dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+        "redrep": __version__,
+        "python": sys.version.split()[0],
+    }
+
+    log = log or (lambda _msg: None)
+    log(
+        f"{config.arch} (W = {model_info['num_features']}, {model_info['num_params']:,} parameters) on "
+        f"{config.dataset} ({dataset.n_train} train / {dataset.n_test} test), device {device}, "
+        f"amp {env['amp_dtype'] or 'off'}, epochs {start + 1}-{config.epochs}"
+        + (f" (resumed after epoch {start})" if start else "")
+    )
+    dataset = dataset.to(device)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    keep = {e for e in config.checkpoint_epochs if e <= config.epochs} | {config.epochs}
+    n = dataset.n_train
+    n_batches = math.ceil(n / config.batch_size)
+    bar = tqdm(total=config.epochs, initial=start, desc="epochs", unit="ep", disable=not progress, file=sys.stderr)
+    try:
+        for epoch in range(start + 1, config.epochs + 1):
+            t0 = time.perf_counter()
+            lr = cosine_lr(epoch - 1, config.epochs, config.lr, config.lr_min)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            model.train()
+            perm = torch.randperm(n, generator=gen).to(device)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            batches = tqdm(range(n_batches), desc=f"epoch {epoch}", leave=False, disable=not progress, file=sys.stderr)
+            for b in batches:
+                idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
+                xb = dataset.prepare(dataset.x_train[idx], augment=True, generator=gen)
+                xb = _to_model_layout(xb)
+                yb = dataset.y_train[idx]
+                with autocast():
+                    out = model(xb)
+                    loss = criterion(out, yb)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += loss.detach().double() * yb.shape[0]
+                correct += (out.detach().argmax(1) == yb).sum()
+            train_loss = float(loss_sum) / n
+            if not math.isfinite(train_loss):
+                raise RedrepError(
+                    f"training diverged at epoch {epoch} (train loss {train_loss}): expected a finite loss; "
+                    f"lower --lr (now {config.lr})"
+                )
+            train_seconds = time.perf_counter() - t0
+            metrics = {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": train_loss,
+                "train_acc": int(correct) / n,
+                "train_eval_loss": None,
+                "train_eval_acc": None,
+            }
+            if config.eval_train:
+                tl, ta = evaluate(
+                    model,
+                    dataset,
+                    dataset.x_train,
+                    dataset.y_train,
+                    batch_size=config.eval_batch_size,
+                    autocast=autocast,
+                )
+                metrics["train_eval_loss"], metrics["train_eval_acc"] = tl, ta
+            metrics["test_loss"], metrics["test_acc"] = evaluate(
+                model, dataset, dataset.x_test, dataset.y_test, batch_size=config.eval_batch_size, autocast=autocast
+            )
+            metrics["train_seconds"] = train_seconds
+            metrics["seconds"] = time.perf_counter() - t0
+            history.append(metrics)
+            if zero_epoch is None and _zero_error(metrics):
+                zero_epoch = epoch
+                log(f"epoch {epoch}: training error reached 0")
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "version": 1,
+                "config": config.to_dict(),
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": _rng_states(gen, device),
+                "history": history,
+                "zero_train_error_epoch": zero_epoch,
+                "model_info": model_info,
+            }
+            _save_checkpoint(run_dir, state, keep_epoch=epoch in keep)
+            with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(metrics) + "\n")
+            _write_summary(run_dir, config, epoch, history, zero_epoch, model_info, env)
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{train_loss:.3f}",
+                train=f"{metrics['train_eval_acc'] or metrics['train_acc']:.3f}",
+                test=f"{metrics['test_acc']:.3f}",
+            )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, metrics)
+    finally:
+        bar.close()
+    return TrainResult(run_dir, config, config.epochs, history, zero_epoch, start, str(device), env["amp_dtype"])
+
+
+def _existing_run(run_dir: Path, config: TrainConfig) -> dict | None:
+    """The last checkpoint of a compatible run in ``run_dir``, None for a fresh run; errors otherwise."""
+    if not run_dir.exists():
+        return None
+    if not run_dir.is_dir():
+        raise RedrepError(f"{run_dir}: expected a run directory, found a file")
+    if not (run_dir / CONFIG_FILE).is_file():
+        if any(run_dir.iterdir()):
+            raise RedrepError(
+                f"{run_dir}: expected a new or empty folder or a redrep run (with {CONFIG_FILE}), "
+                f"found other files; choose another --out"
+            )
+        return None
+    last = checkpoint_path(run_dir)
+    ckpt = load_checkpoint(last) if last.is_file() else None
+    saved = TrainConfig.from_dict(ckpt["config"]) if ckpt is not None else read_run_config(run_dir)
+    diffs = config_differences(saved, config)
+    if diffs:
+        raise RedrepError(
+            f"{run_dir}: holds a run with another config ({'; '.join(diffs)}); "
+            f"expected the same options to resume it, or choose another --out"
+        )
+    return ckpt
+
+
+def _save_checkpoint(run_dir: Path, state: dict, *, keep_epoch: bool) -> None:
+    last = checkpoint_path(run_dir)
+    if keep_epoch:
+        kept = checkpoint_path(run_dir, state["epoch"])
+        with io.atomic_path(kept) as tmp:
+            torch.save(state, tmp)
+        with io.atomic_path(last) as tmp:
+            shutil.copyfile(kept, tmp)
+    else:
+        with io.atomic_path(last) as tmp:
+            torch.save(state, tmp)
+
+
+def _write_summary(run_dir, config, epoch, history, zero_epoch, model_info, env) -> None:
+    io.write_json(
+        run_dir / SUMMARY_FILE,
+        {
+            "epochs_done": epoch,
+            "epochs": config.epochs,
+            "complete": epoch >= config.epochs,
+            "zero_train_error_epoch": zero_epoch,
+            "final": history[-1] if history else None,
+            "kept_checkpoints": sorted(list_checkpoints(run_dir)),
+            "model": model_info,
+            "environment": env,
+            "total_seconds": sum(m["seconds"] for m in history),
+        },
+    )
+
+
+def _result_from_checkpoint(run_dir: Path, config: TrainConfig, ckpt: dict) -> TrainResult:
+    return TrainResult(
+        run_dir,
+        config,
+        int(ckpt["epoch"]),
+        list(ckpt["history"]),
+        ckpt.get("zero_train_error_epoch"),
+        int(ckpt["epoch"]),
+        "none",
+        None,
+    )

@@ -1,0 +1,227 @@
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import redrep.train as tr
+from redrep.train import (
+    SPEC_CHECKPOINT_EPOCHS,
+    TrainConfig,
+    autocast_context,
+    cosine_lr,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_amp,
+    resolve_device,
+    train,
+)
+from redrep.validation import RedrepError
+
+SRC = str(Path(tr.__file__).resolve().parents[1])
+
+
+def small(**kw):
+    base = dict(dataset="synthetic", arch="mlp", width=32, depth=2, epochs=4, batch_size=64, lr=0.05, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _lines(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+# ------------------------------------------------------------------ pieces
+@pytest.mark.parametrize("epochs", [1, 7, 200])
+def test_cosine_lr_matches_torch_scheduler_stepped_per_epoch(epochs):
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=1e-5)
+    for e in range(epochs):
+        assert cosine_lr(e, epochs, 0.1, 1e-5) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12)
+        opt.step()
+        sched.step()
+    assert cosine_lr(0, epochs, 0.1, 1e-5) == 0.1
+    assert cosine_lr(epochs, epochs, 0.1, 1e-5) == pytest.approx(1e-5)
+
+
+def test_device_and_amp_resolution(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_amp(None, torch.device("cpu")) is None
+    assert autocast_context(torch.device("cpu"), None) is contextlib.nullcontext
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(RedrepError, match=r"device: expected a CUDA device for 'cuda', found none"):
+        resolve_device("cuda")
+    with pytest.raises(RedrepError, match=r"amp: mixed precision needs a CUDA device, found cpu"):
+        resolve_amp(True, torch.device("cpu"))
+    with pytest.raises(RedrepError, match=r"device: expected one of auto, cpu, cuda"):
+        resolve_device("tpu")
+    # with a GPU present, auto picks it and amp defaults on (bf16 where supported, else fp16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_amp(None, torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_amp(None, torch.device("cuda")) == torch.float16
+    assert resolve_amp(False, torch.device("cuda")) is None
+
+
+def test_config_defaults_are_the_authors_recipe():
+    c = TrainConfig().validated()
+    assert (c.dataset, c.arch, c.widening_factor, c.epochs, c.batch_size) == ("cifar10", "wide_resnet28", 8.0, 200, 128)
+    assert (c.lr, c.lr_min, c.momentum, c.weight_decay, c.label_smoothing) == (0.1, 1e-5, 0.9, 5e-4, 0.0)
+    assert c.checkpoint_epochs == SPEC_CHECKPOINT_EPOCHS and c.device == "auto" and c.amp is None
+    assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"arch": "vgg"}, r"arch: expected one of .*found 'vgg'"),
+        ({"width": 0}, r"width: expected an integer >= 1, found 0"),
+        ({"epochs": 0}, r"epochs: expected an integer >= 1"),
+        ({"lr": -1.0}, r"lr: expected a number > 0"),
+        ({"lr_min": 1.0}, r"lr_min: expected a number <= 0.05"),
+        ({"label_smoothing": 1.5}, r"label_smoothing: expected a number <= 0.999"),
+        ({"dataset": "mnist"}, r"dataset: expected one of .*found 'mnist'"),
+        ({"device": "gpu"}, r"device: expected one of auto, cpu, cuda"),
+        ({"checkpoint_epochs": (0,)}, r"checkpoint_epochs: expected an integer >= 1"),
+        ({"arch": "wide_resnet16", "width": None, "depth": None, "widening_factor": -2}, r"widening_factor"),
+    ],
+)
+def test_bad_configs(kw, match, tmp_path):
+    with pytest.raises(RedrepError, match=match):
+        train(small(**kw), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # nothing written for a bad config
+
+
+def test_from_dict_rejects_unknown_fields():
+    with pytest.raises(RedrepError, match=r"expected only TrainConfig fields, found unknown colour"):
+        TrainConfig.from_dict({"colour": "red"})
+
+
+# ------------------------------------------------------------------- runs
+def test_run_directory_contents(tmp_path):
+    res = train(small(epochs=5), tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert res.epochs_done == 5 and res.resumed_from == 0 and res.device == "cpu"
+    assert sorted(list_checkpoints(run)) == [1, 2, 5]  # the SPEC epochs below 5, and the last
+    ck = load_checkpoint(run / "checkpoints" / "epoch_0002.pt")
+    assert ck["epoch"] == 2 and ck["config"] == json.loads((run / "config.json").read_text())
+    assert {"model", "optimizer", "scaler", "rng", "history", "model_info"} <= set(ck)
+    assert set(ck["rng"]) >= {"torch", "numpy", "python", "data"}
+    lines = _lines(run / "metrics.jsonl")
+    assert [m["epoch"] for m in lines] == [1, 2, 3, 4, 5]
+    keys = {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"}
+    assert all(keys <= set(m) for m in lines)
+    assert [m["lr"] for m in lines] == [cosine_lr(e, 5, 0.05, 1e-5) for e in range(5)]
+    assert lines == res.history
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["complete"] and summary["epochs_done"] == 5 and summary["kept_checkpoints"] == [1, 2, 5]
+    # the training loss goes down on this easy task
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]
+
+
+def test_mlp_on_digits_reaches_zero_training_error(tmp_path):
+    cfg = TrainConfig(
+        dataset="digits", arch="mlp", width=256, depth=2, epochs=15, batch_size=32, lr=0.1, weight_decay=0.0
+    )
+    res = train(cfg, tmp_path / "run", progress=False)
+    e0 = res.zero_train_error_epoch
+    assert e0 is not None and e0 <= 15
+    hist = res.history
+    assert hist[e0 - 1]["train_eval_acc"] == 1.0
+    assert all(m["train_eval_acc"] < 1.0 for m in hist[: e0 - 1])  # the first such epoch
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["zero_train_error_epoch"] == e0
+    assert hist[-1]["test_acc"] > 0.9
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_interrupted_run_resumes_exactly(tmp_path, seed):
+    cfg = small(seed=seed, epochs=5, checkpoint_epochs=(2,))
+    straight = train(cfg, tmp_path / "a", progress=False)
+
+    def stop(epoch, _m):
+        if epoch == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "b", progress=False, on_epoch_end=stop)
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["epoch"] == 3
+    # a half-written metrics line, as a kill during the append would leave
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 4, "lr"')
+    resumed = train(cfg, tmp_path / "b", progress=False)
+    assert resumed.resumed_from == 3 and resumed.epochs_done == 5
+    assert [m["epoch"] for m in _lines(tmp_path / "b" / "metrics.jsonl")] == [1, 2, 3, 4, 5]
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    strip = [{k: v for k, v in m.items() if "seconds" not in k} for m in straight.history]
+    assert strip == [{k: v for k, v in m.items() if "seconds" not in k} for m in resumed.history]
+
+
+def test_resume_refuses_another_config_and_other_folders(tmp_path):
+    train(small(epochs=2), tmp_path / "run", progress=False)
+    with pytest.raises(RedrepError, match=r"holds a run with another config \(lr: 0.05 -> 0.1\)"):
+        train(small(epochs=2, lr=0.1), tmp_path / "run", progress=False)
+    # where and how it runs may change
+    again = train(small(epochs=2, eval_batch_size=7), tmp_path / "run", progress=False)
+    assert again.resumed_from == 2 and again.epochs_done == 2  # complete: nothing re-run
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RedrepError, match=r"other: expected a new or empty folder or a redrep run"):
+        train(small(), tmp_path / "other", progress=False)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_damaged_checkpoint_is_a_clear_error(tmp_path):
+    train(small(epochs=1), tmp_path / "run", progress=False)
+    (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"garbage")
+    with pytest.raises(RedrepError, match=r"last.pt: expected a redrep checkpoint, could not read it") as e:
+        train(small(epochs=2), tmp_path / "run", progress=False)
+    assert "\n" not in str(e.value)
+
+
+def test_divergence_is_reported(tmp_path):
+    with pytest.raises(RedrepError, match=r"training diverged at epoch 1 .*lower --lr"):
+        train(small(lr=1e30, epochs=2, momentum=0.0), tmp_path / "run", progress=False)
+
+
+def test_kill_9_loses_at_most_the_epoch_in_progress(tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "redrep", "train", "--out", str(run), "--dataset", "synthetic", "--arch", "mlp"]
+    args += ["--width", "512", "--depth", "3", "--epochs", "12", "--batch-size", "8", "--lr", "0.01"]
+    args += ["--no-eval-train", "-q"]
+    # one thread: OpenMP spinning makes a run crawl when the two cores are shared with other tests
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = run / "checkpoints" / "last.pt"
+    deadline = time.time() + 60
+    try:
+        while not last.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        assert last.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no checkpoint in 60 s"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = load_checkpoint(last)["epoch"]
+    assert 1 <= done < 12
+    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert [m["epoch"] for m in _lines(run / "metrics.jsonl")] == list(range(1, 13))
+    assert load_checkpoint(last)["epoch"] == 12
+    assert "12/12 epochs" in out.stdout
