@@ -18,7 +18,15 @@ from ..validation import RedrepError
 
 #: Command modules of this package, each defining ``command``.
 COMMAND_MODULES = (
-    "data", "train", "extract", "ensemble", "download", "analyze", "plot", "report", "example",
+    "data",
+    "train",
+    "extract",
+    "ensemble",
+    "download",
+    "analyze",
+    "plot",
+    "report",
+    "example",
 )
 
 
