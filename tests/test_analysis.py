@@ -91,10 +91,10 @@ def test_gram_matrix_is_centred_scatter_even_with_large_means():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_chunk_accuracy_matches_direct_gather(seed):
-    rs = random_set(seed, n_train=500, width=64, n_classes=5)
+    rs = random_set(seed, n_train=500, width=256, n_classes=5)
     rng = np.random.default_rng(seed)
-    # sizes on both sides of the gather / matrix-product switch (W/32 = 2)
-    chunks = [np.sort(rng.choice(64, w, replace=False)) for w in (1, 1, 2, 3, 5, 16, 40, 64) for _ in range(3)]
+    # sizes on both sides of the gather / matrix-product switch (W/128 = 2)
+    chunks = [np.sort(rng.choice(256, w, replace=False)) for w in (1, 1, 2, 3, 5, 16, 40, 256) for _ in range(3)]
     got = chunk_accuracy(rs.features_train, rs.labels_train, rs.weight, rs.bias, chunks, block_rows=77)
     for g, c in zip(got, chunks):
         logits = direct_accuracy(rs.features_train, rs.labels_train, rs.weight, rs.bias, c)

@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "plot",
     "report",
     "example",
+    "sweep",
+    "demo",
 )
 
 

@@ -1,0 +1,123 @@
+"""``redrep sweep``: train a width family, analyse it, plot and report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..sweep import SweepConfig, run_sweep
+
+
+def _ints(ctx, param, value):
+    from . import parse_int_list
+
+    return parse_int_list(value, "--widths")
+
+
+@click.command("sweep")
+@click.option(
+    "--dataset",
+    default="parity-digits",
+    show_default=True,
+    help="cifar10, cifar100, digits, parity-digits, mnist1d or synthetic.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    show_default=True,
+    help="Where datasets live (CIFAR archives, mnist1d cache).",
+)
+@click.option(
+    "--arch",
+    default="mlp",
+    show_default=True,
+    help="mlp (all hidden layers at width W) or wide_resnet16/22/28/40 (k = W/64).",
+)
+@click.option(
+    "--widths",
+    default="16,32,64,128,256,512,1024",
+    show_default=True,
+    callback=_ints,
+    help="Comma-separated widths W of the last hidden layer.",
+)
+@click.option("--seeds", type=int, default=3, show_default=True, help="Seeds per width (0 .. N-1).")
+@click.option("--depth", type=int, default=None, help="Hidden layers of the mlp [default: 3].")
+@click.option("--epochs", type=int, default=200, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option("--train-subset", type=int, default=None, help="Train on a fixed subset of this many samples.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--amp/--no-amp", default=None, help="Mixed precision [default: on for CUDA, off for CPU].")
+@click.option("--acc-rep", "--acc_rep", "acc_rep", type=int, default=100, show_default=True)
+@click.option("--r2-rep", "--r2_rep", "r2_rep", type=int, default=40, show_default=True)
+@click.option("--analysis-seed", type=int, default=0, show_default=True, help="Seed of the chunk draws.")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Runs trained in parallel processes.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Sweep folder.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def command(
+    dataset,
+    data_dir,
+    arch,
+    widths,
+    seeds,
+    depth,
+    epochs,
+    batch_size,
+    lr,
+    weight_decay,
+    label_smoothing,
+    train_subset,
+    device,
+    amp,
+    acc_rep,
+    r2_rep,
+    analysis_seed,
+    jobs,
+    out,
+    quiet,
+):
+    """Train networks that differ only in width (several seeds), then compare full networks
+    with chunks of the widest one; resumes an interrupted sweep."""
+    if depth is None and arch == "mlp":
+        depth = 3
+    config = SweepConfig(
+        dataset=dataset,
+        data_dir=str(data_dir),
+        arch=arch,
+        widths=tuple(widths),
+        seeds=seeds,
+        depth=depth,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        train_subset=train_subset,
+        device=device,
+        amp=amp,
+        acc_rep=acc_rep,
+        r2_rep=r2_rep,
+        analysis_seed=analysis_seed,
+        jobs=jobs,
+        progress=not quiet,
+    )
+    result = run_sweep(config, out, log=click.echo)
+    echo_result(result)
+
+
+def echo_result(result):
+    click.echo(
+        f"{'W':>6}  {'full test err':>14}  {'chunk test err':>14}  {'full train err':>14}  {'chunk train err':>15}"
+    )
+    for r in result.table:
+        click.echo(
+            f"{r['width']:>6}  {r['full_test_mean']:>14.4f}  {r['chunk_test_mean']:>14.4f}  "
+            f"{r['full_train_mean']:>14.4f}  {r['chunk_train_mean']:>15.4f}"
+        )
+    click.echo(f"report:  {result.report}")
+    for f in result.figures:
+        click.echo(f"figure:  {f}")
