@@ -21,10 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/redrep example --out demo_output/example_set
-	$(BIN)/redrep analyze --repr demo_output/example_set --out demo_output/results
-	$(BIN)/redrep plot --results demo_output/results --out demo_output
-	$(BIN)/redrep report --results demo_output/results --out demo_output/report.html
+	$(BIN)/redrep demo --out demo_output
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

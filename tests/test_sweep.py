@@ -191,7 +191,7 @@ def test_width_figure_panels():
         widest=32,
     )
     a, b = fig.axes
-    assert a.get_xscale() == "log" and b.get_yscale() == "symlog"
+    assert a.get_xscale() == "log" and a.get_yscale() == "log" and b.get_yscale() == "symlog"
     assert len(a.containers) == 2 and len(b.containers) == 2  # two error-bar series per panel
     assert any(line.get_linestyle() == "--" for line in a.get_lines())  # the error_inf line
     np.testing.assert_allclose(a.containers[1].lines[0].get_ydata(), [0.7, 0.5, 0.3])

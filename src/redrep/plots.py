@@ -23,7 +23,15 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import Formatter, FuncFormatter, LogLocator, MaxNLocator, NullLocator
+from matplotlib.ticker import (
+    FixedLocator,
+    Formatter,
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+    NullLocator,
+)
 
 from . import io
 from .summary import ChunkCurves, Summary, summarize
@@ -418,6 +426,13 @@ def width_figure(
         if label == "training error":
             ax.set_yscale("symlog", linthresh=SYMLOG_LINTHRESH)
             ax.set_ylim(-SYMLOG_LINTHRESH / 5, 1.1)
+        else:  # test errors span decades between narrow and wide networks
+            ax.set_yscale("log")
+            lo, hi = ax.get_ylim()
+            ticks = [m * 10.0**e for e in range(-6, 1) for m in (1, 2, 5) if lo <= m * 10.0**e <= hi]
+            ax.yaxis.set_major_locator(FixedLocator(ticks))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("width W (chunk size $w_c$ = W)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
