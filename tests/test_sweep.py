@@ -205,3 +205,20 @@ def test_demo_quick(tmp_path):
     assert (tmp_path / "demo" / "report.html").is_file()
     assert (tmp_path / "demo" / "figures" / "width_comparison.png").stat().st_size > 10_000
     assert "open " in r.output and "report.html" in r.output
+
+
+def test_reading_says_when_the_decay_is_not_resolved():
+    t = width_table(
+        [
+            {"source": s, "width": w, "seed": k, "test_error": 0.1, "train_error": 0.0}
+            for s in ("full", "chunk")
+            for w in (8, 16)
+            for k in (0, 1)
+        ],
+        (8, 16),
+    )
+    loose = " ".join(sweep_reading(t, 0.05, {"w_c_star": 8, "exponent": 0.05, "exponent_se": 1.03}, 16))
+    assert "w_c* = 8" in loose and "about 2 clones" in loose
+    assert "not resolved at this budget (fitted exponent 0.05 ± 1.03" in loose
+    tight = " ".join(sweep_reading(t, 0.05, {"w_c_star": 8, "exponent": -0.48, "exponent_se": 0.05}, 16))
+    assert "decays like w_c^(-0.48 ± 0.05)" in tight

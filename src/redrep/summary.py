@@ -373,6 +373,12 @@ def reading(summary: Summary, curves: ChunkCurves) -> list[str]:
                 f"Above w_c*, test error - error_inf falls like w_c^{e:.2f} (two chunk sizes, no uncertainty); "
                 "averaging independent noisy clones would give w_c^-0.5."
             )
+        elif se >= 0.5:
+            out.append(
+                f"Above w_c*, the fit of test error - error_inf against w_c gives the exponent {e:.2f} +/- {se:.2f}: "
+                "the decay is not resolved (the uncertainty is as large as the w_c^-0.5 it would test); more "
+                "test samples, seeds or chunk sizes above w_c* are needed."
+            )
         else:
             verdict = (
                 "consistent with" if abs(e + 0.5) <= 2 * se else ("steeper than" if e < -0.5 else "shallower than")

@@ -470,13 +470,16 @@ def sweep_reading(table, error_inf, summary, widest) -> list[str]:
     wcs = summary.get("w_c_star") if summary else None
     if wcs:
         msg = f"The critical chunk size is w_c* = {wcs}, so the widest layer holds about {widest / wcs:g} clones"
-        exp = summary.get("exponent")
-        if exp is not None:
-            se = summary.get("exponent_se")
-            msg += f"; above it, test error - error_inf decays like w_c^{exp:.2f}" + (f" ± {se:.2f}" if se else "")
-            msg += " (the paper: -1/2)."
+        exp, se = summary.get("exponent"), summary.get("exponent_se")
+        if exp is not None and se is not None and se < 0.5:
+            msg += f"; above it, test error - error_inf decays like w_c^({exp:.2f} ± {se:.2f}) (the paper: -1/2)."
+        elif exp is not None:
+            msg += (
+                f"; the decay of test error - error_inf above it is not resolved at this budget (fitted exponent "
+                f"{exp:.2f}" + (f" ± {se:.2f}" if se is not None else ", from two points") + "; the paper: -1/2)."
+            )
         else:
-            msg += "."
+            msg += "; too few chunk sizes above it to fit the decay of test error - error_inf."
         out.append(msg)
     else:
         out.append(
