@@ -434,7 +434,7 @@ def _files_route(listing, files_url, path, target, release, config, fetch_kw, sa
         if extra.name not in files:
             _remove(extra)
     _write_manifest(staging, files, {"method": "files", "url": files_url}, release, config)
-    _swap_into_place(staging, target)
+    io.swap_into_place(staging, target)
     return files
 
 
@@ -648,17 +648,6 @@ def _write_error(exc: OSError, path) -> RedrepError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return RedrepError(f"no space left on device writing {path}")
     return RedrepError(f"{path}: cannot write ({exc.strerror or exc})")
-
-
-def _swap_into_place(src: Path, target: Path) -> None:
-    """Rename the complete folder ``src`` onto ``target``, replacing an old one only at the end."""
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-        os.replace(target, old / "x")
-        os.replace(src, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, target)
 
 
 def _size(path: Path) -> int:

@@ -540,22 +540,7 @@ def demo_config(
     """
     if jobs is None:
         jobs = min(2, os.cpu_count() or 1)
-    if quick:
-        return SweepConfig(
-            dataset="parity-digits",
-            arch="mlp",
-            depth=3,
-            widths=(16, 32, 64, 128),
-            seeds=2,
-            epochs=30,
-            lr=0.05,
-            acc_rep=20,
-            r2_rep=10,
-            data_dir=data_dir,
-            jobs=jobs,
-            progress=progress,
-        )
-    return SweepConfig(
+    full = SweepConfig(
         dataset="parity-digits",
         arch="mlp",
         depth=3,
@@ -569,3 +554,6 @@ def demo_config(
         jobs=jobs,
         progress=progress,
     )
+    if quick:
+        return replace(full, widths=(16, 32, 64, 128), seeds=2, epochs=30, acc_rep=20, r2_rep=10)
+    return full
