@@ -67,7 +67,7 @@ def _int_list(ctx, param, value):
     callback=_int_list,
     help="Comma-separated chunk sizes [default: W, W/2, W/4, ..., 1].",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the chunk draws.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the chunk draws.")
 @click.option("--alpha", type=float, default=1e-8, show_default=True, help="Ridge penalty of the reconstruction.")
 @click.option("--block-rows", type=int, default=8192, show_default=True, help="Rows read at a time (bounds memory).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")

@@ -36,7 +36,7 @@ from .sweep import echo_result
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def command(out, quick, data_dir, jobs, quiet):
     """Run a width sweep on bundled offline data and write figures and an HTML report."""
-    config = demo_config(quick=quick, data_dir=str(data_dir), jobs=jobs, progress=not quiet)
+    config = demo_config(quick=quick, data_dir=str(data_dir), jobs=jobs, progress=not quiet).validated()
     click.echo(
         f"demo{' (quick)' if quick else ''}: {config.dataset}, {config.arch} with {config.depth} hidden layers of "
         f"width W in {', '.join(map(str, config.widths))}; {config.seeds} seeds, {config.epochs} epochs each"
