@@ -169,22 +169,8 @@ def bench_memory(work: Path, n=400_000, width=2048, n_test=10_000):
     np.save(folder / "readout_bias.npy", np.zeros(10, np.float32))
     (folder / "meta.json").write_text('{"format": "redrep.representation_set", "format_version": 1}\n')
     print(f"wrote a memory-mapped {n} x {width} float32 training set (3.3 GB) in {time.perf_counter() - t0:.1f} s")
-    cmd = [
-        sys.executable,
-        "-m",
-        "redrep",
-        "analyze",
-        "--repr",
-        str(folder),
-        "--acc-rep",
-        "2",
-        "--r2-rep",
-        "2",
-        "--chunk-sizes",
-        "16,256,2048",
-        "-q",
-    ]
-    dt, gb = peak_rss_of(cmd)
+    args = ["analyze", "--repr", str(folder), "--acc-rep", "2", "--r2-rep", "2", "--chunk-sizes", "16,256,2048", "-q"]
+    dt, gb = peak_rss_of(args)
     print(f"memory: peak RSS {gb:.2f} GB analysing it (target < 1.5 GB), {dt:.1f} s")
 
 
