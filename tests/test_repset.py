@@ -124,6 +124,19 @@ def test_save_replaces_existing_set_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["s"]  # no temporary folder left
 
 
+def test_saving_over_a_set_keeps_its_results(tmp_path):
+    random_set(1).save(tmp_path / "s")
+    (tmp_path / "s" / "results").mkdir()
+    (tmp_path / "s" / "results" / "results.csv").write_text("kept")
+    (tmp_path / "s" / "notes.txt").write_text("mine")
+    rs2 = random_set(2)
+    rs2.save(tmp_path / "s")
+    assert (tmp_path / "s" / "results" / "results.csv").read_text() == "kept"
+    assert (tmp_path / "s" / "notes.txt").read_text() == "mine"
+    np.testing.assert_array_equal(np.load(tmp_path / "s" / "features_train.npy"), rs2.features_train)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
 def test_missing_native_files_are_all_named(tmp_path):
     random_set(1).save(tmp_path / "s")
     (tmp_path / "s" / "labels_test.npy").unlink()
@@ -202,3 +215,15 @@ def test_update_meta(tmp_path):
     assert rs.error_inf == 0.125 and rs.meta["ensemble_runs"] == ["a", "b"]
     with pytest.raises(RedrepError, match=r"error_inf: expected a number >= 0.0, found -0.5"):
         update_meta(tmp_path / "s", error_inf=-0.5)
+
+
+def test_meta_json_that_is_not_an_object_or_has_null_meta(tmp_path):
+    random_set(1).save(tmp_path / "s")
+    (tmp_path / "s" / "meta.json").write_text('{"error_inf": null, "meta": null}')
+    assert RepresentationSet.load(tmp_path / "s").meta["layout"] == "native"
+    (tmp_path / "s" / "meta.json").write_text('{"meta": [1, 2]}')
+    with pytest.raises(RedrepError, match=r'meta.json: expected "meta" to be a JSON object, found list'):
+        RepresentationSet.load(tmp_path / "s")
+    (tmp_path / "s" / "meta.json").write_text("[1]")
+    with pytest.raises(RedrepError, match=r"meta.json: expected a JSON object, found a JSON list"):
+        RepresentationSet.load(tmp_path / "s")

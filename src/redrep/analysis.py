@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 from scipy.linalg.blas import dsyrk, dtrsm
+from threadpoolctl import threadpool_limits
 
 from .validation import (
     RedrepError,
@@ -471,15 +472,14 @@ class ChunkAnalysis:
         if work.trace_G <= 0:
             raise RedrepError("features_test: expected neurons with nonzero variance, found every column constant")
         stats = np.empty((3, len(sizes), r2_rep))
-        cache = {}
+        slots = {}  # unique chunk -> the (size index, repetition) places it fills
+        for i, w in enumerate(sizes):
+            for r, c in enumerate(self.r2_chunks_[w]):
+                slots.setdefault(c.tobytes(), (c, []))[1].append((i, r))
         with _bar(self.progress, len(sizes) * r2_rep, "regression (test)", "chunks") as bar:
-            for i, w in enumerate(sizes):
-                for r, c in enumerate(self.r2_chunks_[w]):
-                    key = c.tobytes()
-                    if key not in cache:
-                        s = chunk_regression(G, n, c, alpha, work=work)
-                        cache[key] = (s.r2, s.mean_corr, s.mean_corr_outside)
-                    stats[:, i, r] = cache[key]
+            for i_r, s in _map_chunks(G, n, [v[0] for v in slots.values()], alpha, work):
+                for i, r in list(slots.values())[i_r][1]:
+                    stats[:, i, r] = (s.r2, s.mean_corr, s.mean_corr_outside)
                     bar.update(1)
         values[("r2", "test")] = stats[0]
         values[("mean_corr", "test")] = stats[1]
@@ -521,6 +521,23 @@ def _nanmean_rows(a):
         if row.size:
             out[i] = row.mean()
     return out
+
+
+def _map_chunks(G, n, chunks, alpha, work):
+    """Yield ``(index, RegressionStats)`` for every chunk.
+
+    Chunks of up to 64 neurons run with a single-threaded BLAS: their calls are
+    too small to split, and a multi-threaded BLAS spinning on them is several
+    times slower, many times so when other processes share the cores. Larger
+    chunks keep all BLAS threads.
+    """
+    small = [i for i, c in enumerate(chunks) if len(c) <= 64]
+    large = [i for i, c in enumerate(chunks) if len(c) > 64]
+    with threadpool_limits(limits=1, user_api="blas"):
+        for i in small:
+            yield i, chunk_regression(G, n, chunks[i], alpha, work=work)
+    for i in large:
+        yield i, chunk_regression(G, n, chunks[i], alpha, work=work)
 
 
 class _NoBar:

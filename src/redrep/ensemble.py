@@ -9,12 +9,12 @@ checkpoints are evaluated on the test set) or native representation sets
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import io
 from .data import load_dataset
 from .repset import NATIVE_FILES, NATIVE_META, RepresentationSet, update_meta
 from .train import CONFIG_FILE, resolve_device
@@ -210,8 +210,9 @@ def store_error_inf(set_dir, result: EnsembleResult) -> None:
             f"{set_dir}: expected a set on the ensemble's test set ({result.n_test} samples, same labels), "
             f"found {labels.shape[0]} test samples{' with other labels' if labels.shape[0] == result.n_test else ''}"
         )
-    doc = json.loads((set_dir / NATIVE_META).read_text(encoding="utf-8"))
-    ds = (doc.get("meta") or {}).get("dataset")
+    doc = io.read_json_object(set_dir / NATIVE_META)
+    meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+    ds = meta.get("dataset")
     if ds is not None and result.kind.get("dataset") not in (None, ds):
         raise RedrepError(f"{set_dir}: expected a set of dataset {result.kind['dataset']}, found {ds}")
     update_meta(set_dir, error_inf=result.error_inf, ensemble=result.to_dict())

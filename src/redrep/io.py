@@ -45,6 +45,20 @@ def atomic_path(path):
             tmp.unlink()
 
 
+def read_json_object(path, what: str = "a JSON object") -> dict:
+    """The JSON object in ``path``; a :class:`RedrepError` naming the file when it is unreadable or not an object."""
+    from .validation import RedrepError
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RedrepError(f"{path}: expected {what}, could not parse it ({exc})") from None
+    if not isinstance(doc, dict):
+        raise RedrepError(f"{path}: expected {what}, found a JSON {type(doc).__name__}")
+    return doc
+
+
 def write_bytes(path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -66,10 +80,12 @@ def save_npy(path, array) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path):
+def atomic_dir(path, *, keep=None):
     """Yield a temporary folder beside ``path``; move it onto ``path`` on success.
 
-    An existing ``path`` is replaced only once the new folder is complete.
+    An existing ``path`` is replaced only once the new folder is complete;
+    entries of the old folder for which ``keep(name)`` is true (and that the
+    new one lacks) are moved over, so a folder can hold more than what writes it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,19 +93,28 @@ def atomic_dir(path):
     try:
         yield tmp
         os.chmod(tmp, _DIR_MODE)
-        swap_into_place(tmp, path)
+        swap_into_place(tmp, path, keep=keep)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def swap_into_place(src, target) -> None:
-    """Rename the complete folder ``src`` onto ``target``; an old ``target`` is removed only once replaced."""
+def swap_into_place(src, target, *, keep=None) -> None:
+    """Rename the complete folder ``src`` onto ``target``; an old ``target`` is removed only once replaced.
+
+    Entries of the old ``target`` for which ``keep(name)`` is true, and that
+    ``src`` does not have, move into the new one. Were this interrupted, they
+    would wait in the hidden ``.<name>.*.old`` folder beside it, never deleted.
+    """
     src, target = Path(src), Path(target)
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
         os.replace(target, old / "x")
         os.replace(src, target)
+        if keep is not None:
+            for entry in (old / "x").iterdir():
+                if keep(entry.name) and not (target / entry.name).exists():
+                    os.replace(entry, target / entry.name)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, target)

@@ -18,7 +18,6 @@ Sets are written in the native layout only.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,12 +210,7 @@ class RepresentationSet:
         path = Path(path)
         files = {k: path / v for k, v in NATIVE_FILES.items()}
         check_files_exist([*files.values(), path / NATIVE_META], f"representation set {path}")
-        try:
-            meta_doc = json.loads((path / NATIVE_META).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RedrepError(f"{path / NATIVE_META}: expected a JSON object, could not parse it ({exc})") from None
-        if not isinstance(meta_doc, dict):
-            raise RedrepError(f"{path / NATIVE_META}: expected a JSON object, found {type(meta_doc).__name__}")
+        meta_doc = _read_meta_doc(path / NATIVE_META)
         arrays = {}
         for key, f in files.items():
             mode = "r" if (mmap and key.startswith("features")) else None
@@ -256,11 +250,16 @@ class RepresentationSet:
     def save(self, path, *, batch_rows: int = 65536) -> Path:
         """Write the set in the native layout, atomically (a temporary folder, then a rename).
 
+        Over an existing set, files that are not part of the set (such as the
+        ``results/`` that ``redrep analyze --repr`` writes there) are kept.
+
         Features are copied in blocks of ``batch_rows`` rows, so that a
         memory-mapped set can be re-saved without reading it whole.
         """
         path = Path(path)
-        with io.atomic_dir(path) as tmp:
+        owned = {*NATIVE_FILES.values(), NATIVE_META}
+        # other entries (results/ of `redrep analyze`, say) stay in the folder
+        with io.atomic_dir(path, keep=lambda name: name not in owned) as tmp:
             for key in ("features_train", "features_test"):
                 _save_blocks(tmp / NATIVE_FILES[key], getattr(self, key), batch_rows)
             for key in ("labels_train", "labels_test", "weight", "bias"):
@@ -298,14 +297,21 @@ def update_meta(path, *, error_inf=..., **meta) -> None:
     path = Path(path)
     f = path / NATIVE_META
     check_files_exist([f], f"representation set {path}")
-    try:
-        doc = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RedrepError(f"{f}: expected a JSON object, could not parse it ({exc})") from None
+    doc = _read_meta_doc(f)
     if error_inf is not ...:
         doc["error_inf"] = check_float(error_inf, "error_inf", min_value=0.0, max_value=1.0, allow_none=True)
     doc.setdefault("meta", {}).update(meta)
     io.write_json(f, doc)
+
+
+def _read_meta_doc(f: Path) -> dict:
+    """A set's meta.json, checked: a JSON object whose ``meta`` (if any) is an object too."""
+    doc = io.read_json_object(f)
+    if doc.get("meta") is None:
+        doc["meta"] = {}
+    if not isinstance(doc["meta"], dict):
+        raise RedrepError(f'{f}: expected "meta" to be a JSON object, found {type(doc["meta"]).__name__}')
+    return doc
 
 
 def ensemble_file_error(path) -> float:

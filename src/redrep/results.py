@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io as _stdio
-import json
 import math
 import platform
 import sys
@@ -155,12 +154,7 @@ def load_results(path) -> Results:
     missing = [str(p) for p in (csv_path, json_path) if not p.is_file()]
     if missing:
         raise RedrepError(f"{path}: missing result file(s) {', '.join(missing)} (run `redrep analyze` first)")
-    try:
-        doc = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RedrepError(f"{json_path}: expected a JSON object, could not parse it ({exc})") from None
-    if not isinstance(doc, dict):
-        raise RedrepError(f"{json_path}: expected a JSON object, found {type(doc).__name__}")
+    doc = io.read_json_object(json_path)
     rows = []
     try:
         with open(csv_path, newline="", encoding="utf-8") as f:

@@ -209,10 +209,11 @@ def _check_resume(out: Path, config: SweepConfig) -> None:
                 f"found other files; choose another --out"
             )
         return
+    doc = io.read_json_object(f, "the JSON of a redrep sweep")
     try:
-        old = SweepConfig.from_dict(json.loads(f.read_text(encoding="utf-8"))["config"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RedrepError(f"{f}: expected the JSON of a redrep sweep, could not read it ({exc})") from None
+        old = SweepConfig.from_dict(doc["config"])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise RedrepError(f"{f}: expected the JSON of a redrep sweep with its config, found none ({exc})") from None
     diffs = [
         f"{k.name}: {getattr(old, k.name)!r} -> {getattr(config, k.name)!r}"
         for k in fields(SweepConfig)
