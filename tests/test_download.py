@@ -125,6 +125,10 @@ class Figshare:
         srv.routes["/api/files"] = Route(
             body=json.dumps(listing).encode(), headers={"Content-Type": "application/json"}
         )
+        record = {"id": 21153040, "version": 2, "files": listing}
+        srv.routes["/api/versions/2"] = Route(
+            body=json.dumps(record).encode(), headers={"Content-Type": "application/json"}
+        )
         srv.routes["/article.zip"] = Route(body=pub.zip_bytes())
         self.files_url, self.zip_url = srv.url("/api/files"), srv.url("/article.zip")
 
@@ -209,6 +213,25 @@ def test_files_listing_route_then_analyze(fig, patched, tmp_path):
     assert fig.srv.hits("/article.zip") == [] and fig.srv.hits("/readme") == []
     assert len(fig.srv.hits("/api/files")) == 1
     assert_analyze_runs(tmp_path / "d", patched)
+
+
+def test_files_from_the_version_record(fig, patched, tmp_path):
+    """The default source is the article's version-2 record, whose "files" hold the listing."""
+    args = [
+        "download",
+        "--path",
+        str(tmp_path / "d"),
+        "--files-url",
+        fig.srv.url("/api/versions/2"),
+        "--zip-url",
+        fig.zip_url,
+        "--retries",
+        "1",
+    ]
+    res = run(args)
+    assert res.exit_code == 0, res.output + str(res.exception)
+    assert_installed(tmp_path / "d", patched)
+    assert len(fig.srv.hits("/api/versions/2")) == 1 and fig.srv.hits("/article.zip") == []
 
 
 def test_zip_fallback_when_listing_fails_then_analyze(fig, patched, tmp_path):

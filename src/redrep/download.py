@@ -5,7 +5,7 @@ The set (WRN-28-8 on CIFAR-10, see :data:`AUTHORS_RELEASE`) lands in
 <redrep.repset.RepresentationSet.load_authors>` and ``redrep analyze --path``
 find it. Three sources, tried in this order unless one is named:
 
-1. figshare's files listing (``GET .../articles/21153040/files``): one download
+1. figshare's files listing (``GET .../articles/21153040/versions/2``, its ``files``): one download
    per file, each verified against the listing's ``computed_md5``, staged in
    ``<path>/download_repr.partial/`` so that an interrupted run resumes;
 2. the article zip (also a mirror given with ``url``), downloaded to
@@ -45,7 +45,9 @@ from .validation import RedrepError, check_float, check_int
 FIGSHARE_ARTICLE = 21153040
 FIGSHARE_VERSION = 2
 #: figshare's public API: the article's files, with name, size, download_url and computed_md5.
-FILES_URL = f"https://api.figshare.com/v2/articles/{FIGSHARE_ARTICLE}/files"
+#: The article's version 2 record, whose ``files`` list the published files. (``.../files``
+#: lists the latest version's files, which could change under the same article.)
+FILES_URL = f"https://api.figshare.com/v2/articles/{FIGSHARE_ARTICLE}/versions/2"
 #: The whole article (version 2) as one zip.
 ZIP_URL = f"https://figshare.com/ndownloader/articles/{FIGSHARE_ARTICLE}/versions/{FIGSHARE_VERSION}"
 
@@ -357,7 +359,8 @@ _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 
 
 def list_files(files_url: str, **fetch_kw) -> list[RemoteFile]:
-    """Read figshare's files listing (a JSON list of ``{name, size, download_url, computed_md5}``)."""
+    """Read figshare's files listing: a JSON list of ``{name, size, download_url, computed_md5}``,
+    or an article (version) record holding that list under ``files``."""
     with tempfile.TemporaryDirectory(prefix="redrep-listing-") as tmp:
         f = download_file(files_url, Path(tmp) / "files.json", **fetch_kw)
         raw = f.read_bytes()
@@ -365,6 +368,8 @@ def list_files(files_url: str, **fetch_kw) -> list[RemoteFile]:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RedrepError(f"{files_url}: expected a JSON files listing, could not parse it ({exc})") from None
+    if isinstance(doc, dict) and isinstance(doc.get("files"), list):
+        doc = doc["files"]
     if not isinstance(doc, list):
         raise RedrepError(f"{files_url}: expected a JSON list of files, found {type(doc).__name__}")
     out = []
