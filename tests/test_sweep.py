@@ -74,9 +74,12 @@ def test_fig3a_numbers_come_from_the_runs(finished):
     for w in (8, 16):
         errs = []
         for s in range(2):
-            lines = (out / "runs" / run_name(w, s) / "metrics.jsonl").read_text().splitlines()
-            last = json.loads(lines[-1])
-            errs.append(1 - last["test_acc"])
+            run = out / "runs" / run_name(w, s)
+            doc = json.loads((run / "representations" / "meta.json").read_text())
+            errs.append(1 - doc["meta"]["test_accuracy"])
+            # the training loop's own evaluation of the same network agrees
+            last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+            assert abs((1 - last["test_acc"]) - errs[-1]) <= 1 / doc["n_test"] + 1e-12
         assert float(table[w]["full_test_mean"]) == pytest.approx(np.mean(errs), abs=1e-12)
         assert float(table[w]["full_test_sem"]) == pytest.approx(np.std(errs, ddof=1) / np.sqrt(2), abs=1e-12)
         chunk = []

@@ -106,6 +106,8 @@ def _member_from_run(path: Path, epoch, device, data_dir, batch_size, cache: dic
         model, (ds.x_test, ds.y_test), device=device, transform=ds.prepare, batch_size=batch_size
     )
     kind = {k: getattr(config, k) for k in SAME_KIND_FIELDS}
+    # a set records W, the layer's width, whatever the arch calls it; so does a run here
+    kind["width"] = int(ckpt.get("model_info", {}).get("num_features", model.num_features))
     kind["epoch"] = int(ckpt["epoch"])
     return logits, labels, kind, config.seed, int(ckpt["epoch"])
 

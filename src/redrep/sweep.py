@@ -173,16 +173,15 @@ def _train_and_extract(config_dict: dict, width: int, seed: int, run_dir: str, t
     meta = _read_meta(rep)
     if meta is None or meta.get("epoch") != cfg.epochs:
         extract_run(run_dir, out=rep, device=cfg.device, progress=False)
-    final = result.final
-    train_acc = final.get("train_eval_acc")
-    if train_acc is None:
-        train_acc = final.get("train_acc")
+        meta = _read_meta(rep)
+    # errors of the extracted layer through the readout, in float32 like the chunks' (the
+    # training loop's evaluation may run under autocast on a GPU)
     return {
         "width": width,
         "seed": seed,
         "run": str(Path(run_dir).name),
-        "test_error": 1.0 - float(final["test_acc"]),
-        "train_error": 1.0 - float(train_acc),
+        "test_error": 1.0 - float(meta["test_accuracy"]),
+        "train_error": 1.0 - float(meta["train_accuracy"]),
         "zero_train_error_epoch": result.zero_train_error_epoch,
         "epochs": result.epochs_done,
         "trained_now": trained,
