@@ -25,6 +25,7 @@ stopped.
 from __future__ import annotations
 
 import csv
+import html
 import io as _stdio
 import json
 import math
@@ -52,7 +53,7 @@ WIDTH_OPTIONS = {
     "wide_resnet40": ("widening_factor", lambda w: w / 64),
 }
 #: Fields of SweepConfig that may change when a sweep is resumed.
-RESUME_FREE = ("jobs", "device", "data_dir", "acc_rep", "r2_rep", "analysis_seed", "progress")
+RESUME_FREE = ("jobs", "device", "amp", "data_dir", "acc_rep", "r2_rep", "analysis_seed", "progress")
 
 
 @dataclass
@@ -377,15 +378,15 @@ def run_sweep(config: SweepConfig, out, *, log=print) -> SweepResult:
     }
     io.write_json(out / SWEEP_FILE, doc)
     sections = [
-        ("What the sweep shows", "<ul>" + "".join(f"<li>{_esc(x)}</li>" for x in reading) + "</ul>"),
-        ("Full networks against chunks, by width", _html_table(table)),
+        ("What the sweep shows", "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in reading) + "</ul>"),
+        ("Full networks against chunks, by width", _table(table)),
         (
             "Training runs",
-            _html_table(
+            _table(
                 runs, keys=("width", "seed", "test_error", "train_error", "zero_train_error_epoch", "epochs", "seconds")
             ),
         ),
-        ("Sweep configuration", _html_table([config.to_dict()], transpose=True)),
+        ("Sweep configuration", _table([config.to_dict()], transpose=True)),
     ]
     report = write_report(
         main_results,
@@ -502,28 +503,20 @@ def _csv(rows, cols) -> str:
     return buf.getvalue()
 
 
-def _esc(s) -> str:
-    import html
+def _table(rows, keys=None, transpose=False) -> str:
+    """Rows of dicts as an HTML table (the report's own table style); ``transpose`` for one row of settings."""
+    from .report import html_table
 
-    return html.escape(str(s))
-
-
-def _fmt(v):
-    if isinstance(v, float):
-        return "–" if math.isnan(v) else f"{v:.4g}"
-    return "–" if v is None else str(v)
-
-
-def _html_table(rows, keys=None, transpose=False) -> str:
     if not rows:
         return "<p>none</p>"
     keys = keys or tuple(rows[0])
     if transpose:
-        body = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(_fmt(rows[0].get(k)))}</td></tr>" for k in keys)
-        return f"<table>{body}</table>"
-    head = "".join(f"<th>{_esc(k)}</th>" for k in keys)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(_fmt(r.get(k)))}</td>" for k in keys) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return html_table(("setting", "value"), [(k, _cell(rows[0].get(k))) for k in keys])
+    return html_table(keys, [[_cell(r.get(k)) for k in keys] for r in rows])
+
+
+def _cell(v):
+    return str(v) if isinstance(v, (list, tuple, str)) or v is None else v
 
 
 def demo_config(

@@ -46,7 +46,7 @@ def results_options(f):
 
 
 def load_and_summarize(path, results_dir, train_error_max, r2_min):
-    """Read the results, compute the summary and store it in results.json (atomically)."""
+    """Read the results and compute the summary (the callers store it in results.json)."""
     results = load_results(results_dir if results_dir is not None else path / "results")
     curves = ChunkCurves.from_results(results)
     summary = summarize(curves, train_error_max=train_error_max, r2_min=r2_min)

@@ -8,6 +8,8 @@ import click
 
 from ..sweep import SweepConfig, run_sweep
 
+_D = SweepConfig()  # the defaults live in the config, once
+
 
 def _ints(ctx, param, value):
     from . import parse_int_list
@@ -18,7 +20,7 @@ def _ints(ctx, param, value):
 @click.command("sweep")
 @click.option(
     "--dataset",
-    default="parity-digits",
+    default=_D.dataset,
     show_default=True,
     help="cifar10, cifar100, digits, parity-digits, mnist1d or synthetic.",
 )
@@ -31,31 +33,31 @@ def _ints(ctx, param, value):
 )
 @click.option(
     "--arch",
-    default="mlp",
+    default=_D.arch,
     show_default=True,
     help="mlp (all hidden layers at width W) or wide_resnet16/22/28/40 (k = W/64).",
 )
 @click.option(
     "--widths",
-    default="16,32,64,128,256,512,1024",
+    default=",".join(map(str, _D.widths)),
     show_default=True,
     callback=_ints,
     help="Comma-separated widths W of the last hidden layer.",
 )
-@click.option("--seeds", type=int, default=3, show_default=True, help="Seeds per width (0 .. N-1).")
-@click.option("--depth", type=int, default=None, help="Hidden layers of the mlp [default: 3].")
-@click.option("--epochs", type=int, default=200, show_default=True)
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=0.05, show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option("--seeds", type=int, default=_D.seeds, show_default=True, help="Seeds per width (0 .. N-1).")
+@click.option("--depth", type=int, default=None, help=f"Hidden layers of the mlp [default: {_D.depth}].")
+@click.option("--epochs", type=int, default=_D.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=_D.batch_size, show_default=True)
+@click.option("--lr", type=float, default=_D.lr, show_default=True)
+@click.option("--weight-decay", type=float, default=_D.weight_decay, show_default=True)
+@click.option("--label-smoothing", type=float, default=_D.label_smoothing, show_default=True)
 @click.option("--train-subset", type=int, default=None, help="Train on a fixed subset of this many samples.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", default=_D.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision [default: on for CUDA, off for CPU].")
-@click.option("--acc-rep", "--acc_rep", "acc_rep", type=int, default=100, show_default=True)
-@click.option("--r2-rep", "--r2_rep", "r2_rep", type=int, default=40, show_default=True)
-@click.option("--analysis-seed", type=int, default=0, show_default=True, help="Seed of the chunk draws.")
-@click.option("--jobs", type=int, default=1, show_default=True, help="Runs trained in parallel processes.")
+@click.option("--acc-rep", "--acc_rep", "acc_rep", type=int, default=_D.acc_rep, show_default=True)
+@click.option("--r2-rep", "--r2_rep", "r2_rep", type=int, default=_D.r2_rep, show_default=True)
+@click.option("--analysis-seed", type=int, default=_D.analysis_seed, show_default=True, help="Seed of the chunk draws.")
+@click.option("--jobs", type=int, default=_D.jobs, show_default=True, help="Runs trained in parallel processes.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Sweep folder.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def command(
@@ -83,7 +85,7 @@ def command(
     """Train networks that differ only in width (several seeds), then compare full networks
     with chunks of the widest one; resumes an interrupted sweep."""
     if depth is None and arch == "mlp":
-        depth = 3
+        depth = _D.depth
     config = SweepConfig(
         dataset=dataset,
         data_dir=str(data_dir),
