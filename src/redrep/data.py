@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from . import io
-from .validation import RedrepError, check_int
+from .validation import RedrepError, check_int, exception_line
 
 # ------------------------------------------------------------------- CIFAR
 CIFAR_URL_BASE = "https://www.cs.toronto.edu/~kriz/"
@@ -257,10 +257,6 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _unpickle(data: bytes) -> dict:
     obj = _ArrayUnpickler(_io.BytesIO(data), encoding="bytes").load()
     if not isinstance(obj, dict):
@@ -313,7 +309,7 @@ def read_cifar_source(name: str, path) -> dict[str, bytes]:
     except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
         raise RedrepError(
             f"{path}: expected the official {name} python archive ({info.archive}), could not read it "
-            f"({type(exc).__name__}: {_one_line(exc)})"
+            f"({type(exc).__name__}: {exception_line(exc)})"
         ) from None
     return out
 
@@ -363,7 +359,7 @@ def load_cifar(name: str, data_dir) -> Dataset:
             except (pickle.UnpicklingError, KeyError, EOFError, ValueError, TypeError, AttributeError) as exc:
                 raise RedrepError(
                     f"{src}: batch {f}: expected a pickled dict with 'data' and '{info.label_key}', "
-                    f"could not read it ({type(exc).__name__}: {_one_line(exc)})"
+                    f"could not read it ({type(exc).__name__}: {exception_line(exc)})"
                 ) from None
             if x.ndim != 2 or x.shape[1] != 3072 or y.shape != (x.shape[0],):
                 raise RedrepError(
@@ -470,7 +466,7 @@ def load_mnist1d(data_dir=None) -> Dataset:
                 a = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
         except (OSError, ValueError, KeyError, EOFError) as exc:
             raise RedrepError(
-                f"{cache}: expected a cached MNIST-1D (.npz), could not read it ({_one_line(exc)})"
+                f"{cache}: expected a cached MNIST-1D (.npz), could not read it ({exception_line(exc)})"
             ) from None
         if a["x_train"].shape != (4000, 40) or a["x_test"].shape != (1000, 40):
             raise RedrepError(

@@ -214,6 +214,11 @@ def store_error_inf(set_dir, result: EnsembleResult) -> None:
         )
     doc = io.read_json_object(set_dir / NATIVE_META)
     meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+    set_epoch = meta.get("epoch")
+    if result.epoch is not None and set_epoch is not None and int(set_epoch) != int(result.epoch):
+        raise RedrepError(
+            f"{set_dir}: expected a set extracted at the ensemble's epoch {result.epoch}, found epoch {set_epoch}"
+        )
     ds = meta.get("dataset")
     if ds is not None and result.kind.get("dataset") not in (None, ds):
         raise RedrepError(f"{set_dir}: expected a set of dataset {result.kind['dataset']}, found {ds}")

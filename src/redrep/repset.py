@@ -32,6 +32,7 @@ from .validation import (
     check_labels,
     check_matrix,
     check_vector,
+    exception_line,
 )
 
 FORMAT_NAME = "redrep.representation_set"
@@ -357,7 +358,7 @@ def _load_pt(path: Path) -> np.ndarray:
             # legacy (non-zip) serialisation cannot be memory-mapped
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        reason = f"{type(exc).__name__}: {exception_line(exc)}"
         raise RedrepError(f"{path}: expected a torch tensor file, could not read it ({reason})") from None
     if isinstance(obj, np.ndarray):
         return obj

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from . import __version__, io
 from .data import DATASETS, Dataset, load_dataset
 from .models import check_arch, create_model, resolve_model_options
-from .validation import RedrepError, check_float, check_int
+from .validation import RedrepError, check_float, check_int, exception_line
 
 #: Epochs at which the authors kept checkpoints (the last epoch is always kept too).
 SPEC_CHECKPOINT_EPOCHS = (1, 2, 5, 10, 20, 40, 60, 80, 100, 130, 140, 150, 160, 180)
@@ -243,17 +243,11 @@ def load_checkpoint(path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
         raise RedrepError(
-            f"{path}: expected a redrep checkpoint, could not read it ({type(exc).__name__}: {first_line(exc)})"
+            f"{path}: expected a redrep checkpoint, could not read it ({type(exc).__name__}: {exception_line(exc)})"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise RedrepError(f"{path}: expected a redrep checkpoint, found another kind of file")
     return ckpt
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (library errors can span many lines)."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def read_run_config(run_dir) -> TrainConfig:

@@ -20,6 +20,12 @@ class RedrepError(ValueError):
     """
 
 
+def exception_line(exc: BaseException) -> str:
+    """An exception's message on one line (library errors can span many), or its type's name."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def describe_array(a) -> str:
     return f"shape {tuple(a.shape)} and dtype {a.dtype}"
 
