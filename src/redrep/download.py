@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from . import __version__, io
-from .fetch import CHUNK_BYTES, download_file, file_md5, file_sha256, part_path
+from .fetch import CHUNK_BYTES, download_file, file_md5, file_sha256, file_size, part_path, write_error
 from .repset import AUTHORS_ENSEMBLE_FILE, AUTHORS_FILES, AUTHORS_SUBDIR, RepresentationSet
 from .validation import RedrepError, check_float, check_int
 
@@ -420,7 +420,7 @@ def _files_route(listing, files_url, path, target, release, config, fetch_kw, sa
         todo.append((kf, r, md5, size))
     need = 0
     for kf, _, _, size in todo:
-        need += (size if size is not None else kf.approx_size) - _size(part_path(staging / kf.name))
+        need += (size if size is not None else kf.approx_size) - file_size(part_path(staging / kf.name))
     _check_space(path, need)
     for i, (kf, r, md5, size) in enumerate(todo, 1):
         download_file(r.url, staging / kf.name, md5=md5, size=size, desc=f"[{i}/{len(todo)}] {kf.name}", **fetch_kw)
@@ -449,7 +449,7 @@ def _zip_route(url, path, target, release, config, fetch_kw, say) -> dict:
     if zpath.is_file():
         say(f"{zpath}: downloaded by an earlier run, checking it")
     else:
-        _check_space(path, 2 * release.total_approx_size() - _size(part_path(zpath)))
+        _check_space(path, 2 * release.total_approx_size() - file_size(part_path(zpath)))
         say(f"downloading {url}")
         download_file(url, zpath, desc=ZIP_NAME, **fetch_kw)
     try:
@@ -556,11 +556,11 @@ def _extract_member(zf: zipfile.ZipFile, member: str, dest: Path, zpath: Path) -
                 try:
                     out.write(block)
                 except OSError as exc:
-                    raise _write_error(exc, dest) from None
+                    raise write_error(exc, dest) from None
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise _BadZip(f"{zpath}: corrupt zip ({member}: {exc})") from None
     except OSError as exc:
-        raise _write_error(exc, dest) from None
+        raise write_error(exc, dest) from None
     return {"size": n, "sha256": sha.hexdigest(), "md5": md5.hexdigest()}
 
 
@@ -645,21 +645,6 @@ def _check_space(path: Path, need: int) -> None:
     free = _free_bytes(path)
     if free is not None and need > 0 and free < need:
         raise RedrepError(_space_line(path, free, need))
-
-
-def _write_error(exc: OSError, path) -> RedrepError:
-    import errno
-
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return RedrepError(f"no space left on device writing {path}")
-    return RedrepError(f"{path}: cannot write ({exc.strerror or exc})")
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _remove(path: Path) -> None:

@@ -134,7 +134,7 @@ def download_file(
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _os_error(exc, dest.parent) from None
+        raise write_error(exc, dest.parent) from None
 
     failures = 0
     while True:
@@ -144,7 +144,7 @@ def download_file(
             failures = 1 if exc.gained else failures + 1
             if failures > retries:
                 tries = "1 attempt" if retries == 0 else f"{retries + 1} attempts in a row"
-                kept = _size(part)
+                kept = file_size(part)
                 if kept:
                     tries += f"; {kept} bytes kept in {part}, run again to resume"
                 raise RedrepError(f"{url}: {exc} ({tries})") from None
@@ -157,13 +157,13 @@ def download_file(
     try:
         os.replace(part, dest)
     except OSError as exc:
-        raise _os_error(exc, dest) from None
+        raise write_error(exc, dest) from None
     return dest
 
 
 def _attempt(opener, url, part, size, connect_timeout, progress, desc) -> bool:
     """One request; True when ``part`` holds the whole body, False to ask again at once."""
-    offset = _size(part)
+    offset = file_size(part)
     if size is not None and offset >= size:
         if offset == size:
             return True  # complete from an earlier run; verified by the caller
@@ -224,7 +224,7 @@ def _attempt(opener, url, part, size, connect_timeout, progress, desc) -> bool:
         try:
             f = open(part, mode)
         except OSError as exc:
-            raise _os_error(exc, part) from None
+            raise write_error(exc, part) from None
         with f, bar:
             while True:
                 try:
@@ -237,7 +237,7 @@ def _attempt(opener, url, part, size, connect_timeout, progress, desc) -> bool:
                 try:
                     f.write(block)
                 except OSError as exc:
-                    raise _os_error(exc, part) from None
+                    raise write_error(exc, part) from None
                 received += len(block)
                 bar.update(len(block))
         if length is not None and received < length:
@@ -248,7 +248,7 @@ def _attempt(opener, url, part, size, connect_timeout, progress, desc) -> bool:
 
 
 def _verify(part: Path, dest: Path, *, size, md5, sha256) -> None:
-    found = _size(part)
+    found = file_size(part)
     if size is not None and found != size:
         _unlink(part)
         raise RedrepError(f"{dest}: size mismatch, expected {size} bytes, found {found}")
@@ -258,7 +258,7 @@ def _verify(part: Path, dest: Path, *, size, md5, sha256) -> None:
         try:
             digest = _file_digest(part, algorithm)
         except OSError as exc:
-            raise _os_error(exc, part) from None
+            raise write_error(exc, part) from None
         if digest.lower() != expected.strip().lower():
             _unlink(part)
             raise RedrepError(f"{dest}: {algorithm} mismatch, expected {expected}, found {digest}")
@@ -291,14 +291,16 @@ def _connection_error(url: str, reason) -> Exception:
     return _Transient(f"network unreachable ({_reason(reason)})")
 
 
-def _os_error(exc: OSError, path) -> RedrepError:
+def write_error(exc: OSError, path) -> RedrepError:
+    """A one-line error for a failed write: 'no space left' said as such."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return RedrepError(f"no space left on device writing {path}")
     return RedrepError(f"{path}: cannot write ({exc.strerror or exc})")
 
 
 # ---------------------------------------------------------------------- utils
-def _size(path: Path) -> int:
+def file_size(path: Path) -> int:
+    """Size in bytes, 0 for a missing file."""
     try:
         return path.stat().st_size
     except FileNotFoundError:
