@@ -17,6 +17,7 @@ block, so memory does not grow with the number of samples. See SPEC.md.
 from __future__ import annotations
 
 import mmap
+import os
 import time
 from dataclasses import dataclass
 
@@ -134,7 +135,16 @@ def _count_correct(logits: np.ndarray, labels: np.ndarray, samples_first: bool) 
 
 
 def chunk_accuracy(
-    features, labels, weight, bias, chunks, *, block_rows: int = 8192, name: str = "features", progress=None
+    features,
+    labels,
+    weight,
+    bias,
+    chunks,
+    *,
+    block_rows: int = 8192,
+    name: str = "features",
+    progress=None,
+    device: str = "cpu",
 ) -> np.ndarray:
     """Accuracy of the trained readout restricted to each chunk.
 
@@ -147,6 +157,7 @@ def chunk_accuracy(
     chunks : sequence of integer index arrays (each a chunk of distinct neurons)
     block_rows : rows of ``features`` read at a time (at most)
     progress : optional callable ``progress(n_rows)`` called after each block
+    device : "cpu" (numpy) or a torch CUDA device ("cuda", "cuda:1"), see :func:`resolve_device`
 
     Returns
     -------
@@ -192,6 +203,9 @@ def chunk_accuracy(
     for ids in small.values():
         idx = np.stack([uniq[k] for k in ids])  # (r, size)
         groups.append((np.asarray(ids), idx, np.ascontiguousarray(weight[:, idx].transpose(1, 0, 2))))  # (r, C, size)
+    if device != "cpu":
+        correct = _count_correct_torch(features, labels, weight, bias, uniq, block_rows, name, progress, device)
+        return correct[index] / features.shape[0]
     correct = np.zeros(len(uniq), dtype=np.int64)
     # keep the logits of one block near _LOGIT_BLOCK_BYTES
     widest_group = max([n_dense] + [len(g[0]) for g in groups])
@@ -218,6 +232,65 @@ def chunk_accuracy(
         if progress is not None:
             progress(block.shape[0])
     return correct[index] / features.shape[0]
+
+
+def _count_correct_torch(features, labels, weight, bias, chunks, block_rows, name, progress, device):
+    """Correct predictions of every chunk, with torch on ``device``: the masked-readout product for all chunks.
+
+    Blocks are read, checked and copied on the CPU as in the numpy path, then
+    moved to the device. ``torch.argmax`` returns the first maximum, as numpy's.
+    """
+    import torch
+
+    dev = torch.device(device)
+    n_classes, width = weight.shape
+    k = len(chunks)
+    stacked = np.zeros((width, n_classes, k), dtype=np.float32)
+    for i, c in enumerate(chunks):
+        stacked[c, :, i] = weight[:, c].T
+    stacked = torch.from_numpy(stacked.reshape(width, n_classes * k)).to(dev)
+    bias_t = torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32)).to(dev)[None, :, None]
+    labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(dev)
+    correct = torch.zeros(k, dtype=torch.int64, device=dev)
+    rows = max(64, min(block_rows, (8 * _LOGIT_BLOCK_BYTES) // (4 * k * n_classes)))
+    for start, block in iter_blocks(features, rows, np.float32, name):
+        xb = torch.from_numpy(block).to(dev, non_blocking=True)
+        logits = (xb @ stacked).view(block.shape[0], n_classes, k) + bias_t
+        pred = logits.argmax(dim=1)
+        correct += (pred == labels_t[start : start + block.shape[0], None]).sum(dim=0)
+        if progress is not None:
+            progress(block.shape[0])
+    return correct.cpu().numpy()
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"cpu"`` (numpy) or a torch CUDA device name for the chunk accuracies.
+
+    ``"auto"`` takes the GPU when one is present. It looks for the NVIDIA
+    device files first, so that a machine without a GPU never pays for
+    importing torch.
+    """
+    if not isinstance(device, str):
+        raise RedrepError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', found {device!r}")
+    if device == "cpu":
+        return "cpu"
+    if device == "auto":
+        if not os.path.exists("/dev/nvidiactl"):
+            return "cpu"
+        try:
+            import torch
+        except ImportError:
+            return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RedrepError(f"device: expected a CUDA GPU for {device!r}, found none (use --device cpu or auto)")
+        if ":" in device and int(device[5:]) >= torch.cuda.device_count():
+            raise RedrepError(f"device: expected one of {torch.cuda.device_count()} CUDA devices, found {device!r}")
+        return device
+    raise RedrepError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', found {device!r}")
 
 
 # --------------------------------------------------------------------------- regression
@@ -389,6 +462,10 @@ class ChunkAnalysis:
         changing ``acc_rep`` does not change the regression chunks.
     progress : bool, default False
         Show progress bars (tqdm) on stderr.
+    device : {"auto", "cpu", "cuda", "cuda:N"}, default "auto"
+        Where the chunk accuracies are computed: "cpu" is numpy; "cuda" is
+        torch on the GPU; "auto" takes the GPU when one is present. The
+        regression statistics are computed in float64 with numpy either way.
 
     Attributes
     ----------
@@ -399,10 +476,19 @@ class ChunkAnalysis:
     timings_ : dict of seconds per step
     width_ : int
     error_inf_ : float or None, copied from the set
+    device_ : str, where the accuracies were computed
     """
 
     def __init__(
-        self, chunk_sizes=None, acc_rep=100, r2_rep=40, alpha=1e-8, block_rows=8192, random_state=0, progress=False
+        self,
+        chunk_sizes=None,
+        acc_rep=100,
+        r2_rep=40,
+        alpha=1e-8,
+        block_rows=8192,
+        random_state=0,
+        progress=False,
+        device="auto",
     ):
         self.chunk_sizes = chunk_sizes
         self.acc_rep = acc_rep
@@ -411,6 +497,7 @@ class ChunkAnalysis:
         self.block_rows = block_rows
         self.random_state = random_state
         self.progress = progress
+        self.device = device
 
     def _check_params(self, width):
         acc_rep = check_int(self.acc_rep, "acc_rep", min_value=1)
@@ -431,6 +518,7 @@ class ChunkAnalysis:
         sizes, acc_rep, r2_rep, alpha, block_rows = self._check_params(width)
         if repset.n_test < 2:
             raise RedrepError(f"features_test: expected at least 2 rows for the regression, found {repset.n_test}")
+        self.device_ = resolve_device(self.device)
         acc_seq, r2_seq = np.random.SeedSequence(self.random_state).spawn(2)
         acc_rng, r2_rng = np.random.default_rng(acc_seq), np.random.default_rng(r2_seq)
         self.chunk_sizes_ = sizes
@@ -455,6 +543,7 @@ class ChunkAnalysis:
                     block_rows=block_rows,
                     name=names.get(f"features_{split}", f"features_{split}"),
                     progress=bar.update,
+                    device=self.device_,
                 )
             values[("accuracy", split)] = acc.reshape(len(sizes), acc_rep)
             timings[f"accuracy_{split}"] = time.perf_counter() - t0

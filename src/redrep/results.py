@@ -89,6 +89,7 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
             "alpha": float(analysis.alpha),
             "seed": analysis.random_state,
             "block_rows": int(analysis.block_rows),
+            "device": getattr(analysis, "device_", "cpu"),
         },
         "versions": package_versions(),
         "timings_s": {k: round(v, 4) for k, v in analysis.timings_.items()},

@@ -307,6 +307,7 @@ def run_sweep(config: SweepConfig, out, *, log=print) -> SweepResult:
             r2_rep=config.r2_rep,
             random_state=config.analysis_seed,
             progress=False,
+            device=config.device,
         ).fit(rs)
         adir = out / "analysis" / f"seed{s}"
         write_results(an, rs, adir, extra={"sweep": str(out), "seed": s})

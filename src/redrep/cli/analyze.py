@@ -70,8 +70,11 @@ def _int_list(ctx, param, value):
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the chunk draws.")
 @click.option("--alpha", type=float, default=1e-8, show_default=True, help="Ridge penalty of the reconstruction.")
 @click.option("--block-rows", type=int, default=8192, show_default=True, help="Rows read at a time (bounds memory).")
+@click.option(
+    "--device", default="auto", show_default=True, help="Chunk accuracies on: auto (a GPU when present), cpu, cuda[:N]."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
-def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, block_rows, quiet):
+def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, block_rows, device, quiet):
     """Chunk accuracy, R^2 and residual correlation of a representation set.
 
     Writes the authors' four .npy files, a tidy results.csv and results.json.
@@ -97,6 +100,7 @@ def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, bloc
         block_rows=block_rows,
         random_state=seed,
         progress=not quiet,
+        device=device,
     )
     analysis.fit(repset)
     analysis.timings_["total"] = time.perf_counter() - t0
