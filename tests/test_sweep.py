@@ -66,6 +66,8 @@ def test_sweep_writes_everything(finished):
     assert doc["error_inf"] == pytest.approx(result.error_inf)
     html = (out / "report.html").read_text()
     assert "Full networks against chunks, by width" in html and "data:image/png;base64," in html
+    # the sweep's own reading leads the page, before the chunk-analysis summary
+    assert html.index("What the sweep shows") < html.index('id="summary"')
 
 
 def test_fig3a_numbers_come_from_the_runs(finished):

@@ -209,6 +209,7 @@ def render_report(
     figures=None,
     extra_figures=(),
     sections=(),
+    lead_sections=(),
     title: str | None = None,
     train_error_max: float | None = None,
     r2_min: float | None = None,
@@ -238,6 +239,7 @@ def render_report(
         f"<h1>{escape(title)}</h1>",
         f'<p class="sub">Results folder <code>{escape(str(results.path))}</code>; report written by redrep '
         f"{escape(__version__)} on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.</p>",
+        *(f"<h2>{escape(t)}</h2>{h}" for t, h in lead_sections),
         '<h2 id="summary">Summary</h2>',
         summary_html(summary, curves),
         '<h2 id="reading">What the numbers say</h2><ul>',
@@ -273,6 +275,7 @@ def write_report(
     figures=None,
     extra_figures=(),
     sections=(),
+    lead_sections=(),
     title: str | None = None,
     train_error_max: float | None = None,
     r2_min: float | None = None,
@@ -290,6 +293,7 @@ def write_report(
     extra_figures : list of (caption, image), shown after ``figures``
     sections : list of (title, html), appended at the end; ``html`` is inserted as is
         (the caller escapes its own text)
+    lead_sections : list of (title, html), the same, placed first, before the summary
     title : the page title
     train_error_max, r2_min : thresholds of ``w_c*`` when ``summary`` is absent
     """
@@ -301,6 +305,7 @@ def write_report(
         figures=figures,
         extra_figures=extra_figures,
         sections=sections,
+        lead_sections=lead_sections,
         title=title,
         train_error_max=train_error_max,
         r2_min=r2_min,

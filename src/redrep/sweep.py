@@ -378,9 +378,11 @@ def run_sweep(config: SweepConfig, out, *, log=print) -> SweepResult:
         },
     }
     io.write_json(out / SWEEP_FILE, doc)
-    sections = [
+    lead = [
         ("What the sweep shows", "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in reading) + "</ul>"),
-        ("Full networks against chunks, by width", _table(table)),
+        ("Full networks against chunks, by width", _width_html(table, widest)),
+    ]
+    sections = [
         (
             "Training runs",
             _table(
@@ -403,6 +405,7 @@ def run_sweep(config: SweepConfig, out, *, log=print) -> SweepResult:
         ],
         extra_figures=[(f"Chunk analysis of the W = {widest} network, seed 0.", fig_c)],
         sections=sections,
+        lead_sections=lead,
         title=f"redrep sweep: {label}",
     )
     return SweepResult(out, runs, error_inf, table, summary, report, figures)
@@ -514,6 +517,37 @@ def _table(rows, keys=None, transpose=False) -> str:
     if transpose:
         return html_table(("setting", "value"), [(k, _cell(rows[0].get(k))) for k in keys])
     return html_table(keys, [[_cell(r.get(k)) for k in keys] for r in rows])
+
+
+def _width_html(table, widest) -> str:
+    """The Fig. 3a numbers as a compact table: mean ± sem over seeds (the CSV has every column)."""
+    from .report import html_table
+
+    def pm(m, se):
+        if m is None or not math.isfinite(m):
+            return "n/a"
+        return f"{m:.4g}" + (f" ± {se:.2g}" if se is not None and math.isfinite(se) else "")
+
+    header = (
+        "W",
+        "full network: test error",
+        f"chunk of the W = {widest} net: test error",
+        "full network: training error",
+        "chunk: training error",
+        "seeds",
+    )
+    rows = [
+        (
+            str(r["width"]),
+            pm(r["full_test_mean"], r["full_test_sem"]),
+            pm(r["chunk_test_mean"], r["chunk_test_sem"]),
+            pm(r["full_train_mean"], r["full_train_sem"]),
+            pm(r["chunk_train_mean"], r["chunk_train_sem"]),
+            str(r["full_n"]),
+        )
+        for r in table
+    ]
+    return html_table(header, rows) + "<p>Mean ± standard error over seeds; all columns in width_comparison.csv.</p>"
 
 
 def _cell(v):
