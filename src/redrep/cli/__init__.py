@@ -10,6 +10,7 @@ exit status 2, with no traceback.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import click
 
@@ -80,3 +81,20 @@ def parse_int_list(value: str | None, option: str) -> list[int] | None:
         raise click.BadParameter(
             f"expected a comma-separated list of integers, found {value!r}", param_hint=option
         ) from None
+
+
+def int_list_callback(ctx, param, value):
+    """click callback: a comma-separated list of integers, errors named by the option's own flag."""
+    return parse_int_list(value, param.opts[0])
+
+
+def data_path_option(help: str):
+    """The ``--path DIR`` data-folder option (default ``./data``) that several commands share."""
+    return click.option(
+        "--path",
+        "path",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("data"),
+        show_default=True,
+        help=help,
+    )

@@ -11,23 +11,11 @@ from ..analysis import ChunkAnalysis
 from ..repset import AUTHORS_SUBDIR, RepresentationSet
 from ..results import write_results
 from ..validation import RedrepError
-
-
-def _int_list(ctx, param, value):
-    from . import parse_int_list
-
-    return parse_int_list(value, "--chunk-sizes")
+from . import data_path_option, int_list_callback
 
 
 @click.command("analyze")
-@click.option(
-    "--path",
-    "path",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data"),
-    show_default=True,
-    help="Data folder: reads PATH/download_repr (the authors' set), writes PATH/results.",
-)
+@data_path_option("Data folder: reads PATH/download_repr (the authors' set), writes PATH/results.")
 @click.option(
     "--repr",
     "repr_dir",
@@ -64,7 +52,7 @@ def _int_list(ctx, param, value):
     "--chunk-sizes",
     "chunk_sizes",
     default=None,
-    callback=_int_list,
+    callback=int_list_callback,
     help="Comma-separated chunk sizes [default: W, W/2, W/4, ..., 1].",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the chunk draws.")

@@ -7,17 +7,11 @@ from pathlib import Path
 import click
 
 from ..download import FILES_URL, MANIFEST_NAME, ZIP_URL, DownloadConfig, download_authors
+from . import data_path_option
 
 
 @click.command("download")
-@click.option(
-    "--path",
-    "path",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data"),
-    show_default=True,
-    help="Data folder; the set goes to PATH/download_repr (where `redrep analyze --path` reads it).",
-)
+@data_path_option("Data folder; the set goes to PATH/download_repr (where `redrep analyze --path` reads it).")
 @click.option("--url", default=None, help="A mirror of the article zip (skips figshare's files listing).")
 @click.option(
     "--from-zip",

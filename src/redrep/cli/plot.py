@@ -9,6 +9,7 @@ import click
 from ..plots import DEFAULT_STEM, MIN_CHUNK_SIZE_A, check_formats, save_figure, three_panel_figure
 from ..results import load_results
 from ..summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, summarize
+from . import data_path_option
 
 
 def results_options(f):
@@ -34,14 +35,7 @@ def results_options(f):
         default=None,
         help="Results folder of `redrep analyze` (overrides --path).",
     )(f)
-    f = click.option(
-        "--path",
-        "path",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=Path("data"),
-        show_default=True,
-        help="Data folder: reads PATH/results.",
-    )(f)
+    f = data_path_option("Data folder: reads PATH/results.")(f)
     return f
 
 

@@ -7,14 +7,9 @@ from pathlib import Path
 import click
 
 from ..sweep import SweepConfig, run_sweep
+from . import int_list_callback
 
 _D = SweepConfig()  # the defaults live in the config, once
-
-
-def _ints(ctx, param, value):
-    from . import parse_int_list
-
-    return parse_int_list(value, "--widths")
 
 
 @click.command("sweep")
@@ -41,7 +36,7 @@ def _ints(ctx, param, value):
     "--widths",
     default=",".join(map(str, _D.widths)),
     show_default=True,
-    callback=_ints,
+    callback=int_list_callback,
     help="Comma-separated widths W of the last hidden layer.",
 )
 @click.option("--seeds", type=int, default=_D.seeds, show_default=True, help="Seeds per width (0 .. N-1).")

@@ -11,14 +11,14 @@ from tqdm.auto import tqdm
 from ..data import DATASETS
 from ..models import MODELS
 from ..train import CONFIG_FILE, TrainConfig, read_run_config, train
+from . import int_list_callback
 
 _D = TrainConfig()
 
 
 def _int_list(ctx, param, value):
-    from . import parse_int_list
-
-    return None if value is None else tuple(parse_int_list(value, "--checkpoint-epochs"))
+    value = int_list_callback(ctx, param, value)
+    return None if value is None else tuple(value)
 
 
 @click.command("train")
