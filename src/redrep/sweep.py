@@ -15,6 +15,8 @@ Layout of a sweep folder::
     width_comparison.csv    per width: mean and sem over seeds of both sources
     runs/w<W>_s<seed>/      one training run each (config, log, checkpoints, representations/)
     analysis/seed<seed>/    chunk analysis of the widest network of that seed
+    clones/w<W>_s<seed>/    chunk analysis of every run (chunk sizes W, W/2, ..., 1), with its summary
+    clones.csv              tidy: width, seed, wc_star, clones, exponent, exponent_se (redrep.clones)
     figures/                width_comparison.{png,pdf}, chunks.{png,pdf}
     report.html             everything above, in one self-contained page
 
@@ -360,7 +362,27 @@ def run_sweep(config: SweepConfig, out, *, log=print) -> SweepResult:
     figures = save_figure(fig_w, out / "figures", stem="width_comparison")
     figures += save_figure(fig_c, out / "figures", stem="chunks")
 
-    reading = sweep_reading(table, error_inf, summary, widest)
+    # -- clones across widths (redrep.clones): every run analysed with chunk sizes W, W/2, ..., 1
+    from .clones import CloneConfig, RunSet, analyse_sweep, section_html
+
+    t0 = time.perf_counter()
+    clone_runs = [RunSet(r["width"], r["seed"], out / "runs" / r["run"] / "representations", r["run"]) for r in runs]
+    clone_cfg = CloneConfig(
+        acc_rep=config.acc_rep, r2_rep=config.r2_rep, seed=config.analysis_seed, device=config.device
+    )
+    clones = analyse_sweep(
+        out,
+        config=clone_cfg,
+        error_inf=error_inf,
+        runs=clone_runs,
+        title=f"{label}: clones across widths",
+        progress=config.progress,
+    )
+    figures += clones.figures
+    t_clones = time.perf_counter() - t0
+    # -- end clones
+
+    reading = sweep_reading(table, error_inf, summary, widest) + clones.reading[-1:]
     doc = {
         "config": config.to_dict(),
         "status": "done",
@@ -371,9 +393,18 @@ def run_sweep(config: SweepConfig, out, *, log=print) -> SweepResult:
         "summary": summary,
         "reading": reading,
         "analysis": {str(s): str(p.relative_to(out)) for s, p in analyses.items()},
+        "clones": {
+            "csv": str(clones.csv.relative_to(out)),
+            "reading": clones.reading,
+            "onset_width": clones.growth.onset,
+            "slope": clones.growth.slope,
+            "slope_se": clones.growth.slope_se,
+            "fit_widths": list(clones.growth.fit_widths),
+        },
         "timings_s": {
             "training": round(t_train, 2),
             "analysis": round(t_analysis, 2),
+            "clones": round(t_clones, 2),
             "total": round(time.perf_counter() - t_start, 2),
         },
     }
@@ -381,6 +412,7 @@ def run_sweep(config: SweepConfig, out, *, log=print) -> SweepResult:
     lead = [
         ("What the sweep shows", "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in reading) + "</ul>"),
         ("Full networks against chunks, by width", _width_html(table, widest)),
+        ("Clones across widths", section_html(clones)),
     ]
     sections = [
         (
