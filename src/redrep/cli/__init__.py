@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "example",
     "sweep",
     "demo",
+    "dynamics",
 )
 
 
