@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "sweep",
     "demo",
     "dynamics",
+    "compare",
 )
 
 
