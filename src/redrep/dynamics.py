@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from . import io
 from .analysis import ChunkAnalysis
@@ -405,9 +406,14 @@ def dynamics_figure(rows, per_epoch, zero_epoch, *, title: str | None = None) ->
                   label="no $w_c^*$ at this epoch")  # fmt: skip
     ax_d.set_yscale("log", base=2)
     ax_d.set_ylabel("critical chunk size $w_c^*$")
+    top = max(1.0, float(epochs.max()))
+    ticks = [0] + [m * 10**e for e in range(6) for m in (1, 2, 5) if m * 10**e <= top]
     for ax, letter in zip(axes.ravel(), "abcd"):
         ax.set_xscale("symlog", linthresh=1)
-        ax.set_xlim(-0.2, max(1.0, epochs.max()) * 1.15)
+        ax.set_xlim(-0.2, top * 1.15)
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
         if zero_epoch is not None:
             ax.axvline(zero_epoch, color="0.3", ls="--", lw=1, label=f"zero training error (epoch {zero_epoch})")
         ax.set_xlabel("epoch (0 = initialization; symlog axis)")
