@@ -439,14 +439,18 @@ def analyse_sweep(
 
 def section_html(result: CloneResult) -> str:
     """The sweep report's section on clones across widths (reading, figure and per-width table)."""
+    from markupsafe import Markup
+
     from .pages import render_page
 
-    return render_page(
-        "clones_section.html",
-        reading=result.reading,
-        figure=result.figure,
-        table=[replace_nan(t) for t in result.growth.table],
-        csv_name=CLONES_CSV,
+    return Markup(
+        render_page(
+            "clones_section.html",
+            reading=result.reading,
+            figure=result.figure,
+            table=[replace_nan(t) for t in result.growth.table],
+            csv_name=CLONES_CSV,
+        )
     )
 
 

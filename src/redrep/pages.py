@@ -33,5 +33,13 @@ def _environment():
 
 
 def render_page(template: str, **context) -> str:
-    """Render ``templates/<template>`` with ``context``; text is HTML-escaped unless marked safe."""
+    """Render ``templates/<template>`` with ``context``; text is HTML-escaped unless marked safe.
+
+    Uses :func:`redrep.report.render_page` (the shared layout) where the report module has it.
+    """
+    from . import report
+
+    shared = getattr(report, "render_page", None)
+    if shared is not None:
+        return shared(template, **context)
     return _environment().get_template(template).render(**context)
