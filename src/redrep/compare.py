@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from . import io
 from .clones import CLONES_CSV, clone_growth, per_width, read_clones_csv
@@ -239,8 +240,8 @@ def comparison_reading(sweeps) -> list[str]:
                 lacks.append(s.label)
                 defined = sorted({c["width"] for c in s.clones if c["wc_star"] is not None})
                 out.append(
-                    f"{s.label}: no redundancy across widths (w_c* < W on every seed at no range of widths up to "
-                    f"the widest)"
+                    f"{s.label}: no redundancy across widths (the widest networks do not have w_c* < W on every "
+                    "seed)"
                     + (
                         f"; w_c* defined at W = {', '.join(map(str, defined))}."
                         if defined
@@ -309,6 +310,10 @@ def comparison_figure(rows, labels, errors_inf, *, title: str | None = None) -> 
         _int_ticks(ax)
         if quantity != "exponent":
             ax.set_yscale("log", base=2 if quantity in ("wc_star", "clones") else 10)
+            plain = FuncFormatter(lambda v, _: f"{v:g}")
+            ax.yaxis.set_major_formatter(plain)
+            if quantity == "full_test_error":
+                ax.yaxis.set_minor_formatter(plain)
         ax.set_xlabel("width W")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
