@@ -159,7 +159,9 @@ def test_reading_known_answers():
     one = clones_reading(_rows({16: [16], 32: [8, 32], 64: [16, 16]}))
     assert "Only W = 64 is redundant" in one[-1]
     two = clones_reading(_rows({16: [16], 32: [8, 8], 64: [8, 8]}))
-    assert "two widths, no uncertainty" in two[-1] and "W^1.00" in two[-1]
+    assert "two widths give no uncertainty" in two[-1] and "W^1.00" in two[-1] and "about as fast as" in two[-1]
+    three = clones_reading(_rows({16: [16], 32: [8, 8], 64: [16, 8]}))
+    assert "W^0.58" in three[-1] and "slower than the linear growth" in three[-1]
 
 
 def test_figure_shows_the_rows():

@@ -334,9 +334,10 @@ def clones_reading(rows) -> list[str]:
             "gives no slope."
         )
     elif g.slope_se is None:
+        pace = "about as fast as" if abs(g.slope - 1) < 0.1 else ("slower than" if g.slope < 1 else "faster than")
         out.append(
-            f"The clone count grows like W^{g.slope:.2f} between W = {g.fit_widths[0]} and W = {g.fit_widths[-1]} "
-            "(two widths, no uncertainty; linear growth would be W^1)."
+            f"The clone count grows like W^{g.slope:.2f} between W = {g.fit_widths[0]} and W = {g.fit_widths[-1]}, "
+            f"{pace} the linear growth of the paper (W^1); two widths give no uncertainty on the slope."
         )
     else:
         verdict = (
