@@ -6,6 +6,8 @@ REDREP_SCREENSHOTS=DIR to also save a full-page screenshot of each.
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from browser import inspect_page, start_chromium
 from conftest import random_set
 from localhttp import LocalServer, Route
+from redrep.clones import clones_reading, read_clones_csv, row_from_summary
 from redrep.compare import write_comparison
 from redrep.dynamics import DynamicsConfig, run_dynamics
 from redrep.report import write_report
@@ -71,9 +74,20 @@ def test_page_in_the_browser(driver, pages, name):
     assert check.requests and check.requests[0].startswith("file:")
 
 
-def test_sweep_report_has_the_clones_section(pages):
+def test_sweep_writes_clones_of_every_run(pages):
+    """The sweep's clones.csv holds every run, each row from that run's results.json summary."""
+    sweep = Path(pages["sweep report"]).parent
+    rows = read_clones_csv(sweep / "clones.csv")
+    assert [(r["width"], r["seed"]) for r in rows] == [(8, 0), (8, 1), (16, 0), (16, 1)]
+    doc = json.loads((sweep / "sweep.json").read_text())
+    for r in rows:
+        res = load_results(sweep / "clones" / f"w{r['width']:05d}_s{r['seed']}")
+        assert row_from_summary(r["width"], r["seed"], res.doc["summary"])["wc_star"] == r["wc_star"]
+        assert res.error_inf == doc["error_inf"]
+    assert doc["clones"]["reading"] == clones_reading(rows)
     text = Path(pages["sweep report"]).read_text()
-    assert "Clones across widths" in text and "clones.csv" in text
+    assert "Clones across widths" in text and all(html.escape(s) in text for s in doc["clones"]["reading"])
+    assert (sweep / "figures" / "clones.png").is_file()
 
 
 def test_the_checker_sees_what_it_must_refuse(driver, tmp_path):
