@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from . import io
 from .analysis import ChunkAnalysis, default_chunk_sizes
@@ -374,7 +375,9 @@ def clones_figure(rows, *, title: str | None = None) -> Figure:
         ax_b.plot(widths[ok], mean_c[ok], color="#b8401a", lw=1.4, label="mean over seeds with w_c*")
     ref_w = g.onset if g.onset is not None else (widths[ok][0] if ok.any() else widths[0])
     ref_c = float(mean_c[widths == ref_w][0]) if g.onset is not None or ok.any() else 1.0
-    ax_b.plot(widths, ref_c * widths / ref_w, color="0.35", ls="--", lw=1, label="slope 1 (linear growth)")
+    guide = ref_c * widths / ref_w
+    keep = guide >= min(1.0, ref_c)  # a layer holds at least one clone: the guide stops there
+    ax_b.plot(widths[keep], guide[keep], color="0.35", ls="--", lw=1, label="slope 1 (linear growth)")
     if g.slope is not None:
         fw = np.array(g.fit_widths, dtype=float)
         pre = float(np.exp(np.mean(np.log(mean_c[np.isin(widths, fw)])) - g.slope * np.mean(np.log(fw))))
@@ -383,6 +386,7 @@ def clones_figure(rows, *, title: str | None = None) -> Figure:
     for ax, ylabel, letter in ((ax_a, "critical chunk size $w_c^*$", "a"), (ax_b, "clones W / $w_c^*$", "b")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlim(*_xlim(widths))
         _int_ticks(ax)
         ax.set_xlabel("width W")
