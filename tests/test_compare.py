@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,15 @@ from click.testing import CliRunner
 
 from redrep.cli import main
 from redrep.clones import read_clones_csv
-from redrep.compare import COMPARE_COLUMNS, label_sweeps, load_sweep, write_comparison
+from redrep.compare import (
+    COMPARE_COLUMNS,
+    SweepData,
+    comparison_reading,
+    comparison_rows,
+    label_sweeps,
+    load_sweep,
+    write_comparison,
+)
 from redrep.sweep import SweepConfig, run_sweep
 from redrep.validation import RedrepError
 
@@ -116,12 +125,19 @@ def test_refusals_are_one_line_and_exit_2(sweeps, tmp_path):
         ([str(sweeps / "wd0"), str(unfinished)], "expected a finished sweep"),
         ([str(sweeps / "wd0")], "expected at least two sweep folders"),
         ([str(sweeps / "wd0"), str(sweeps / "wd0")], "one given twice"),
+        ([str(sweeps / "wd0"), str(sweeps / "wd"), "--label", "a"], "labels: expected one label per sweep (2)"),
     ]
     for args, message in cases:
         r = runner.invoke(main, ["compare", *args, "--out", out])
         assert r.exit_code == 2, r.output
         assert message in r.output and len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
     assert not (tmp_path / "cmp").exists()  # nothing written by a refused comparison
+    (tmp_path / "file").write_text("x")
+    r = runner.invoke(main, ["compare", str(sweeps / "wd0"), str(sweeps / "wd"), "--out", str(tmp_path / "file")])
+    assert r.exit_code == 2 and "'--out'" in r.output and "is a file" in r.output
+    with pytest.raises(RedrepError, match="expected a folder for the comparison, found a file"):
+        write_comparison([sweeps / "wd0", sweeps / "wd"], tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "x"
     r = runner.invoke(main, ["compare", str(sweeps / "wd0"), str(other), "--out", out, "--allow-mixed"])
     assert r.exit_code == 0, r.output
     rows = _csv(tmp_path / "cmp" / "compare.csv")
@@ -130,3 +146,36 @@ def test_refusals_are_one_line_and_exit_2(sweeps, tmp_path):
         "dataset=parity-digits, weight_decay=0.0005",
     }
     assert all(math.isfinite(float(r["mean"])) for r in rows if r["quantity"] == "full_test_error")
+
+
+def _data(name, table, clones, error_inf=0.02):
+    return SweepData(Path(name), {"dataset": "d", "arch": "mlp"}, error_inf, table, {}, clones, label=name)
+
+
+def test_reading_says_which_sweeps_show_redundancy():
+    table = [
+        {"width": w, "full_test_mean": e, "full_train_mean": t}
+        for w, e, t in ((16, 0.1, 0.01), (32, 0.08, 0.0), (64, 0.07, 0.0))
+    ]
+
+    def rows(wc):
+        return [
+            dict(width=w, seed=s, wc_star=v, clones=None if v is None else w / v, exponent=None, exponent_se=None)
+            for w, vs in wc.items()
+            for s, v in enumerate(vs)
+        ]
+
+    regularized = _data("wd", table, rows({16: [16, 16], 32: [16, 16], 64: [16, 16]}))
+    plain = _data("wd0", table, rows({16: [None, 16], 32: [32, None], 64: [64, 64]}), error_inf=None)
+    text = comparison_reading([regularized, plain])
+    assert text[0] == (
+        "wd: full-network test error 0.1000 at W = 16, 0.0700 at W = 64; error_inf = 0.0200; "
+        "zero training error from W = 32 on."
+    )
+    assert text[1] == "wd: redundant from W = 32 on; clones grow like W^1.00."
+    assert "error_inf unknown" in text[2]
+    assert text[3].startswith("wd0: no redundancy across widths") and "w_c* defined at W = 16, 32, 64" in text[3]
+    assert text[-1] == "Redundancy shows in wd (from W = 32), and not in wd0."
+    rows_ = comparison_rows([regularized, plain])
+    (c,) = [r for r in rows_ if r["label"] == "wd0" and r["quantity"] == "wc_star" and r["width"] == 32]
+    assert (c["mean"], c["sem"], c["n"]) == (32.0, None, 1)

@@ -139,7 +139,7 @@ def _model_at(path, epoch: int, last_ckpt: dict):
         source = "checkpoint"
     else:
         ckpt, source = last_ckpt, "rebuilt from the run's seed"
-    config = TrainConfig.from_dict(ckpt["config"], where=str(path)).validated()
+    config = TrainConfig.from_dict(ckpt["config"], where=str(path or "the last checkpoint")).validated()
     info = ckpt["model_info"]
     if path is None:
         # `redrep train` seeds everything, then builds the model: the same calls give its initial weights
