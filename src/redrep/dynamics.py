@@ -35,7 +35,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from . import io
 from .analysis import ChunkAnalysis
-from .results import load_results, rows_to_csv, write_results
+from .results import load_results, write_results
 from .summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, summarize
 from .validation import RedrepError, check_float, check_int
 
@@ -294,15 +294,20 @@ def _run_error_inf(run_dir: Path):
 
 
 def _dyn_csv(rows) -> str:
-    text = rows_to_csv([{**r, "std": 0.0} for r in rows])  # the results format, reused for number formatting
-    lines = list(csv.reader(_stdio.StringIO(text)))
-    idx = [lines[0].index(k) for k in DYNAMICS_COLUMNS[1:]]
+    """The tidy table; floats as repr (exact round trip, as results.csv writes them), NaN as "nan"."""
     buf = _stdio.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(DYNAMICS_COLUMNS)
-    for r, line in zip(rows, lines[1:]):
-        w.writerow([r["epoch"], *(line[i] for i in idx)])
+    for r in rows:
+        w.writerow([_cell(r[k]) for k in DYNAMICS_COLUMNS])
     return buf.getvalue()
+
+
+def _cell(v):
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        return "nan" if math.isnan(v) else repr(v)
+    return v
 
 
 def read_dynamics_csv(path) -> list[dict]:
