@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 
-from conftest import random_set
 from redrep.analysis import (
     ChunkAnalysis,
     chunk_accuracy,
@@ -22,6 +21,7 @@ from redrep.analysis import (
 from redrep.repset import RepresentationSet
 from redrep.synthetic import make_clone_set
 from redrep.validation import RedrepError
+from repsets import random_set
 
 
 def direct_regression(F, chunk, alpha=1e-8):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import random_set
 from redrep.repset import (
     AUTHORS_ENSEMBLE_FILE,
     AUTHORS_FILES,
@@ -18,6 +17,7 @@ from redrep.repset import (
     update_meta,
 )
 from redrep.validation import RedrepError
+from repsets import random_set
 
 
 def arrays(n_train=20, n_test=10, width=6, n_classes=3, seed=0):

@@ -9,7 +9,9 @@ exit status 2, with no traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
+import re
 from pathlib import Path
 
 import click
@@ -52,11 +54,10 @@ class RedrepGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RedrepError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {user_paths(str(exc))}", err=True)
             ctx.exit(2)
         except OSError as exc:
-            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-            click.echo(f"Error: {exc.strerror or exc}{where}", err=True)
+            click.echo(f"Error: {os_error_line(exc)}", err=True)
             ctx.exit(2)
 
 
@@ -68,6 +69,23 @@ def main():
     Train networks, extract the last hidden layer, measure how its neurons
     split into redundant chunks, and plot and report the result.
     """
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: a full disk said as such, the path the user knows."""
+    where = f": {user_paths(str(exc.filename))}" if getattr(exc, "filename", None) else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on device{where}"
+    return f"{exc.strerror or exc}{where}"
+
+
+#: A hidden temporary entry of redrep.io (``.NAME.abc123.tmp``), to be named as the ``NAME`` it becomes.
+_TEMP_PART = re.compile(r"(^|[/\\])\.([^/\\]+?)\.[A-Za-z0-9_]{8}\.(?:tmp|old)(?=$|[/\\])")
+
+
+def user_paths(text: str) -> str:
+    """``text`` with redrep's temporary names (``.NAME.*.tmp``) replaced by the user's ``NAME``."""
+    return _TEMP_PART.sub(lambda m: m.group(1) + m.group(2), text)
 
 
 def parse_int_list(value: str | None, option: str) -> list[int] | None:
