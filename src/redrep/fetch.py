@@ -15,7 +15,6 @@ redirect handling), so downloading needs no extra dependency.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import http.client
 import os
@@ -30,7 +29,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, io
 from .validation import RedrepError
 
 CHUNK_BYTES = 1 << 20
@@ -292,10 +291,8 @@ def _connection_error(url: str, reason) -> Exception:
 
 
 def write_error(exc: OSError, path) -> RedrepError:
-    """A one-line error for a failed write: 'no space left' said as such."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return RedrepError(f"no space left on device writing {path}")
-    return RedrepError(f"{path}: cannot write ({exc.strerror or exc})")
+    """A one-line error for a failed write: 'no space left' said as such (see :func:`redrep.io.write_error`)."""
+    return io.write_error(exc, path)
 
 
 # ---------------------------------------------------------------------- utils

@@ -72,6 +72,15 @@ def read_json_object(path, what: str = "a JSON object") -> dict:
     return doc
 
 
+def write_error(exc: OSError, path):
+    """A one-line :class:`RedrepError` for a failed write of ``path``: a full disk said as such."""
+    from .validation import RedrepError
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RedrepError(f"no space left on device writing {path}")
+    return RedrepError(f"{path}: cannot write ({exc.strerror or exc})")
+
+
 def write_bytes(path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -339,8 +348,11 @@ def folder_lock(path, *, what: str):
                 "what": what,
                 "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            except OSError as exc:  # a full disk: fail now rather than after the work
+                raise write_error(exc, path) from None
             recover_leftovers(path)
         except BaseException:
             _release(lock, fd, fcntl)

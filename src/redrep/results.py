@@ -99,13 +99,16 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
     if extra:
         doc.update(extra)
     with io.folder_lock(out_dir, what="analyze"):
-        with io.atomic_dir(out_dir, keep=lambda name: name not in owned) as tmp:
-            for key, name in AUTHORS_RESULT_FILES.items():
-                np.save(tmp / name, np.stack([sizes, analysis.mean(*key)]), allow_pickle=False)
-            (tmp / CSV_NAME).write_text(rows_to_csv(analysis.to_rows()), encoding="utf-8")
-            io.crash_point("results:half-written")
-            io.write_json(tmp / JSON_NAME, _clean_nan(doc))
-            io.crash_point("results:before-swap")
+        try:
+            with io.atomic_dir(out_dir, keep=lambda name: name not in owned) as tmp:
+                for key, name in AUTHORS_RESULT_FILES.items():
+                    np.save(tmp / name, np.stack([sizes, analysis.mean(*key)]), allow_pickle=False)
+                (tmp / CSV_NAME).write_text(rows_to_csv(analysis.to_rows()), encoding="utf-8")
+                io.crash_point("results:half-written")
+                io.write_json(tmp / JSON_NAME, _clean_nan(doc))
+                io.crash_point("results:before-swap")
+        except OSError as exc:
+            raise io.write_error(exc, out_dir) from None
     return doc
 
 
