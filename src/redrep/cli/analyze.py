@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..analysis import ChunkAnalysis
+from ..device import resolve_device
 from ..io import folder_lock
 from ..repset import AUTHORS_SUBDIR, RepresentationSet
 from ..results import write_results
@@ -69,6 +70,7 @@ def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, bloc
     Writes the authors' four .npy files, a tidy results.csv and results.json.
     """
     t0 = time.perf_counter()
+    device = resolve_device(device)  # once, before any work
     if repr_dir is not None:
         repset = RepresentationSet.load(repr_dir)
         out_dir = out if out is not None else repr_dir / "results"
