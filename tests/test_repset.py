@@ -227,3 +227,11 @@ def test_meta_json_that_is_not_an_object_or_has_null_meta(tmp_path):
     (tmp_path / "s" / "meta.json").write_text("[1]")
     with pytest.raises(RedrepError, match=r"meta.json: expected a JSON object, found a JSON list"):
         RepresentationSet.load(tmp_path / "s")
+
+
+def test_deeply_nested_meta_json_is_one_line(tmp_path):
+    random_set(0, width=4, n_train=20, n_test=10).save(tmp_path / "s")
+    meta = tmp_path / "s" / "meta.json"
+    meta.write_text('{"meta": ' + "[" * 200000 + "]" * 200000 + "}")
+    with pytest.raises(RedrepError, match=rf"^{meta}: expected a JSON object, found JSON nested too deeply to read$"):
+        RepresentationSet.load(tmp_path / "s")

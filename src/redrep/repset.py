@@ -341,12 +341,14 @@ def _load_npy(path: Path, mmap_mode=None) -> np.ndarray:
 
 def _load_pt(path: Path) -> np.ndarray:
     """A tensor saved by torch: memory-mapped without torch when possible, else through ``torch.load``."""
-    from .ptfile import PtFormatError, load_pt
+    from .ptfile import PtCorruptError, PtFormatError, load_pt
 
     try:
         return load_pt(path)
     except PtFormatError:
         pass  # another layout (legacy, compressed, bfloat16...): let torch read it
+    except PtCorruptError as exc:
+        raise RedrepError(f"{path}: expected a torch tensor file, found a damaged one ({exc})") from None
     except OSError as exc:
         raise RedrepError(f"{path}: expected a torch tensor file, could not read it ({exc})") from None
     import torch
