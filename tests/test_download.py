@@ -306,7 +306,7 @@ def test_existing_folder_without_manifest_needs_force(fig, pub, tmp_path):
     target = tmp_path / AUTHORS_SUBDIR
     target.mkdir()
     (target / "mine.txt").write_text("keep me")
-    with pytest.raises(RedrepError, match="exists without manifest.json .* use --force to replace it"):
+    with pytest.raises(RedrepError, match="exists without manifest.json .* or force to replace it"):
         download_authors(fig.config(tmp_path), release=pub.release, progress=False)
     assert (target / "mine.txt").read_text() == "keep me"
     download_authors(fig.config(tmp_path, force=True), release=pub.release, progress=False)

@@ -277,7 +277,7 @@ def _download(config, release, progress, log) -> DownloadResult:
         elif any(target.iterdir()):
             raise RedrepError(
                 f"{target}: exists without {MANIFEST_NAME} (not written by `redrep download`); expected a missing "
-                f"or empty folder, use --force to replace it"
+                f"or empty folder, or force to replace it"
             )
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -179,7 +179,7 @@ def resolve_amp(amp: bool | None, device: torch.device) -> torch.dtype | None:
     if not amp:
         return None
     if device.type != "cuda":
-        raise RedrepError(f"amp: mixed precision needs a CUDA device, found {device} (leave --amp unset for auto)")
+        raise RedrepError(f"amp: mixed precision needs a CUDA device, found {device} (leave amp unset for auto)")
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 

@@ -54,7 +54,7 @@ class RedrepGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RedrepError as exc:
-            click.echo(f"Error: {user_paths(str(exc))}", err=True)
+            click.echo(f"Error: {user_paths(_with_flag(ctx, str(exc)))}", err=True)
             ctx.exit(2)
         except OSError as exc:
             click.echo(f"Error: {os_error_line(exc)}", err=True)
@@ -69,6 +69,23 @@ def main():
     Train networks, extract the last hidden layer, measure how its neurons
     split into redundant chunks, and plot and report the result.
     """
+
+
+def _with_flag(ctx, message: str) -> str:
+    """A library message that names a parameter (``weight_decay: ...``) also names the command's flag for it."""
+    m = re.match(r"^([a-z][a-z0-9_]*)(?=: )", message)
+    name = ctx.invoked_subcommand
+    if m is None or name is None:
+        return message
+    try:
+        command = ctx.command.get_command(ctx, name)
+    except Exception:  # noqa: BLE001 - only a nicer message is at stake
+        return message
+    for param in getattr(command, "params", ()):
+        flags = [o for o in param.opts if o.startswith("--")]
+        if param.name == m.group(1) and flags and flags[0] != "--" + m.group(1):
+            return f"{m.group(1)} ({flags[0]}){message[m.end() :]}"
+    return message
 
 
 def os_error_line(exc: OSError) -> str:
