@@ -106,3 +106,11 @@ def test_results_record_threads_and_block_rows(native, tmp_path):
     pools = doc["threads"]["pools"]
     assert pools and all(isinstance(p["num_threads"], int) and p["num_threads"] >= 1 for p in pools)
     np.testing.assert_array_equal(np.load(out / AUTHORS_RESULT_FILES[("r2", "test")])[0], [1, 2, 4, 8])
+
+
+def test_example_on_a_full_disk_says_no_space(tmp_path):
+    with procs.small_disk(tmp_path / "disk", 64) as disk:
+        r = procs.redrep("example", "--out", disk / "set", "--n-train", "2000", "--n-test", "500")
+        assert r.returncode == 2
+        assert r.stderr == f"Error: no space left on device writing {disk / 'set'}\n"
+        assert sorted(p.name for p in disk.iterdir()) == []  # nothing half-written, no temporary folder

@@ -259,6 +259,14 @@ class RepresentationSet:
         """
         path = Path(path)
         owned = {*NATIVE_FILES.values(), NATIVE_META}
+        try:
+            with io.folder_lock(path, what="save"):
+                self._save_into(path, owned, batch_rows)
+        except OSError as exc:
+            raise io.write_error(exc, path) from None
+        return path
+
+    def _save_into(self, path: Path, owned: set, batch_rows: int) -> None:
         # other entries (results/ of `redrep analyze`, say) stay in the folder
         with io.atomic_dir(path, keep=lambda name: name not in owned) as tmp:
             for key in ("features_train", "features_test"):
@@ -276,7 +284,6 @@ class RepresentationSet:
                 "meta": {k: v for k, v in self.meta.items() if k not in ("source", "layout")},
             }
             io.write_json(tmp / NATIVE_META, meta_doc)
-        return path
 
     def describe(self) -> dict:
         """A JSON-ready summary: sizes, error_inf and metadata."""
