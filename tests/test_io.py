@@ -158,6 +158,15 @@ def test_leftovers_of_a_live_writer_are_not_touched(tmp_path):
         assert not live.exists()
 
 
+def test_recovery_touches_only_the_folders_own_temporaries(tmp_path):
+    others = [".d.json.abcdefgh.tmp", ".d.abc.tmp", ".dd.abcdefgh.tmp", "d.abcdefgh.tmp"]
+    for name in others:
+        (tmp_path / name).write_text("someone else's")
+    (tmp_path / ".d.abcdefgh.tmp").mkdir()
+    assert len(io.recover_leftovers(tmp_path / "d")) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others)
+
+
 # ----------------------------------------------------------------------- locks
 def test_second_writer_is_refused_naming_the_first(tmp_path):
     d = tmp_path / "results"
@@ -199,3 +208,38 @@ def test_read_json_object_too_deep(tmp_path):
 def test_crash_point_is_a_no_op_unless_named(monkeypatch):
     monkeypatch.setenv("REDREP_CRASH_AT", "elsewhere")
     io.crash_point("here")
+
+
+def test_files_and_folders_are_synced_before_they_are_published(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(a, b):
+        events.append(("rename", str(b)))
+        real_replace(a, b)
+
+    monkeypatch.setattr(io.os, "fsync", fsync)
+    monkeypatch.setattr(io.os, "replace", replace)
+    io.write_text(tmp_path / "f.txt", "x")
+    kinds = [e[0] for e in events]
+    assert kinds == ["fsync", "rename", "fsync"]  # the data, the rename, then the folder holding the name
+    assert events[0][1].startswith(str(tmp_path / ".f.txt.")) and events[2][1] == str(tmp_path)
+    events.clear()
+    with io.atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "a").write_text("1")
+    synced = [e[1] for e in events if e[0] == "fsync"]
+    assert synced[0].endswith("/a") and synced[-1] == str(tmp_path)  # every file first, the parent last
+
+
+def test_user_paths_name_what_the_user_asked_for():
+    from redrep.cli import user_paths
+
+    assert user_paths("no space left on device writing /a/.results.k2j_3abc.tmp/r.csv") == (
+        "no space left on device writing /a/results/r.csv"
+    )
+    assert user_paths("/d/.download_repr.ab12cd34.tmp: x; /d/.x.json.abcdefgh.tmp") == "/d/download_repr: x; /d/x.json"
+    assert user_paths("/a/.hidden/file.tmp") == "/a/.hidden/file.tmp"  # not one of ours: left alone

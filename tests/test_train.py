@@ -1,5 +1,6 @@
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -323,3 +324,17 @@ def test_full_disk_during_training_is_one_line_and_resumable(tmp_path):
         r = _cli(run, "--width", "256", **big)
         assert r.returncode == 0, r.stderr
         assert _same_model(tmp_path / "a" / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
+
+
+def test_a_training_holds_its_folder_against_another_process(tmp_path):
+    run = tmp_path / "run"
+    seen = []
+
+    def second_writer(epoch, _m):
+        if epoch == 1:
+            seen.append(_cli(run, epochs=2))
+
+    train(small(epochs=2), run, progress=False, on_epoch_end=second_writer)
+    (r,) = seen
+    assert r.returncode == 2 and f"{run}: locked by another train (pid {os.getpid()} on " in r.stderr
+    assert [m["epoch"] for m in _lines(run / "metrics.jsonl")] == [1, 2]  # not 4 lines from two writers

@@ -14,6 +14,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -240,9 +241,10 @@ def sync_tree(path) -> None:
 
 # ----------------------------------------------------------------- leftovers
 def _leftovers(path: Path, suffix: str) -> list[Path]:
-    prefix = f".{path.name}."
+    # exactly tempfile's names for this path (".NAME." + 8 random characters + suffix): never ".NAME.json.*.tmp"
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}{re.escape(suffix)}$")
     try:
-        return [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(suffix)]
+        return [p for p in path.parent.iterdir() if pattern.match(p.name)]
     except FileNotFoundError:
         return []
 

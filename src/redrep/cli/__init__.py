@@ -97,7 +97,7 @@ def os_error_line(exc: OSError) -> str:
 
 
 #: A hidden temporary entry of redrep.io (``.NAME.abc123.tmp``), to be named as the ``NAME`` it becomes.
-_TEMP_PART = re.compile(r"(^|[/\\])\.([^/\\]+?)\.[A-Za-z0-9_]{8}\.(?:tmp|old)(?=$|[/\\])")
+_TEMP_PART = re.compile(r"(^|[/\\\s'\"(])\.([^/\\\s]+?)\.[A-Za-z0-9_]{8}\.(?:tmp|old)(?![\w.-])")
 
 
 def user_paths(text: str) -> str:
