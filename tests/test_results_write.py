@@ -114,3 +114,13 @@ def test_example_on_a_full_disk_says_no_space(tmp_path):
         assert r.returncode == 2
         assert r.stderr == f"Error: no space left on device writing {disk / 'set'}\n"
         assert sorted(p.name for p in disk.iterdir()) == []  # nothing half-written, no temporary folder
+
+
+def test_a_file_in_place_of_the_results_folder_is_left_alone(tmp_path):
+    rs = random_set(2, width=8, n_train=120, n_test=80)
+    an = ChunkAnalysis(acc_rep=3, r2_rep=2, random_state=2, progress=False).fit(rs)
+    out = tmp_path / "res"
+    out.write_text("my notes")
+    with pytest.raises(RedrepError, match=rf"^{out}: expected a folder \(or nothing\) to replace, found a file$"):
+        write_results(an, rs, out)
+    assert out.read_text() == "my notes" and sorted(p.name for p in tmp_path.iterdir()) == ["res"]

@@ -140,6 +140,10 @@ def swap_into_place(src, target, *, keep=None) -> None:
     which :func:`recover_leftovers` puts back.
     """
     src, target = Path(src), Path(target)
+    if (target.exists() or target.is_symlink()) and not target.is_dir():
+        from .validation import RedrepError
+
+        raise RedrepError(f"{target}: expected a folder (or nothing) to replace, found a file")
     if keep is not None and target.is_dir():
         for entry in target.iterdir():
             if keep(entry.name) and not (src / entry.name).exists():
