@@ -67,7 +67,7 @@ def test_three_panels_scales_and_points(tmp_path):
     np.testing.assert_allclose(tr.get_ydata(), c["train_err"], atol=1e-15)
     # (c): R^2 on a log x axis, both mean-correlation variants on the twin right axis
     assert ax_c.get_xscale() == "log" and ax_c.get_yscale() == "linear"
-    np.testing.assert_allclose(_line(ax_c, "$R^2$ (left)").get_ydata(), c["r2"])
+    np.testing.assert_allclose(_line(ax_c, "R² (left)").get_ydata(), c["r2"])
     twin = [ax for ax in fig.axes[3:] if ax.get_shared_x_axes().joined(ax, ax_c)]
     assert len(twin) == 1
     assert len(_line(twin[0], "all pairs").get_xdata()) == c["sizes"].size
