@@ -150,10 +150,10 @@ def test_save_figure_bad_format_leaves_existing_files(tmp_path):
     fig.subplots()
     old = tmp_path / f"{DEFAULT_STEM}.png"
     old.write_bytes(b"old")
-    with pytest.raises(RedrepError, match=r"--format: expected a comma-separated list of png, pdf, svg"):
+    with pytest.raises(RedrepError, match=r"^formats: expected a comma-separated list of png, pdf, svg"):
         save_figure(fig, tmp_path, formats="png,jpg")
     assert old.read_bytes() == b"old"
-    with pytest.raises(RedrepError, match="--name: expected a file name"):
+    with pytest.raises(RedrepError, match="^stem: expected a file name"):
         save_figure(fig, tmp_path, stem="a/b")
     assert sorted(x.name for x in tmp_path.iterdir()) == [old.name]
 
@@ -162,8 +162,10 @@ def test_check_formats():
     assert check_formats("PNG, .svg,png") == ("png", "svg")
     assert check_formats(["pdf"]) == ("pdf",)
     for bad in ("", "gif", ",,"):
-        with pytest.raises(RedrepError, match="--format"):
+        with pytest.raises(RedrepError, match="^formats: expected"):
             check_formats(bad)
+    with pytest.raises(RedrepError, match="^--format: expected"):
+        check_formats("gif", name="--format")
 
 
 def test_plots_module_stays_headless():

@@ -36,7 +36,7 @@ from matplotlib.ticker import (
 
 from . import io
 from .summary import PAPER_EXPONENT, ChunkCurves, Summary, summarize
-from .validation import RedrepError
+from .validation import RedrepError, check_float
 
 #: The authors' file name of the figure (without extension).
 DEFAULT_STEM = "cifar10_wr28_plots"
@@ -141,6 +141,8 @@ def three_panel_figure(
     matplotlib.figure.Figure with three panels (``fig.axes[:3]`` are (a), (b), (c) in order;
     the right axes of (a) and (c) follow).
     """
+    min_chunk_size = check_float(min_chunk_size, "min_chunk_size", min_value=0.0)
+    guide_prefactor = check_float(guide_prefactor, "guide_prefactor", min_value=0.0)
     curves = source if isinstance(source, ChunkCurves) else ChunkCurves.from_results(source)
     if summary is None:
         kw = {}
@@ -349,15 +351,15 @@ def _panel_c(ax, curves: ChunkCurves, summary: Summary):
 
 
 # --------------------------------------------------------------------------- files
-def check_formats(formats) -> tuple:
-    """Validate figure formats: a comma-separated string or a sequence of png, pdf, svg."""
+def check_formats(formats, name: str = "formats") -> tuple:
+    """Validate figure formats: a comma-separated string or a sequence of png, pdf, svg (errors name ``name``)."""
     if isinstance(formats, str):
         items = [f.strip().lower().lstrip(".") for f in formats.split(",") if f.strip()]
     else:
         items = [str(f).strip().lower().lstrip(".") for f in formats]
     bad = [f for f in items if f not in FORMATS]
     if bad or not items:
-        raise RedrepError(f"--format: expected a comma-separated list of {', '.join(FORMATS)}, found {formats!r}")
+        raise RedrepError(f"{name}: expected a comma-separated list of {', '.join(FORMATS)}, found {formats!r}")
     return tuple(dict.fromkeys(items))
 
 
@@ -380,7 +382,7 @@ def save_figure(fig: Figure, out_dir, *, stem: str = DEFAULT_STEM, formats=DEFAU
     """
     formats = check_formats(formats)
     if not stem or "/" in stem or stem in (".", ".."):
-        raise RedrepError(f"--name: expected a file name without folder, found {stem!r}")
+        raise RedrepError(f"stem: expected a file name without folder, found {stem!r}")
     blobs = {fmt: figure_bytes(fig, fmt, dpi=dpi) for fmt in formats}
     out_dir = Path(out_dir)
     paths = []
