@@ -364,8 +364,8 @@ def width_table_data(table, widest: int) -> dict:
 
 
 def _cell(v):
-    """A table cell: lists, strings and None as text, numbers as they are (formatted by the template)."""
-    return str(v) if isinstance(v, (list, tuple, dict, str)) or v is None else v
+    """A table cell: lists and strings as text, numbers and None as they are (the template formats them)."""
+    return str(v) if isinstance(v, (list, tuple, dict, str)) else v
 
 
 def write_sweep_report(
