@@ -1,4 +1,4 @@
-"""The chunk-analysis engine against direct implementations of the definitions (SPEC.md)."""
+"""The chunk-analysis engine against direct implementations of the definitions (docs/method.md)."""
 
 from __future__ import annotations
 
