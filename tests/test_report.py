@@ -174,8 +174,18 @@ def test_render_page_uses_the_one_layout_and_escapes(tmp_path):
     style = text[text.index("<style>") : text.index("</style>")]
     assert style in report
     assert report.index("<p id='x'>x</p>") < report.index('id="summary"')
-    with pytest.raises(RedrepError, match=r"^nope.html: expected a page title \(title=...\), found none"):
-        render_page("nope.html")
+    with pytest.raises(
+        RedrepError, match=r"^base.html: expected every value the page uses, found 'title' is undefined"
+    ):
+        render_page("base.html")
+    # the filters pages use
+    from redrep.report import _environment
+
+    env = _environment()
+    assert env.from_string("{{ 0.123456 | num(2) }} {{ 'a<b' | num }} {{ none | num }}").render() == "0.12 a&lt;b n/a"
+    fig = Figure(figsize=(1, 1))
+    fig.subplots()
+    assert env.from_string("{{ f | data_uri }}").render(f=fig).startswith("data:image/png;base64,")
     with pytest.raises(RedrepError, match=r"^template: expected a file of redrep/templates/, found no 'nope.html'"):
         render_page("nope.html", title="x")
 

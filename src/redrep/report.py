@@ -49,7 +49,8 @@ def _environment():
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters["num"] = lambda v: v if isinstance(v, str) else fmt_number(v)
+    env.filters["num"] = lambda v, digits=6: v if isinstance(v, str) else fmt_number(v, digits)
+    env.filters["data_uri"] = image_data_uri
     return env
 
 
@@ -66,11 +67,12 @@ def render_page(template: str, **context) -> str:
     template : str
         File name under ``redrep/templates/`` ("report.html", "sweep.html", or a page of another module).
     **context
-        Plain data for the template. ``base.html`` expects ``title`` (text) and takes an optional
-        ``subtitle``; the page fills the block ``content`` (and may override ``head``, ``header``,
-        ``footer``). Text is escaped; wrap caller-built markup in :class:`markupsafe.Markup`.
-        ``macros.html`` offers ``table``, ``figures`` and ``sentences``; the ``num`` filter
-        formats numbers as :func:`fmt_number` does.
+        Plain data for the template. ``base.html`` expects ``title`` (text; or the page overrides
+        the block ``title``) and takes an optional ``subtitle``; the page fills the block ``content``
+        (and may override ``head``, ``header``, ``footer``). Text is escaped; wrap caller-built
+        markup in :class:`markupsafe.Markup`. ``macros.html`` offers ``table``, ``figures`` and
+        ``sentences``; the filter ``num`` formats numbers as :func:`fmt_number` does (``x | num(4)``),
+        ``data_uri`` embeds a Figure or image bytes (:func:`image_data_uri`).
 
     Returns
     -------
@@ -78,13 +80,14 @@ def render_page(template: str, **context) -> str:
     """
     import jinja2
 
-    if "title" not in context:
-        raise RedrepError(f"{template}: expected a page title (title=...), found none")
     try:
         tpl = _environment().get_template(template)
     except jinja2.TemplateNotFound:
         raise RedrepError(f"template: expected a file of redrep/templates/, found no {template!r}") from None
-    return tpl.render(**{**base_context(), "subtitle": "", **context})
+    try:
+        return tpl.render(**{**base_context(), "subtitle": "", **context})
+    except jinja2.UndefinedError as exc:
+        raise RedrepError(f"{template}: expected every value the page uses, found {exc.message}") from None
 
 
 # --------------------------------------------------------------------------- small builders
