@@ -210,3 +210,20 @@ def test_three_panel_figure_rejects_non_finite_options(tmp_path):
         three_panel_figure(res, min_chunk_size=float("nan"))
     with pytest.raises(RedrepError, match="^guide_prefactor: expected a finite number, found inf"):
         three_panel_figure(res, guide_prefactor=float("inf"))
+
+
+def test_every_cited_section_of_the_method_exists():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "method.md").read_text(encoding="utf-8")
+    anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', doc))
+    cited = {m.anchor for m in metrics.METRICS}
+    for f in (root / "src" / "redrep").rglob("*"):
+        if f.suffix in (".py", ".html"):
+            cited |= set(re.findall(r"docs/method\.md#([a-z0-9-]+)", f.read_text(encoding="utf-8")))
+    cited |= set(re.findall(r"\(#([a-z0-9-]+)\)", doc))  # the document's own links
+    assert {"inputs", "residual-correlations", "decay-exponent", "the-algebra"} <= cited
+    assert cited <= anchors, sorted(cited - anchors)
+    assert "SPEC.md" not in " ".join(f.read_text(encoding="utf-8") for f in (root / "src").rglob("*.py"))

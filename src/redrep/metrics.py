@@ -138,7 +138,7 @@ METRICS: tuple[Metric, ...] = (
         panel="c",
         axis="left",
         description="R² held out: ridge fitted on the training features, scored on the test features.",
-        anchor="r2-held-out",
+        anchor="held-out-r2",
     ),
     Metric(
         "mean_corr",

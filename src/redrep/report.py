@@ -197,7 +197,7 @@ def by_size_data(curves: ChunkCurves, summary: Summary) -> dict:
         "rows": rows,
         "classes": classes,
         "w_c_star": summary.w_c_star,
-        "descriptions": [(m.label, m.description) for m, _ in named],
+        "descriptions": [(m.label, m.description, f"docs/method.md#{m.anchor}") for m, _ in named],
     }
 
 
