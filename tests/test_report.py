@@ -219,12 +219,13 @@ def test_sweep_report_tables_and_order(tmp_path):
         runs=runs,
         config={"widths": [16, 32], "dataset": "toy"},
         figures=[],
+        lead_sections=[("Clones across widths", "<p id='clones'>c</p>")],
         title="sweep & co",
     )
     text = out.read_text(encoding="utf-8")
     page = _parse(text)
     assert "<title>sweep &amp; co</title>" in text and "Wider &lt;is&gt; better." in text
-    order = ["What the sweep shows", "Full networks against chunks", 'id="summary"', 'id="runs"', 'id="config"']
+    order = ["What the sweep shows", "Full networks against", "id='clones'", 'id="summary"', 'id="runs"', 'id="config"']
     assert [text.index(k) for k in order] == sorted(text.index(k) for k in order)
     width = next(t for t in page.tables if t[0][0] == "W")
     assert width[1] == ["16", "0.00625 ± 0.001", "0.0125", "0 ± 0", "0.01 ± 0.002", "3"]

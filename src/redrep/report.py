@@ -384,6 +384,8 @@ def write_sweep_report(
     summary: Summary | None = None,
     figures=None,
     extra_figures=(),
+    lead_sections=(),
+    sections=(),
     title: str | None = None,
 ) -> Path:
     """Write the sweep report (``sweep.html``): the report of the widest network's analysis, led by the sweep.
@@ -398,9 +400,18 @@ def write_sweep_report(
     runs : list of per-run dicts (keys of :data:`RUN_COLUMNS`)
     config : dict, the sweep configuration (``SweepConfig.to_dict()``)
     curves, summary, figures, extra_figures, title : as for :func:`write_report`
+    lead_sections : list of (title, markup), placed after the width table (a clones section, say)
+    sections : list of (title, markup), placed at the end
     """
     context = report_context(
-        results, curves=curves, summary=summary, figures=figures, extra_figures=extra_figures, title=title
+        results,
+        curves=curves,
+        summary=summary,
+        figures=figures,
+        extra_figures=extra_figures,
+        lead_sections=lead_sections,
+        sections=sections,
+        title=title,
     )
     context.update(
         sweep_reading=list(sweep_reading),
