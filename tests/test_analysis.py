@@ -1,4 +1,4 @@
-"""The chunk-analysis engine against direct implementations of the definitions (SPEC.md)."""
+"""The chunk-analysis engine against direct implementations of the definitions (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from redrep.analysis import (
     chunk_accuracy,
     chunk_regression,
     default_chunk_sizes,
+    describe_values,
     draw_chunks,
     gram_matrix,
-    summarize,
 )
 from redrep.repset import RepresentationSet
 from redrep.synthetic import make_clone_set
@@ -232,11 +232,11 @@ def test_bad_parameters(small_set, kwargs, message):
         ChunkAnalysis(**kwargs).fit(small_set)
 
 
-def test_summarize():
-    s = summarize([1.0, 2.0, 3.0, np.nan])
+def test_describe_values():
+    s = describe_values([1.0, 2.0, 3.0, np.nan])
     assert s == {"mean": 2.0, "std": 1.0, "sem": pytest.approx(1 / np.sqrt(3)), "n": 3}
-    assert summarize([4.0])["std"] == 0.0
-    assert summarize([np.nan])["n"] == 0
+    assert describe_values([4.0])["std"] == 0.0
+    assert describe_values([np.nan])["n"] == 0
 
 
 @settings(max_examples=25, deadline=None)

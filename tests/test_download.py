@@ -484,7 +484,8 @@ def test_wrong_tensor_shape_is_refused(pub, tmp_path):
     z = tmp_path / "a.zip"
     z.write_bytes(pub.zip_bytes())
     cfg = DownloadConfig(path=tmp_path / "d", from_zip=z)
-    match = rf"a.zip: {name}: expected a tensor of shape \(10000, 512\) \(docs/method.md\), found \({N_TEST}, {WIDTH}\)"
+    match = rf"a.zip: {name}: expected a tensor of shape \(10000, 512\) \(docs/method.md#inputs\), "
+    match += rf"found \({N_TEST}, {WIDTH}\)"
     with pytest.raises(RedrepError, match=match):
         download_authors(cfg, release=replace(pub.release, files=files), progress=False)
     assert assert_nothing_installed(tmp_path / "d") == []

@@ -11,7 +11,8 @@ For chunk sizes ``w_c`` and random chunks ``S`` of ``w_c`` distinct neurons:
 
 The regression statistics come from one centred Gram matrix ``G = Fc^T Fc``
 (exact algebra, no fit per chunk); both passes over the data go block by
-block, so memory does not grow with the number of samples. See SPEC.md.
+block, so memory does not grow with the number of samples. The definitions and
+the algebra: docs/method.md#the-algebra.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import scipy.linalg
 from scipy.linalg.blas import dsyrk, dtrsm
 from threadpoolctl import threadpool_limits
 
+from . import metrics as _metrics
 from .validation import (
     RedrepError,
     check_chunk_sizes,
@@ -411,14 +413,8 @@ def chunk_regression(
 
 
 # --------------------------------------------------------------------------- estimator
-#: (metric, split) pairs reported by :class:`ChunkAnalysis`, in output order.
-METRICS = (
-    ("accuracy", "train"),
-    ("accuracy", "test"),
-    ("r2", "test"),
-    ("mean_corr", "test"),
-    ("mean_corr_outside", "test"),
-)
+#: (metric, split) pairs reported by :class:`ChunkAnalysis`, in output order (declared in :mod:`redrep.metrics`).
+METRICS = tuple(m.key for m in _metrics.METRICS)
 
 
 class ChunkAnalysis:
@@ -565,14 +561,17 @@ class ChunkAnalysis:
     def to_rows(self) -> list[dict]:
         """Tidy rows: one per metric x split x chunk size, with mean, std, sem and n."""
         rows = []
-        for metric, split in METRICS:
-            vals = self.values_[(metric, split)]
+        # every declared metric this analysis computed (one declared ahead of its computation is skipped)
+        for m in _metrics.registry():
+            vals = self.values_.get(m.key)
+            if vals is None:
+                continue
             for w, v in zip(self.chunk_sizes_, vals):
-                rows.append({"metric": metric, "split": split, "chunk_size": int(w), **summarize(v)})
+                rows.append({"metric": m.name, "split": m.split, "chunk_size": int(w), **describe_values(v)})
         return rows
 
 
-def summarize(v) -> dict:
+def describe_values(v) -> dict:
     """Mean, standard deviation (ddof 1), standard error and count of the finite values of ``v``."""
     v = np.asarray(v, dtype=np.float64)
     v = v[np.isfinite(v)]

@@ -120,7 +120,7 @@ def _tensor_file(key: str, shape: tuple[int, ...], itemsize: int) -> KnownFile:
     return KnownFile(AUTHORS_FILES[key], shape, n * itemsize + _PT_OVERHEAD)
 
 
-#: The authors' WRN-28-8 / CIFAR-10 set (docs/method.md). Shapes come from the paper; exact sizes and md5s
+#: The authors' WRN-28-8 / CIFAR-10 set (docs/method.md#inputs), with the shapes given there; exact sizes and md5s
 #: are not published with the article and were not known when this table was written (figshare
 #: was unreachable), so they are None and only the listing's md5s, the zip's CRCs, the shapes and
 #: a load of the whole set verify a download. Fill ``size``/``md5`` once read from the listing.
@@ -531,7 +531,7 @@ def check_zip(zpath, release: Release | None = None) -> dict[str, str]:
         missing = [n for n in release.names if n not in by_base]
         if missing:
             raise _BadZip(
-                f"{zpath}: missing member(s) {', '.join(missing)} (expected the authors' files, docs/method.md)"
+                f"{zpath}: missing member(s) {', '.join(missing)} (expected the authors' files, docs/method.md#inputs)"
             )
         out = {}
         for kf in release.files:
@@ -628,7 +628,9 @@ def check_contents(folder, release: Release | None = None, *, label: str | None 
                 continue
             shape = tuple(_load_pt(folder / kf.name).shape)
             if _squeeze(shape) != _squeeze(kf.shape):
-                raise RedrepError(f"{kf.name}: expected a tensor of shape {kf.shape} (docs/method.md), found {shape}")
+                raise RedrepError(
+                    f"{kf.name}: expected a tensor of shape {kf.shape} (docs/method.md#inputs), found {shape}"
+                )
         RepresentationSet.load_authors(folder)
     except RedrepError as exc:
         msg = str(exc).replace(str(folder) + os.sep, "").replace(str(folder), label)

@@ -2,8 +2,10 @@
 
 A results folder holds:
 
-* the authors' four arrays, each of shape (2, n_sizes), row 0 the chunk sizes
-  and row 1 the means (:data:`AUTHORS_RESULT_FILES`);
+* one array per metric, ``<metric>_<split>.npy``, of shape (2, n_sizes), row 0
+  the chunk sizes and row 1 the means (:func:`result_file_names`); for the
+  authors' published set, the authors' names as well
+  (:data:`AUTHORS_RESULT_FILES`), which their plotting script reads;
 * ``results.csv``: tidy, one row per metric x split x chunk size with the
   columns of :data:`CSV_COLUMNS`;
 * ``results.json``: the input, parameters, seed, versions, timings and
@@ -23,15 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, io
+from . import metrics as _metrics
 from .validation import RedrepError
 
-#: (metric, split) -> the authors' file name.
-AUTHORS_RESULT_FILES = {
-    ("accuracy", "train"): "acc_chunk_c10_train_wr28_8.npy",
-    ("accuracy", "test"): "acc_chunk_c10_test_wr28_8.npy",
-    ("r2", "test"): "r2_c10_test_wr28_8.npy",
-    ("mean_corr", "test"): "mean_corr_c10_test_wr28_8.npy",
-}
+#: (metric, split) -> the authors' file name, for the metrics that have one.
+AUTHORS_RESULT_FILES = {m.key: m.authors_file for m in _metrics.METRICS if m.authors_file}
 CSV_NAME = "results.csv"
 JSON_NAME = "results.json"
 CSV_COLUMNS = ("metric", "split", "chunk_size", "mean", "std", "sem", "n")
@@ -63,6 +61,40 @@ def _fmt(v):
     return v
 
 
+def result_file_names(metric, *, authors: bool) -> list[str]:
+    """The ``.npy`` names of a :class:`~redrep.metrics.Metric`: the neutral one, then the authors' when asked."""
+    names = [metric.file_name]
+    if authors and metric.authors_file:
+        names.append(metric.authors_file)
+    return names
+
+
+def is_authors_layout(repset) -> bool:
+    """Whether ``repset`` is the authors' published set (its results keep the authors' file names too)."""
+    return getattr(repset, "meta", {}).get("layout") == "authors"
+
+
+def read_result_array(path, name: str, split: str = "test") -> np.ndarray:
+    """The (2, n_sizes) array of one metric in a results folder, under its neutral or its authors' name.
+
+    Raises :class:`RedrepError` when neither file exists or the array is not of that shape.
+    """
+    path = Path(path)
+    m = _metrics.by_key().get((name, split))
+    candidates = [f"{name}_{split}.npy"] + ([m.authors_file] if m is not None and m.authors_file else [])
+    for cand in candidates:
+        f = path / cand
+        if f.is_file():
+            try:
+                arr = np.load(f, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise RedrepError(f"{f}: could not read it as a .npy array ({exc})") from None
+            if arr.ndim != 2 or arr.shape[0] != 2:
+                raise RedrepError(f"{f}: expected an array of shape (2, n_sizes), found shape {arr.shape}")
+            return arr
+    raise RedrepError(f"{path}: expected {' or '.join(candidates)} for metric {name!r} on {split}, found neither")
+
+
 def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> dict:
     """Write the result files of a fitted :class:`~redrep.analysis.ChunkAnalysis`.
 
@@ -73,9 +105,19 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
     Returns the JSON document written.
     """
     out_dir = Path(out_dir)
-    owned = {*AUTHORS_RESULT_FILES.values(), CSV_NAME, JSON_NAME}
+    # every name a result file can have, so that none of an earlier analysis survives beside the new ones
+    owned = {CSV_NAME, JSON_NAME}
+    for m in _metrics.registry():
+        owned.update(result_file_names(m, authors=True))
     sizes = np.asarray(analysis.chunk_sizes_, dtype=np.float64)
-    files = {f"{key[0]}_{key[1]}": name for key, name in AUTHORS_RESULT_FILES.items()}
+    arrays = {}
+    files = {}
+    for m in _metrics.registry():
+        if m.key not in analysis.values_:
+            continue
+        for name in result_file_names(m, authors=is_authors_layout(repset)):
+            arrays[name] = np.stack([sizes, analysis.mean(*m.key)])
+        files[f"{m.name}_{m.split}"] = m.file_name
     doc = {
         "tool": "redrep",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -101,8 +143,8 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
     with io.folder_lock(out_dir, what="analyze"):
         try:
             with io.atomic_dir(out_dir, keep=lambda name: name not in owned) as tmp:
-                for key, name in AUTHORS_RESULT_FILES.items():
-                    np.save(tmp / name, np.stack([sizes, analysis.mean(*key)]), allow_pickle=False)
+                for name, arr in arrays.items():
+                    np.save(tmp / name, arr, allow_pickle=False)
                 (tmp / CSV_NAME).write_text(rows_to_csv(analysis.to_rows()), encoding="utf-8")
                 io.crash_point("results:half-written")
                 io.write_json(tmp / JSON_NAME, _clean_nan(doc))
@@ -158,6 +200,10 @@ class Results:
     @property
     def error_inf(self):
         return self.doc.get("error_inf")
+
+    def has(self, metric: str, split: str = "test") -> bool:
+        """Whether the table holds rows of this metric and split (older folders lack newer metrics)."""
+        return any(r["metric"] == metric and r["split"] == split for r in self.rows)
 
     def series(self, metric: str, split: str = "test"):
         """Arrays (chunk_size, mean, std, sem, n) for one metric and split, by chunk size."""

@@ -1,6 +1,6 @@
 """Training with the authors' recipe, on CPU or GPU, resumable.
 
-The recipe (docs/method.md): SGD with momentum 0.9, lr 0.1, weight decay 5e-4,
+The recipe (docs/method.md#published-values): SGD with momentum 0.9, lr 0.1, weight decay 5e-4,
 batch 128, cosine annealing to 1e-5 over 200 epochs (one step per epoch),
 cross-entropy with optional label smoothing, random crops and flips for
 CIFAR. Every value is a field of :class:`TrainConfig` and can be changed.
@@ -11,7 +11,7 @@ A run directory holds::
     metrics.jsonl          one JSON line per epoch
     summary.json           progress, the epoch where training error reached 0, devices, versions
     checkpoints/last.pt    the latest epoch (what a resumed run starts from)
-    checkpoints/epoch_NNNN.pt  kept at epoch 0 (the initialization), the authors' epochs and the last one
+    checkpoints/epoch_NNNN.pt  kept at epoch 0 (the initialization), the paper's checkpoint epochs and the last
 
 Checkpoints hold the config, model, optimizer and gradient-scaler states, the
 epoch, the metrics so far and every random-number state, and are written

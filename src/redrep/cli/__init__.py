@@ -72,7 +72,7 @@ def main():
 
 
 def _with_flag(ctx, message: str) -> str:
-    """A library message that names a parameter (``weight_decay: ...``) also names the command's flag for it."""
+    """A library message that names a parameter (``weight_decay: ...``) gets the command's flag for it at its end."""
     m = re.match(r"^([a-z][a-z0-9_]*)(?=: )", message)
     name = ctx.invoked_subcommand
     if m is None or name is None:
@@ -84,7 +84,7 @@ def _with_flag(ctx, message: str) -> str:
     for param in getattr(command, "params", ()):
         flags = [o for o in param.opts if o.startswith("--")]
         if param.name == m.group(1) and flags and flags[0] != "--" + m.group(1):
-            return f"{m.group(1)} ({flags[0]}){message[m.end() :]}"
+            return f"{message} [{flags[0]}]"
     return message
 
 
