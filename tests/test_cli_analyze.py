@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import random_set
 from redrep.cli import main
 from redrep.results import AUTHORS_RESULT_FILES, load_results
+from repsets import random_set
 from test_repset import arrays, write_authors
 
 

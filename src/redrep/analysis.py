@@ -18,7 +18,6 @@ the algebra: docs/method.md#the-algebra.
 from __future__ import annotations
 
 import mmap
-import os
 import time
 from dataclasses import dataclass
 
@@ -266,33 +265,14 @@ def _count_correct_torch(features, labels, weight, bias, chunks, block_rows, nam
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``"cpu"`` (numpy) or a torch CUDA device name for the chunk accuracies.
+    """``"cpu"`` (numpy) or a torch CUDA device name for the chunk accuracies: :func:`redrep.device.resolve_device`.
 
-    ``"auto"`` takes the GPU when one is present. It looks for the NVIDIA
-    device files first, so that a machine without a GPU never pays for
-    importing torch.
+    ``"auto"`` takes the GPU when one is present, without importing torch on a
+    machine that has none.
     """
-    if not isinstance(device, str):
-        raise RedrepError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', found {device!r}")
-    if device == "cpu":
-        return "cpu"
-    if device == "auto":
-        if not os.path.exists("/dev/nvidiactl"):
-            return "cpu"
-        try:
-            import torch
-        except ImportError:
-            return "cpu"
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        import torch
+    from .device import resolve_device as _resolve
 
-        if not torch.cuda.is_available():
-            raise RedrepError(f"device: expected a CUDA GPU for {device!r}, found none (use --device cpu or auto)")
-        if ":" in device and int(device[5:]) >= torch.cuda.device_count():
-            raise RedrepError(f"device: expected one of {torch.cuda.device_count()} CUDA devices, found {device!r}")
-        return device
-    raise RedrepError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', found {device!r}")
+    return _resolve(device)
 
 
 # --------------------------------------------------------------------------- regression

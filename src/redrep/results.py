@@ -98,20 +98,26 @@ def read_result_array(path, name: str, split: str = "test") -> np.ndarray:
 def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> dict:
     """Write the result files of a fitted :class:`~redrep.analysis.ChunkAnalysis`.
 
-    Each file is written atomically. Returns the JSON document written.
+    The whole folder is built aside and swapped in at once (entries that are
+    not result files, such as figures and a report, are kept), under the
+    folder's lock (:func:`redrep.io.folder_lock`): a concurrent writer fails
+    at once, and a reader never sees files of two analyses side by side.
+    Returns the JSON document written.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # every name a result file can have, so that none of an earlier analysis survives beside the new ones
+    owned = {CSV_NAME, JSON_NAME}
+    for m in _metrics.registry():
+        owned.update(result_file_names(m, authors=True))
     sizes = np.asarray(analysis.chunk_sizes_, dtype=np.float64)
+    arrays = {}
     files = {}
     for m in _metrics.registry():
         if m.key not in analysis.values_:
             continue
         for name in result_file_names(m, authors=is_authors_layout(repset)):
-            io.save_npy(out_dir / name, np.stack([sizes, analysis.mean(*m.key)]))
+            arrays[name] = np.stack([sizes, analysis.mean(*m.key)])
         files[f"{m.name}_{m.split}"] = m.file_name
-    rows = analysis.to_rows()
-    io.write_text(out_dir / CSV_NAME, rows_to_csv(rows))
     doc = {
         "tool": "redrep",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -126,14 +132,44 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
             "block_rows": int(analysis.block_rows),
             "device": getattr(analysis, "device_", "cpu"),
         },
+        # the last bits of R^2 depend on the block size and on how many threads the BLAS sums over
+        "threads": thread_info(),
         "versions": package_versions(),
         "timings_s": {k: round(v, 4) for k, v in analysis.timings_.items()},
         "files": {**files, "csv": CSV_NAME},
     }
     if extra:
         doc.update(extra)
-    io.write_json(out_dir / JSON_NAME, _clean_nan(doc))
+    with io.folder_lock(out_dir, what="analyze"):
+        try:
+            with io.atomic_dir(out_dir, keep=lambda name: name not in owned) as tmp:
+                for name, arr in arrays.items():
+                    np.save(tmp / name, arr, allow_pickle=False)
+                (tmp / CSV_NAME).write_text(rows_to_csv(analysis.to_rows()), encoding="utf-8")
+                io.crash_point("results:half-written")
+                io.write_json(tmp / JSON_NAME, _clean_nan(doc))
+                io.crash_point("results:before-swap")
+        except OSError as exc:
+            raise io.write_error(exc, out_dir) from None
     return doc
+
+
+def thread_info() -> dict:
+    """Thread counts behind the numbers: each BLAS/OpenMP pool (threadpoolctl) and torch's, if loaded."""
+    out: dict = {}
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        pass
+    else:
+        out["pools"] = [
+            {"api": d.get("internal_api"), "num_threads": d.get("num_threads"), "version": d.get("version")}
+            for d in threadpool_info()
+        ]
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch"] = int(torch.get_num_threads())
+    return out
 
 
 def _clean_nan(obj):

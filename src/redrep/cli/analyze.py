@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from ..analysis import ChunkAnalysis
+from ..device import resolve_device
+from ..io import folder_lock
 from ..repset import AUTHORS_SUBDIR, RepresentationSet
 from ..results import write_results
 from ..validation import RedrepError
@@ -69,6 +71,7 @@ def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, bloc
     a tidy results.csv and results.json.
     """
     t0 = time.perf_counter()
+    device = resolve_device(device)  # once, before any work
     if repr_dir is not None:
         repset = RepresentationSet.load(repr_dir)
         out_dir = out if out is not None else repr_dir / "results"
@@ -91,9 +94,11 @@ def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, bloc
         progress=not quiet,
         device=device,
     )
-    analysis.fit(repset)
-    analysis.timings_["total"] = time.perf_counter() - t0
-    write_results(analysis, repset, out_dir)
+    # locked from the start: a second writer fails at once rather than after its own analysis
+    with folder_lock(out_dir, what="analyze"):
+        analysis.fit(repset)
+        analysis.timings_["total"] = time.perf_counter() - t0
+        write_results(analysis, repset, out_dir)
     if not quiet:
         _print_summary(analysis, out_dir)
 
