@@ -16,7 +16,7 @@ from redrep.cli import main
 from redrep.dynamics import DynamicsConfig, read_dynamics_csv, run_dynamics
 from redrep.results import load_results
 from redrep.summary import ChunkCurves, summarize
-from redrep.train import TrainConfig, list_checkpoints, train
+from redrep.train import TrainConfig, list_checkpoints, load_checkpoint, train
 from redrep.validation import RedrepError
 
 
@@ -36,7 +36,8 @@ def run(tmp_path_factory):
 
     def spy(*a, **k):
         m = real(*a, **k)
-        built.append({k: v.clone() for k, v in m.state_dict().items()})
+        if not any(p.is_meta for p in m.parameters()):  # train() may build a shapes-only model first
+            built.append({k: v.clone() for k, v in m.state_dict().items()})
         return m
 
     train_mod.create_model = spy
@@ -45,8 +46,8 @@ def run(tmp_path_factory):
     finally:
         train_mod.create_model = real
     ckpt0 = run_dir / "checkpoints" / "epoch_0000.pt"
-    if ckpt0.exists():  # a train() that keeps epoch 0 itself: test the rebuilt initialization too
-        ckpt0.unlink()
+    # train() keeps epoch 0 itself; without it (older runs) dynamics rebuilds the initialization: test that path
+    shutil.move(ckpt0, run_dir.parent / "epoch_0000.pt")
     res = run_dynamics(run_dir, config=DynamicsConfig(acc_rep=5, r2_rep=3, seed=2, device="cpu"), progress=False)
     return run_dir, res, built[0]
 
@@ -103,10 +104,22 @@ def test_epoch_0_is_the_network_train_built(run, tmp_path):
     assert source == "rebuilt from the run's seed"
     state = model.state_dict()
     assert state.keys() == init.keys() and all(torch.equal(state[k], init[k]) for k in init)
+    saved = load_checkpoint(run_dir.parent / "epoch_0000.pt")  # what train() kept at epoch 0
+    assert saved["epoch"] == 0 and all(torch.equal(state[k], saved["model"][k]) for k in init)
     # and the features of epoch 0 differ from those after training
     e0 = load_results(run_dir / "dynamics" / "epochs" / "epoch_0000").rows
     e3 = load_results(run_dir / "dynamics" / "epochs" / "epoch_0003").rows
     assert [r["mean"] for r in e0] != [r["mean"] for r in e3]
+
+
+def test_the_kept_epoch_0_checkpoint_gives_the_same_numbers(run, tmp_path):
+    run_dir, res, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("dynamics"))
+    shutil.copy(run_dir.parent / "epoch_0000.pt", copy / "checkpoints" / "epoch_0000.pt")
+    again = run_dynamics(copy, config=DynamicsConfig(acc_rep=5, r2_rep=3, seed=2, device="cpu"), progress=False)
+    assert again.doc["epoch0"] == "checkpoint" and again.epochs[0]["model"] == "checkpoint"
+    assert (again.out / "dynamics.csv").read_text() == (res.out / "dynamics.csv").read_text()
 
 
 def test_a_second_call_reads_the_epochs_back(run, tmp_path, monkeypatch):

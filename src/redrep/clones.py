@@ -446,7 +446,7 @@ def section_html(result: CloneResult) -> str:
     """The sweep report's section on clones across widths (reading, figure and per-width table)."""
     from markupsafe import Markup
 
-    from .pages import render_page
+    from .report import render_page
 
     return Markup(
         render_page(

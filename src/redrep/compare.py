@@ -346,8 +346,8 @@ def write_comparison(sweep_dirs, out, *, labels=None, allow_mixed: bool = False)
     labels : one label per sweep (default: the settings in which they differ)
     allow_mixed : compare sweeps of different datasets or architectures
     """
-    from .pages import render_page
     from .plots import save_figure
+    from .report import render_page
 
     sweep_dirs = [Path(p) for p in sweep_dirs]
     if len(sweep_dirs) < 2:

@@ -431,7 +431,7 @@ def dynamics_figure(rows, per_epoch, zero_epoch, *, title: str | None = None) ->
 
 
 def render_dynamics_page(doc: dict, fig: Figure) -> str:
-    from .pages import render_page
+    from .report import render_page
 
     table = [
         {**e, "n_clones": e["n_clones"] if e["n_clones"] is None or math.isfinite(e["n_clones"]) else None}

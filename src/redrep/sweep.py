@@ -27,7 +27,6 @@ stopped.
 from __future__ import annotations
 
 import csv
-import html
 import io as _stdio
 import json
 import math
@@ -43,6 +42,7 @@ from . import io
 from .analysis import ChunkAnalysis
 from .repset import NATIVE_META, RepresentationSet
 from .results import load_results, write_results
+from .summary import EXPONENT_UNRESOLVED_SE
 from .validation import RedrepError, check_float, check_int
 
 SWEEP_FILE = "sweep.json"
@@ -337,7 +337,7 @@ def run_sweep(config: SweepConfig, out, *, log=print) -> SweepResult:
     io.write_text(out / "width_comparison.csv", _csv(table, tuple(table[0])))
 
     from .plots import save_figure, three_panel_figure, width_figure
-    from .report import write_report
+    from .report import write_sweep_report
     from .summary import ChunkCurves, summarize
 
     main_results = load_results(analyses[0])
@@ -409,23 +409,14 @@ def run_sweep(config: SweepConfig, out, *, log=print) -> SweepResult:
         },
     }
     io.write_json(out / SWEEP_FILE, doc)
-    lead = [
-        ("What the sweep shows", "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in reading) + "</ul>"),
-        ("Full networks against chunks, by width", _width_html(table, widest)),
-        ("Clones across widths", section_html(clones)),
-    ]
-    sections = [
-        (
-            "Training runs",
-            _table(
-                runs, keys=("width", "seed", "test_error", "train_error", "zero_train_error_epoch", "epochs", "seconds")
-            ),
-        ),
-        ("Sweep configuration", _table([config.to_dict()], transpose=True)),
-    ]
-    report = write_report(
+    report = write_sweep_report(
         main_results,
         out / "report.html",
+        sweep_reading=reading,
+        width_table=table,
+        widest=widest,
+        runs=runs,
+        config=config.to_dict(),
         curves=curves,
         summary=summ,
         figures=[
@@ -436,8 +427,7 @@ def run_sweep(config: SweepConfig, out, *, log=print) -> SweepResult:
             )
         ],
         extra_figures=[(f"Chunk analysis of the W = {widest} network, seed 0.", fig_c)],
-        sections=sections,
-        lead_sections=lead,
+        lead_sections=[("Clones across widths", section_html(clones))],
         title=f"redrep sweep: {label}",
     )
     return SweepResult(out, runs, error_inf, table, summary, report, figures)
@@ -508,7 +498,7 @@ def sweep_reading(table, error_inf, summary, widest) -> list[str]:
     if wcs:
         msg = f"The critical chunk size is w_c* = {wcs}, so the widest layer holds about {widest / wcs:g} clones"
         exp, se = summary.get("exponent"), summary.get("exponent_se")
-        if exp is not None and se is not None and se < 0.5:
+        if exp is not None and se is not None and se < EXPONENT_UNRESOLVED_SE:
             msg += f"; above it, test error - error_inf decays like w_c^({exp:.2f} ± {se:.2f}) (the paper: -1/2)."
         elif exp is not None:
             msg += (
@@ -537,53 +527,6 @@ def _csv(rows, cols) -> str:
     for r in rows:
         w.writerow({k: ("nan" if isinstance(r.get(k), float) and math.isnan(r[k]) else r.get(k)) for k in cols})
     return buf.getvalue()
-
-
-def _table(rows, keys=None, transpose=False) -> str:
-    """Rows of dicts as an HTML table (the report's own table style); ``transpose`` for one row of settings."""
-    from .report import html_table
-
-    if not rows:
-        return "<p>none</p>"
-    keys = keys or tuple(rows[0])
-    if transpose:
-        return html_table(("setting", "value"), [(k, _cell(rows[0].get(k))) for k in keys])
-    return html_table(keys, [[_cell(r.get(k)) for k in keys] for r in rows])
-
-
-def _width_html(table, widest) -> str:
-    """The Fig. 3a numbers as a compact table: mean ± sem over seeds (the CSV has every column)."""
-    from .report import html_table
-
-    def pm(m, se):
-        if m is None or not math.isfinite(m):
-            return "n/a"
-        return f"{m:.4g}" + (f" ± {se:.2g}" if se is not None and math.isfinite(se) else "")
-
-    header = (
-        "W",
-        "full network: test error",
-        f"chunk of the W = {widest} net: test error",
-        "full network: training error",
-        "chunk: training error",
-        "seeds",
-    )
-    rows = [
-        (
-            str(r["width"]),
-            pm(r["full_test_mean"], r["full_test_sem"]),
-            pm(r["chunk_test_mean"], r["chunk_test_sem"]),
-            pm(r["full_train_mean"], r["full_train_sem"]),
-            pm(r["chunk_train_mean"], r["chunk_train_sem"]),
-            str(r["full_n"]),
-        )
-        for r in table
-    ]
-    return html_table(header, rows) + "<p>Mean ± standard error over seeds; all columns in width_comparison.csv.</p>"
-
-
-def _cell(v):
-    return str(v) if isinstance(v, (list, tuple, str)) or v is None else v
 
 
 def demo_config(
