@@ -410,6 +410,7 @@ def dynamics_figure(rows, per_epoch, zero_epoch, *, title: str | None = None) ->
         ax_d.plot(epochs[~ok], np.full((~ok).sum(), W), ls="none", marker="x", ms=8, color="#8a1c00",
                   label="no $w_c^*$ at this epoch")  # fmt: skip
     ax_d.set_yscale("log", base=2)
+    ax_d.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax_d.set_ylabel("critical chunk size $w_c^*$")
     top = max(1.0, float(epochs.max()))
     ticks = [0] + [m * 10**e for e in range(6) for m in (1, 2, 5) if m * 10**e <= top]
