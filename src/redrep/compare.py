@@ -11,7 +11,7 @@ in which it differs from the others (e.g. ``weight_decay=0``).
 
 Outputs of :func:`write_comparison`: ``compare.csv`` (tidy: sweep, label,
 quantity, width, mean, sem, n), ``compare.json``, ``figures/compare.{png,pdf}``
-and ``compare.html``. The definitions are in ``docs/method.md``.
+and ``compare.html``. The claim it tests: ``docs/method.md#claim-regularization``.
 """
 
 from __future__ import annotations

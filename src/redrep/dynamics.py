@@ -17,7 +17,7 @@ Layout of ``RUN_DIR/dynamics``::
 
 An epoch whose results folder was written with the same parameters from the
 same checkpoint file is read back instead of recomputed, so an interrupted
-call resumes. The definitions are in ``docs/method.md``.
+call resumes. The claim it tests: ``docs/method.md#claim-regularization``.
 """
 
 from __future__ import annotations
