@@ -161,3 +161,24 @@ def test_bad_input_is_one_line_and_exit_2(run, tmp_path):
     assert r.exit_code == 2 and "--chunk-sizes" in r.output
     with pytest.raises(RedrepError, match="r2_min"):
         DynamicsConfig(r2_min=3).validated()
+
+
+def test_reading_known_answers():
+    from redrep.dynamics import dynamics_reading
+
+    def ep(e, w, train=0.0):
+        return {"epoch": e, "w_c_star": w, "n_clones": None if w is None else 64 / w, "width": 64,
+                "train_error": train, "test_error": 0.1, "model": "checkpoint"}  # fmt: skip
+
+    text = dynamics_reading([ep(0, None, 0.5), ep(5, 64), ep(10, 16), ep(20, 32)], 4, DynamicsConfig())
+    assert text[0].startswith("At initialization (epoch 0, checkpoint)") and "training error 0.5." in text[0]
+    assert text[1] == "Training error of the network reaches 0 at epoch 4."
+    assert text[2] == (
+        "A chunk size first meets the criterion at epoch 5 (w_c* = 64); w_c* first falls below W at epoch 10 "
+        "(w_c* = 16, 4 clones). At the last epoch (20) w_c* = 32 (2 clones)."
+    )
+    base = dynamics_reading([ep(0, 32), ep(3, None, 0.25)], None, DynamicsConfig())
+    assert "w_c* = 32 (2 clones) already" in base[0] and "never reached zero training error" in base[1]
+    assert "At no trained epoch" in base[2] and "0.25" in base[2]
+    flat = dynamics_reading([ep(0, None), ep(3, 64)], 3, DynamicsConfig())
+    assert "never falls below W = 64" in flat[2]

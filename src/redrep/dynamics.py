@@ -352,13 +352,22 @@ def dynamics_reading(per_epoch, zero_epoch, config: DynamicsConfig) -> list[str]
         else "The network never reached zero training error in the epochs trained."
     )
     defined = [e for e in per_epoch if e["w_c_star"] is not None and e["epoch"] > 0]
+    below = [e for e in defined if e["w_c_star"] < W]
     if defined:
         e0 = defined[0]
-        out.append(
-            f"w_c* is first defined at epoch {e0['epoch']} (w_c* = {e0['w_c_star']}, {e0['n_clones']:.3g} clones); "
-            f"at the last epoch ({last['epoch']}) w_c* = "
-            + (f"{last['w_c_star']}, {last['n_clones']:.3g} clones." if last["w_c_star"] is not None else "none.")
+        msg = f"A chunk size first meets the criterion at epoch {e0['epoch']} (w_c* = {e0['w_c_star']})"
+        if below:
+            e1 = below[0]
+            msg += (
+                f"; w_c* first falls below W at epoch {e1['epoch']} (w_c* = {e1['w_c_star']}, "
+                f"{e1['n_clones']:.3g} clones)"
+            )
+        else:
+            msg += f"; w_c* never falls below W = {W}: one clone, no redundancy"
+        msg += f". At the last epoch ({last['epoch']}) w_c* = " + (
+            f"{last['w_c_star']} ({last['n_clones']:.3g} clones)." if last["w_c_star"] is not None else "none."
         )
+        out.append(msg)
     else:
         out.append(
             f"At no trained epoch does a chunk size meet the criterion ({crit}): the layer shows no redundancy "
