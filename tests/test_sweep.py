@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -13,26 +14,18 @@ import redrep.sweep as sweep_mod
 from redrep.cli import main
 from redrep.plots import width_figure
 from redrep.sweep import SweepConfig, run_name, run_sweep, sweep_reading, width_table
+from redrep.train import TrainConfig
 from redrep.validation import RedrepError
+
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
 
 def tiny(**kw):
-    base = dict(
-        dataset="synthetic",
-        arch="mlp",
-        depth=2,
-        widths=(8, 16),
-        seeds=2,
-        epochs=3,
-        lr=0.05,
-        acc_rep=4,
-        r2_rep=3,
-        data_dir=None,
-        jobs=1,
-        progress=False,
-    )
+    train = dict(dataset="synthetic", arch="mlp", depth=2, epochs=3, lr=0.05, data_dir=None, checkpoint_epochs=())
+    train.update({k: kw.pop(k) for k in list(kw) if k in TRAIN_FIELDS})
+    base = dict(widths=(8, 16), seeds=2, acc_rep=4, r2_rep=3, jobs=1, progress=False)
     base.update(kw)
-    return SweepConfig(**base)
+    return SweepConfig(train=TrainConfig(**train), **base)
 
 
 @pytest.fixture(scope="module")
@@ -106,21 +99,21 @@ def test_error_inf_is_stored_in_the_widest_sets(finished):
 
 
 def test_interrupted_sweep_resumes_without_retraining(tmp_path, monkeypatch):
-    real = sweep_mod._train_and_extract
+    real = sweep_mod.train_and_extract
     calls = []
 
-    def flaky(*args):
-        calls.append(args[1:3])
+    def flaky(task, **kw):
+        calls.append((task.width, task.seed))
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(*args)
+        return real(task, **kw)
 
-    monkeypatch.setattr(sweep_mod, "_train_and_extract", flaky)
+    monkeypatch.setattr(sweep_mod, "train_and_extract", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(tiny(), tmp_path / "s", log=lambda _m: None)
     done = [(w, s) for w, s in calls[:2]]
     stamps = {d: (tmp_path / "s" / "runs" / run_name(*d) / "checkpoints").stat().st_mtime_ns for d in done}
-    monkeypatch.setattr(sweep_mod, "_train_and_extract", real)
+    monkeypatch.setattr(sweep_mod, "train_and_extract", real)
     result = run_sweep(tiny(), tmp_path / "s", log=lambda _m: None)
     by = {(r["width"], r["seed"]): r for r in result.runs}
     for d in done:
