@@ -135,7 +135,8 @@ class SlurmCluster:
                     f"SlurmdPort={_free_port()}",
                     "AuthType=auth/munge",
                     "CredType=cred/munge",
-                    f"AuthInfo=socket={self.socket}",
+                    # cred_expire is also how long a requeued job waits before it may start again (default 120 s)
+                    f"AuthInfo=socket={self.socket},cred_expire=10",
                     "SlurmUser=root",
                     "SlurmdUser=root",
                     f"StateSaveLocation={r / 'state'}",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -140,3 +143,27 @@ def test_lost_job_is_failed_not_waited_for(cluster, tmp_path):
     st = ex.wait(handles, timeout=30)
     assert time.monotonic() - t0 < 10
     assert st["w00016_s0"].state == FAILED and "lost: SLURM does not know job 999999_0" in st["w00016_s0"].detail
+
+
+def test_preempted_run_is_requeued_and_resumes(cluster, tmp_path):
+    out = tmp_path / "s"
+    cfg = small(seeds=1, train=replace(small().train, epochs=25))
+    assert run_sweep(cfg, out, executor=slurm(out), wait=False, log=_quiet) is None
+    jobs = read_state(out)["jobs"]
+    victim = run_name(32, 0)
+    last = out / "runs" / victim / "checkpoints" / "last.pt"
+    t0 = time.monotonic()
+    while not last.exists() and time.monotonic() - t0 < 60:
+        time.sleep(0.2)
+    # what SLURM sends before a preemption or the time limit (submitit's --signal=USR2@90)
+    cluster.run("scancel", "--signal=USR2", jobs[victim]["job_id"])
+    lines = []
+    result = run_sweep(cfg, out, executor=slurm(out), log=lines.append)
+    assert "2 runs: 0 finished, 2 queued or running, 0 to run now" in lines[0]  # nothing submitted twice
+    assert read_state(out)["jobs"] == jobs
+    run = next(r for r in result.runs if r["run"] == victim)
+    assert 0 < run["resumed_from_epoch"] < 25 and run["epochs"] == 25
+    epochs = [json.loads(x)["epoch"] for x in (out / "runs" / victim / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, 26))
+    log = (Path(jobs[victim]["log"]).with_suffix(".out")).read_text() + Path(jobs[victim]["log"]).read_text()
+    assert "Caught signal SIGUSR2" in log and "Calling checkpoint method" in log and "Requeued job" in log

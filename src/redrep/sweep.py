@@ -212,6 +212,7 @@ def train_and_extract(task: RunTask, *, device: str | None = None, threads: int 
         "train_error": 1.0 - float(meta["train_accuracy"]),
         "zero_train_error_epoch": result.zero_train_error_epoch,
         "epochs": result.epochs_done,
+        "resumed_from_epoch": result.resumed_from,
         "seconds": round(time.perf_counter() - t0, 3),
         "device": cfg.device,
     }
