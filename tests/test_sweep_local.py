@@ -151,3 +151,41 @@ def test_workers_die_with_their_driver(tmp_path, sig):
         for p in workers:  # should they have survived, this test does not leave them behind
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def sleepy(task: RunTask, device: str) -> dict:
+    Path(task.run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(task.run_dir) / "pid").write_text(str(os.getpid()))
+    time.sleep(60)
+    return {}
+
+
+def test_waiting_has_a_timeout_and_stops_the_workers(tmp_path):
+    from redrep.sweep import run_sweep
+    from redrep.validation import RedrepError
+    from test_sweep import tiny
+
+    ex = LocalExecutor(2, ["cpu", "cpu"], run=sleepy)
+    t0 = time.monotonic()
+    with pytest.raises(RedrepError, match=r"timed out after \d+ s with 4 runs still queued or running \(w00016_s0"):
+        run_sweep(tiny(jobs=2), tmp_path / "s", executor=ex, timeout=2, log=lambda _m: None)
+    assert time.monotonic() - t0 < 30
+    pids = [int(p.read_text()) for p in (tmp_path / "s" / "runs").glob("*/pid")]
+    assert pids and not [p for p in pids if _alive(p)]
+
+
+def test_a_gpu_that_is_not_there_is_one_line(monkeypatch):
+    import torch
+
+    from redrep.sweep import resolve_local_device
+    from redrep.validation import RedrepError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_local_device("cuda:0") == "cuda:0" and resolve_local_device("auto") == "cuda"
+    with pytest.raises(RedrepError, match=r"device: expected cuda:0 \.\. cuda:0 on this machine, found 'cuda:7'"):
+        resolve_local_device("cuda:7")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_local_device("auto") == "cpu"
+    with pytest.raises(RedrepError, match=r"device: expected a CUDA device for 'cuda:7', found none"):
+        resolve_local_device("cuda:7")

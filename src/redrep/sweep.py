@@ -388,8 +388,7 @@ def run_stage(
         handles = executor.submit(todo)
         for name, h in handles.items():
             jobs[name] = {**h, "executor": executor.name, "driver": os.getpid(), "host": socket.gethostname()}
-        state = _write_state(out, config, state, status="running", jobs=jobs)
-    elif state.get("jobs") is None or not (out / SWEEP_FILE).is_file():
+    if todo or not (out / SWEEP_FILE).is_file():
         state = _write_state(out, config, state, status="running", jobs=jobs)
     submitted = {t.name for t in todo}
     if not wait:
