@@ -313,6 +313,10 @@ def test_collect_refuses_a_width_without_finished_run():
         (["--executor", "slurm", "--slurm-time", "0"], "Invalid value for --slurm-time: expected an integer >= 1"),
         (["--executor", "slurm", "--max-parallel", "0"], "Invalid value for --max-parallel"),
         (["--executor", "pbs"], "Invalid value for '--executor'"),
+        (
+            ["--slurm-gpus", "1", "--max-parallel", "2"],
+            "--slurm-gpus, --max-parallel given, expected with --executor slurm",
+        ),
         (["--wait-timeout", "-1"], "Invalid value for --wait-timeout: expected minutes > 0, found -1"),
         (["--device", "cuda:7"], "device: expected "),
         (["--device", "tpu"], "device: expected one of auto, cpu, cuda (or cuda:N), found 'tpu'"),

@@ -92,7 +92,8 @@ _S = SlurmOptions()
     "--wait-timeout",
     type=float,
     default=None,
-    help="Stop waiting after this many minutes (the runs go on; re-run to collect) [default: no limit].",
+    help="Stop waiting after this many minutes (SLURM runs go on, local ones stop; re-run to collect) "
+    "[default: no limit].",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Sweep folder.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
@@ -164,6 +165,23 @@ def command(
     ).validated()
     if wait_timeout is not None and not wait_timeout > 0:
         raise click.BadParameter(f"expected minutes > 0, found {wait_timeout}", param_hint="--wait-timeout")
+    slurm_given = [
+        flag
+        for flag, value, default in (
+            ("--slurm-partition", slurm_partition, None),
+            ("--slurm-time", slurm_time, _S.time_min),
+            ("--slurm-gpus", slurm_gpus, None),
+            ("--slurm-cpus", slurm_cpus, _S.cpus),
+            ("--slurm-mem-gb", slurm_mem_gb, None),
+            ("--slurm-param", slurm_param or None, None),
+            ("--max-parallel", max_parallel, None),
+        )
+        if value != default
+    ]
+    if executor != "slurm" and slurm_given:
+        raise click.BadParameter(
+            f"{', '.join(slurm_given)} given, expected with --executor slurm only", param_hint="--executor"
+        )
     if executor == "slurm":
         for flag, value in (("--slurm-time", slurm_time), ("--slurm-cpus", slurm_cpus)):
             if value < 1:
