@@ -319,7 +319,7 @@ def test_collect_refuses_a_width_without_finished_run():
         ),
         (["--wait-timeout", "-1"], "Invalid value for --wait-timeout: expected minutes > 0, found -1"),
         (["--device", "cuda:7"], "device: expected "),
-        (["--device", "tpu"], "device: expected one of auto, cpu, cuda (or cuda:N), found 'tpu'"),
+        (["--device", "tpu"], "device: expected one of auto, cpu, cuda or cuda:N, found 'tpu'"),
     ],
 )
 def test_sweep_cli_executor_errors_exit_2(tmp_path, args, message):

@@ -183,9 +183,43 @@ def test_a_gpu_that_is_not_there_is_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert resolve_local_device("cuda:0") == "cuda:0" and resolve_local_device("auto") == "cuda"
-    with pytest.raises(RedrepError, match=r"device: expected cuda:0 \.\. cuda:0 on this machine, found 'cuda:7'"):
+    with pytest.raises(
+        RedrepError, match=r"device: expected one of the 1 CUDA device\(s\) of this machine \(cuda:0\), found 'cuda:7'"
+    ):
         resolve_local_device("cuda:7")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_local_device("auto") == "cpu"
-    with pytest.raises(RedrepError, match=r"device: expected a CUDA device for 'cuda:7', found none"):
+    with pytest.raises(RedrepError, match=r"device: expected a CUDA GPU for 'cuda:7', found none"):
         resolve_local_device("cuda:7")
+
+
+def test_a_second_driver_of_one_sweep_is_refused(tmp_path):
+    from redrep.sweep import run_sweep
+    from redrep.validation import RedrepError
+    from test_sweep import tiny
+
+    out = tmp_path / "s"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from redrep.io import folder_lock\n"
+            "with folder_lock(sys.argv[1], what='sweep'):\n    print('held', flush=True); time.sleep(60)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RedrepError, match=rf"{out}"):
+            run_sweep(tiny(), out, executor=LocalExecutor(1, ["cpu"], run=record_device), log=lambda _m: None)
+        assert not (out / "runs").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # once the other driver has gone, the sweep runs (the stand-in writes no results, so nothing to collect)
+    st = []
+    with pytest.raises(RedrepError, match="cannot collect the sweep"):
+        run_sweep(tiny(), out, executor=LocalExecutor(1, ["cpu"], run=record_device), log=st.append)
+    assert "4 runs: 0 finished, 0 queued or running, 4 to run now on local" in st[0]

@@ -173,10 +173,10 @@ def test_preempted_run_is_requeued_and_resumes(cluster, tmp_path):
     assert run_sweep(cfg, out, executor=slurm(out), wait=False, log=_quiet) is None
     jobs = read_state(out)["jobs"]
     victim = run_name(32, 0)
-    last = out / "runs" / victim / "checkpoints" / "last.pt"
+    metrics = out / "runs" / victim / "metrics.jsonl"
     t0 = time.monotonic()
-    while not last.exists() and time.monotonic() - t0 < 60:
-        time.sleep(0.2)
+    while time.monotonic() - t0 < 60 and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
+        time.sleep(0.2)  # two epochs done and checkpointed
     # what SLURM sends before a preemption or the time limit (submitit's --signal=USR2@90)
     cluster.run("scancel", "--signal=USR2", jobs[victim]["job_id"])
     lines = []

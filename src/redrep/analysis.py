@@ -11,13 +11,13 @@ For chunk sizes ``w_c`` and random chunks ``S`` of ``w_c`` distinct neurons:
 
 The regression statistics come from one centred Gram matrix ``G = Fc^T Fc``
 (exact algebra, no fit per chunk); both passes over the data go block by
-block, so memory does not grow with the number of samples. See SPEC.md.
+block, so memory does not grow with the number of samples. The definitions and
+the algebra: docs/method.md#the-algebra.
 """
 
 from __future__ import annotations
 
 import mmap
-import os
 import time
 from dataclasses import dataclass
 
@@ -26,6 +26,7 @@ import scipy.linalg
 from scipy.linalg.blas import dsyrk, dtrsm
 from threadpoolctl import threadpool_limits
 
+from . import metrics as _metrics
 from .validation import (
     RedrepError,
     check_chunk_sizes,
@@ -264,33 +265,14 @@ def _count_correct_torch(features, labels, weight, bias, chunks, block_rows, nam
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``"cpu"`` (numpy) or a torch CUDA device name for the chunk accuracies.
+    """``"cpu"`` (numpy) or a torch CUDA device name for the chunk accuracies: :func:`redrep.device.resolve_device`.
 
-    ``"auto"`` takes the GPU when one is present. It looks for the NVIDIA
-    device files first, so that a machine without a GPU never pays for
-    importing torch.
+    ``"auto"`` takes the GPU when one is present, without importing torch on a
+    machine that has none.
     """
-    if not isinstance(device, str):
-        raise RedrepError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', found {device!r}")
-    if device == "cpu":
-        return "cpu"
-    if device == "auto":
-        if not os.path.exists("/dev/nvidiactl"):
-            return "cpu"
-        try:
-            import torch
-        except ImportError:
-            return "cpu"
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        import torch
+    from .device import resolve_device as _resolve
 
-        if not torch.cuda.is_available():
-            raise RedrepError(f"device: expected a CUDA GPU for {device!r}, found none (use --device cpu or auto)")
-        if ":" in device and int(device[5:]) >= torch.cuda.device_count():
-            raise RedrepError(f"device: expected one of {torch.cuda.device_count()} CUDA devices, found {device!r}")
-        return device
-    raise RedrepError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', found {device!r}")
+    return _resolve(device)
 
 
 # --------------------------------------------------------------------------- regression
@@ -431,14 +413,8 @@ def chunk_regression(
 
 
 # --------------------------------------------------------------------------- estimator
-#: (metric, split) pairs reported by :class:`ChunkAnalysis`, in output order.
-METRICS = (
-    ("accuracy", "train"),
-    ("accuracy", "test"),
-    ("r2", "test"),
-    ("mean_corr", "test"),
-    ("mean_corr_outside", "test"),
-)
+#: (metric, split) pairs reported by :class:`ChunkAnalysis`, in output order (declared in :mod:`redrep.metrics`).
+METRICS = tuple(m.key for m in _metrics.METRICS)
 
 
 class ChunkAnalysis:
@@ -585,14 +561,17 @@ class ChunkAnalysis:
     def to_rows(self) -> list[dict]:
         """Tidy rows: one per metric x split x chunk size, with mean, std, sem and n."""
         rows = []
-        for metric, split in METRICS:
-            vals = self.values_[(metric, split)]
+        # every declared metric this analysis computed (one declared ahead of its computation is skipped)
+        for m in _metrics.registry():
+            vals = self.values_.get(m.key)
+            if vals is None:
+                continue
             for w, v in zip(self.chunk_sizes_, vals):
-                rows.append({"metric": metric, "split": split, "chunk_size": int(w), **summarize(v)})
+                rows.append({"metric": m.name, "split": m.split, "chunk_size": int(w), **describe_values(v)})
         return rows
 
 
-def summarize(v) -> dict:
+def describe_values(v) -> dict:
     """Mean, standard deviation (ddof 1), standard error and count of the finite values of ``v``."""
     v = np.asarray(v, dtype=np.float64)
     v = v[np.isfinite(v)]

@@ -36,7 +36,6 @@ ones alone, resubmits failed or missing ones and collects once all are finished.
 from __future__ import annotations
 
 import csv
-import html
 import io as _stdio
 import math
 import os
@@ -65,6 +64,7 @@ from .executors import (
 )
 from .repset import NATIVE_META, RepresentationSet
 from .results import load_results, write_results
+from .summary import EXPONENT_UNRESOLVED_SE
 from .train import RESUME_FREE_FIELDS, TrainConfig
 from .validation import RedrepError, check_float, check_int
 
@@ -520,12 +520,16 @@ def run_sweep(
     """
     config = config.validated()
     out = Path(out)
-    state = read_state(out)
-    _check_resume(state, out, config)
+    _check_resume(read_state(out), out, config)
     if executor is None:
         executor = LocalExecutor(config.jobs, local_devices(resolve_local_device(config.train.device), config.jobs))
-    # TODO(h2 folder_lock): take redrep.io.folder_lock(out, what="sweep") here, so that two drivers of one
-    # sweep folder never submit the same runs; not in this branch yet.
+    # one driver per sweep folder: two would submit the same runs
+    with io.folder_lock(out, what="sweep"):
+        return _run_sweep_locked(config, out, executor, wait=wait, timeout=timeout, log=log)
+
+
+def _run_sweep_locked(config: SweepConfig, out: Path, executor, *, wait, timeout, log) -> SweepResult | None:
+    state = read_state(out)  # again, under the lock
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     tasks = plan_sweep(config, out)
@@ -566,16 +570,9 @@ def resolve_local_device(name: str) -> str:
 
     The one place where a sweep resolves a device name.
     """
-    from .train import resolve_device
+    from .device import resolve_device
 
-    dev = resolve_device(name)
-    if dev.type == "cuda" and dev.index is not None:
-        import torch
-
-        n = torch.cuda.device_count()
-        if dev.index >= n:
-            raise RedrepError(f"device: expected cuda:0 .. cuda:{n - 1} on this machine, found {name!r}")
-    return str(dev)
+    return resolve_device(name)
 
 
 def collect_sweep(
@@ -618,7 +615,7 @@ def collect_sweep(
     io.write_text(out / "width_comparison.csv", _csv(table, tuple(table[0])))
 
     from .plots import save_figure, three_panel_figure, width_figure
-    from .report import write_report
+    from .report import write_sweep_report
     from .summary import ChunkCurves, summarize
 
     first = min(analyses)
@@ -669,22 +666,14 @@ def collect_sweep(
         },
     )
     del doc
-    lead = [
-        ("What the sweep shows", "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in reading) + "</ul>"),
-        ("Full networks against chunks, by width", _width_html(table, widest)),
-    ]
-    sections = [
-        (
-            "Training runs",
-            _table(
-                runs, keys=("width", "seed", "test_error", "train_error", "zero_train_error_epoch", "epochs", "seconds")
-            ),
-        ),
-        ("Sweep configuration", _table([_flat_config(config)], transpose=True)),
-    ]
-    report = write_report(
+    report = write_sweep_report(
         main_results,
         out / "report.html",
+        sweep_reading=reading,
+        width_table=table,
+        widest=widest,
+        runs=runs,
+        config=_flat_config(config),
         curves=curves,
         summary=summ,
         figures=[
@@ -695,8 +684,6 @@ def collect_sweep(
             )
         ],
         extra_figures=[(f"Chunk analysis of the W = {widest} network, seed {first}.", fig_c)],
-        sections=sections,
-        lead_sections=lead,
         title=f"redrep sweep: {label}",
     )
     return SweepResult(out, runs, error_inf, table, summary, report, figures, list(missing))
@@ -773,7 +760,7 @@ def sweep_reading(table, error_inf, summary, widest) -> list[str]:
     if wcs:
         msg = f"The critical chunk size is w_c* = {wcs}, so the widest layer holds about {widest / wcs:g} clones"
         exp, se = summary.get("exponent"), summary.get("exponent_se")
-        if exp is not None and se is not None and se < 0.5:
+        if exp is not None and se is not None and se < EXPONENT_UNRESOLVED_SE:
             msg += f"; above it, test error - error_inf decays like w_c^({exp:.2f} ± {se:.2f}) (the paper: -1/2)."
         elif exp is not None:
             msg += (
@@ -802,53 +789,6 @@ def _csv(rows, cols) -> str:
     for r in rows:
         w.writerow({k: ("nan" if isinstance(r.get(k), float) and math.isnan(r[k]) else r.get(k)) for k in cols})
     return buf.getvalue()
-
-
-def _table(rows, keys=None, transpose=False) -> str:
-    """Rows of dicts as an HTML table (the report's own table style); ``transpose`` for one row of settings."""
-    from .report import html_table
-
-    if not rows:
-        return "<p>none</p>"
-    keys = keys or tuple(rows[0])
-    if transpose:
-        return html_table(("setting", "value"), [(k, _cell(rows[0].get(k))) for k in keys])
-    return html_table(keys, [[_cell(r.get(k)) for k in keys] for r in rows])
-
-
-def _width_html(table, widest) -> str:
-    """The Fig. 3a numbers as a compact table: mean ± sem over seeds (the CSV has every column)."""
-    from .report import html_table
-
-    def pm(m, se):
-        if m is None or not math.isfinite(m):
-            return "n/a"
-        return f"{m:.4g}" + (f" ± {se:.2g}" if se is not None and math.isfinite(se) else "")
-
-    header = (
-        "W",
-        "full network: test error",
-        f"chunk of the W = {widest} net: test error",
-        "full network: training error",
-        "chunk: training error",
-        "seeds",
-    )
-    rows = [
-        (
-            str(r["width"]),
-            pm(r["full_test_mean"], r["full_test_sem"]),
-            pm(r["chunk_test_mean"], r["chunk_test_sem"]),
-            pm(r["full_train_mean"], r["full_train_sem"]),
-            pm(r["chunk_train_mean"], r["chunk_train_sem"]),
-            str(r["full_n"]),
-        )
-        for r in table
-    ]
-    return html_table(header, rows) + "<p>Mean ± standard error over seeds; all columns in width_comparison.csv.</p>"
-
-
-def _cell(v):
-    return str(v) if isinstance(v, (list, tuple, str)) or v is None else v
 
 
 def demo_config(
