@@ -148,7 +148,7 @@ def test_failing_run_is_reported_with_its_log(cluster, tmp_path):
     with pytest.raises(RedrepError, match=rf"1 runs failed \({run_name(16, 1)}\).*re-run the same command"):
         run_sweep(small(), out, executor=slurm(out), log=lines.append)
     line = next(x for x in lines if run_name(16, 1) in x)
-    assert "failed (failed: " in line and "found other files; choose another --out" in line
+    assert "failed (failed: " in line and "found other files; choose another out folder" in line
     log = line.split(" log ")[-1].strip()
     assert log.endswith("_log.err") and "found other files" in open(log).read()
     # the other runs were collected, and the report says what is missing
