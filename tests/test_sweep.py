@@ -357,3 +357,15 @@ def test_slurm_params_go_to_submitit(tmp_path):
     assert p["array_parallelism"] == 3 and p["account"] == "abc" and p["additional_parameters"] == {"reservation": "r1"}
     mlp = SlurmExecutor(tmp_path, SlurmOptions(), arch="mlp")._executor()
     assert "gpus_per_node" not in mlp.parameters  # the mlp asks for no GPU
+
+
+def test_slurm_that_does_not_answer_is_not_a_lost_job(tmp_path, monkeypatch):
+    from redrep.executors import QUEUED, SlurmExecutor, SlurmOptions
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither sacct nor squeue: SLURM does not answer
+    ex = SlurmExecutor(tmp_path, SlurmOptions(lost_after_s=0.5, poll_s=0.1))
+    handles = {"w00008_s0": {"job_id": "12_0", "log": "l", "submitted": 0.0}}
+    st = ex.status(handles)["w00008_s0"]
+    assert st.state == QUEUED and st.detail == "state unknown: sacct and squeue do not answer"  # never resubmitted
+    with pytest.raises(RedrepError, match=r"SLURM has not answered \(sacct, squeue\) for 0 s; the jobs may still run"):
+        ex.wait(handles, timeout=30)

@@ -19,7 +19,8 @@ def record_device(task: RunTask, device: str) -> dict:
     """A stand-in for training: note which process ran the task on which device, and when."""
     t0 = time.time()
     time.sleep(0.3)
-    rec = {"name": task.name, "pid": os.getpid(), "device": device, "start": t0, "end": time.time()}
+    rec = {"name": task.name, "pid": os.getpid(), "device": device, "threads": task.threads}
+    rec.update(start=t0, end=time.time())
     Path(task.run_dir).mkdir(parents=True, exist_ok=True)
     (Path(task.run_dir) / "rec.json").write_text(json.dumps(rec))
     return rec
@@ -55,6 +56,8 @@ def test_each_worker_keeps_its_own_device(tmp_path, n_tasks):
             if a is not b and a["start"] < b["end"] and b["start"] < a["end"]:
                 assert a["device"] != b["device"], (a, b)
     assert os.getpid() not in by_pid
+    # the CPU split between the workers is as before: each its share of the cores
+    assert {r["threads"] for r in recs} == {max(1, (os.cpu_count() or 1) // 2)}
 
 
 def test_one_job_runs_in_this_process_on_its_device(tmp_path):

@@ -29,7 +29,7 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import io
@@ -134,20 +134,19 @@ def _die_with_parent(parent: int) -> None:
 
 
 _WORKER_DEVICE: str | None = None
+_WORKER_THREADS: int | None = None
 
 
 def _worker_init(parent: int, slots, threads: int | None) -> None:
-    global _WORKER_DEVICE
+    global _WORKER_DEVICE, _WORKER_THREADS
     _die_with_parent(parent)
     _WORKER_DEVICE = slots.get()
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    _WORKER_THREADS = threads
 
 
 def _run_in_worker(fn, task):
-    return fn(task, _WORKER_DEVICE)
+    # the worker's share of the cores, not a SLURM allocation's count that the driver may run inside
+    return fn(replace(task, threads=_WORKER_THREADS), _WORKER_DEVICE)
 
 
 def _call_task(task: RunTask, device: str | None) -> dict:
@@ -332,8 +331,8 @@ class SlurmExecutor:
         self.folder = Path(folder)
         self.options = options or SlurmOptions()
         self.arch = arch
-        self._watcher = None
         self._unknown_since: dict[str, float] = {}
+        self._silent_since: float | None = None
 
     def _executor(self):
         try:
@@ -390,18 +389,34 @@ class SlurmExecutor:
 
         return SlurmJob(folder=self.folder / "%j", job_id=job_id)
 
-    def _states(self, handles: dict[str, dict]) -> dict[str, str]:
-        """One sacct call for every job: job id -> SLURM state (UNKNOWN when SLURM does not know it)."""
+    def _states(self, handles: dict[str, dict]) -> dict[str, str] | None:
+        """Job id -> SLURM state, from one sacct call (squeue where sacct fails); None when SLURM does not answer.
+
+        A job that SLURM does not know is absent from the answer.
+        """
+        import subprocess
+
         from submitit.slurm.slurm import SlurmInfoWatcher
 
-        ids = [h["job_id"] for h in handles.values() if h.get("job_id")]
+        ids = sorted({h["job_id"] for h in handles.values() if h.get("job_id")})
         if not ids:
             return {}
-        watcher = SlurmInfoWatcher(delay_s=0)
-        for i in ids:
-            watcher.register_job(i)
-        watcher.update()
-        return {i: watcher.get_state(i, mode="cache") for i in ids}
+        arrays = sorted({i.split("_")[0] for i in ids})
+        queries = (
+            ["sacct", "-o", "JobID,State", "--parsable2", *[a for i in arrays for a in ("-j", i)]],
+            ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", ",".join(arrays)],
+        )
+        for cmd in queries:
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+            if r.returncode != 0:
+                continue
+            text = r.stdout if cmd[0] == "sacct" else "JobID|State\n" + r.stdout
+            info = SlurmInfoWatcher().read_info(text)
+            return {i: info[i]["State"] for i in ids if i in info}
+        return None
 
     def _failure_detail(self, job_id: str, state: str) -> str:
         job = self._job(job_id)
@@ -416,10 +431,18 @@ class SlurmExecutor:
             pass
         return state.lower()
 
-    def status(self, handles: dict[str, dict], *, runs_dir=None) -> dict[str, RunStatus]:
+    def status(self, handles: dict[str, dict]) -> dict[str, RunStatus]:
         states = self._states(handles)
         out = {}
         now = time.time()
+        if states is None:  # no answer is not a lost job: never resubmit what may still run
+            if self._silent_since is None:
+                self._silent_since = now
+            return {
+                n: RunStatus(QUEUED, "state unknown: sacct and squeue do not answer", h.get("job_id"), h.get("log"))
+                for n, h in handles.items()
+            }
+        self._silent_since = None
         for name, h in handles.items():
             jid, log = h.get("job_id"), h.get("log")
             state = states.get(jid, "UNKNOWN").split(" ")[0] if jid else "UNKNOWN"
@@ -445,7 +468,8 @@ class SlurmExecutor:
         """Poll SLURM until no run is queued or running, or ``timeout`` seconds have passed.
 
         A job that SLURM stops knowing about counts as failed ("lost") after
-        ``options.lost_after_s``, so that this never waits forever.
+        ``options.lost_after_s``, and a SLURM that stops answering is an error
+        after as long, so that this never waits forever.
         """
         t0 = time.monotonic()
         seen: set[str] = set()
@@ -460,6 +484,11 @@ class SlurmExecutor:
                 return st
             if timeout is not None and time.monotonic() - t0 > timeout:
                 return st
+            if self._silent_since is not None and time.time() - self._silent_since > self.options.lost_after_s:
+                raise RedrepError(
+                    f"executor: SLURM has not answered (sacct, squeue) for {self.options.lost_after_s:.0f} s; "
+                    f"the jobs may still run: see redrep sweep-status, and re-run the same command to collect"
+                )
             time.sleep(self.options.poll_s)
 
     def shutdown(self) -> None:
