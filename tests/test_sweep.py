@@ -265,6 +265,7 @@ def test_sweep_status_of_a_local_sweep(finished, tmp_path):
     assert r.exit_code == 0, r.output
     lines = [x for x in r.output.splitlines() if x.startswith("w")]
     assert [x.split()[:2] for x in lines] == [[run_name(w, s), "finished"] for w in (8, 16) for s in (0, 1)]
+    assert all(x.endswith("job -  log -") for x in lines)  # local runs: no job id, and no error log
     assert "4 finished; sweep done" in r.output
     r = CliRunner().invoke(main, ["sweep-status", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "expected a redrep sweep folder (with sweep.json), found none" in r.stderr

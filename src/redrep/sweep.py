@@ -322,7 +322,10 @@ def run_statuses(out, tasks: list[RunTask], state: dict | None, *, executor=None
         res = read_run_result(t.run_dir)
         h = jobs.get(t.name)
         if res is not None and res.get("epochs") == epochs[t.name]:
-            result[t.name] = RunStatus(FINISHED, "", (h or {}).get("job_id"), (h or {}).get("log"))
+            log = (h or {}).get("log")
+            result[t.name] = RunStatus(
+                FINISHED, "", (h or {}).get("job_id"), log if log and Path(log).is_file() else None
+            )
         elif h is None:
             started = (Path(t.run_dir) / "checkpoints").is_dir()
             result[t.name] = RunStatus(MISSING, "interrupted" if started else "not submitted")
