@@ -335,6 +335,11 @@ class RegressionStats:
     mean_corr_outside: float
 
 
+#: Relative resolution of the Gram algebra: a residual variance (or a Cholesky pivot) below this fraction of the
+#: neuron's own variance is rounding noise of ``G``, whose entries carry about 1e-16 of their size.
+_RESOLVED = 512 * np.finfo(np.float64).eps
+
+
 class _Workspace:
     """Buffers reused across chunks: fresh W x W arrays cost more in page faults than in arithmetic."""
 
@@ -347,16 +352,85 @@ class _Workspace:
         self.outer = np.empty_like(self.G_upper)
 
 
+def _chunk_solves(G: np.ndarray, S: np.ndarray, alpha: float):
+    """The ridge solves of one chunk.
+
+    Returns ``(Ut, B, K, coef)``: ``Ut`` of shape (W, k) with
+    ``G_:S (A^-1 + alpha A^-2) G_S: = Ut Ut^T`` (``A = G_SS + alpha I``), the
+    ridge coefficients ``B = A^-1 G_S:`` and ``K = A^-1 B`` of shape (w, W),
+    and ``coef(U)``, the coefficients ``c`` of shape (w, len(U)) with
+    ``G_SU = G_SS c`` (the neurons ``U`` written as combinations of the chunk).
+
+    A Cholesky factor is used when every pivot is resolved (above
+    ``_RESOLVED`` times its diagonal entry). Otherwise the chunk holds
+    neurons that are linear combinations of the others to within the
+    rounding of ``G``: the directions of ``G_SS`` below the resolution are
+    then taken as exactly null (as they are in the data, up to rounding), and
+    the solves use the eigendecomposition on the remaining ones.
+    """
+    w = len(S)
+    A = G[np.ix_(S, S)]
+    A[np.diag_indices(w)] += alpha
+    try:
+        L = scipy.linalg.cholesky(A, lower=True, check_finite=False)
+        resolved = bool(np.all(np.diag(L) ** 2 > _RESOLVED * np.diag(A)))
+    except np.linalg.LinAlgError:
+        resolved = False
+    if resolved:
+        # right-side triangular solves on G[:, S] (Fortran-ordered, no copies):
+        # V^T L^T = G_:S, B^T L = V^T, and twice more for K^T
+        Vt = dtrsm(1.0, L, G[:, S], side=1, lower=1, trans_a=1)
+        Bt = dtrsm(1.0, L, Vt, side=1, lower=1, trans_a=0)
+        K = dtrsm(1.0, L, dtrsm(1.0, L, Bt, side=1, lower=1, trans_a=1), side=1, lower=1, trans_a=0).T
+        Ut = np.empty((G.shape[0], 2 * w), order="F")
+        Ut[:, :w] = Vt
+        Ut[:, w:] = np.sqrt(alpha) * Bt
+        B = Bt.T
+
+        def coef(U):
+            # c = (I - alpha A^-1)^-1 b = b + alpha A^-1 b + O((alpha / lambda)^2), lambda >= the smallest pivot
+            return B[:, U] + alpha * K[:, U]
+
+        return Ut, B, K, coef
+    lam, Q = scipy.linalg.eigh(A - alpha * np.eye(w), check_finite=False)
+    keep = lam > 64 * w * np.finfo(np.float64).eps * max(float(lam[-1]), 0.0)
+    lam, Q = lam[keep], Q[:, keep]
+    P = Q.T @ G[S]  # (r, W): the chunk's neurons against all, in the eigenbasis
+    Ut = np.asfortranarray((P * (np.sqrt(lam + 2 * alpha) / (lam + alpha))[:, None]).T)
+    B = Q @ (P / (lam + alpha)[:, None])
+    K = Q @ (P / ((lam + alpha) ** 2)[:, None])
+
+    def coef(U):
+        return Q @ (P[:, U] / lam[:, None])
+
+    return Ut, B, K, coef
+
+
 def chunk_regression(
     G: np.ndarray, n: int, chunk, alpha: float = 1e-8, *, work: _Workspace | None = None
 ) -> RegressionStats:
     """R^2 and residual mean correlations for one chunk, from the centred Gram matrix.
 
-    With ``L`` the Cholesky factor of ``G_SS + alpha I``, ``V = L^-1 G_S:`` and
-    ``B = L^-T V`` (the ridge coefficients), the residual scatter is
-    ``R = G - V^T V - alpha B^T B``, one symmetric rank-2w update of ``G``.
-    Entries of neurons inside the chunk use their exact form
-    ``alpha^2 (G_SS + alpha I)^-1 B``, free of the cancellation in ``G - V^T V``.
+    With ``A = G_SS + alpha I`` and ``B = A^-1 G_S:`` (the ridge
+    coefficients), the residual scatter is
+    ``R = G - G_:S (A^-1 + alpha A^-2) G_S:``, one symmetric low-rank update of
+    ``G``. Rows of neurons inside the chunk use their exact form
+    ``alpha^2 A^-1 B``, free of the cancellation in that update; so do the rows
+    of neurons outside the chunk that it reconstructs to within the rounding of
+    ``G`` (residual variance below ``_RESOLVED`` of their variance, duplicates
+    of chunk neurons for instance): such a neuron is taken as the exact
+    combination ``F_S c`` of the chunk, whose residual is ``alpha F_S A^-1 c``
+    and whose row is ``c^T alpha^2 A^-1 B``.
+
+    Correlations follow the published definition
+    ``cov_ij / (sqrt(cov_ii cov_jj) + 1e-8)`` with ``cov = R / (n - 1)``, each
+    ``|cov_ij|`` first bounded by ``sqrt(cov_ii cov_jj)`` (Cauchy-Schwarz,
+    which only removes rounding), so that every correlation lies in [0, 1].
+    The ``1e-8`` is absolute: it is compared with ``sqrt(cov_ii cov_jj)``, in
+    the features' units squared, so it matters only for pairs whose residual
+    standard deviations multiply to within a few orders of 1e-8 (neurons
+    reconstructed almost exactly, or features of a tiny scale); for all other
+    pairs a rescaling of the features changes no correlation.
 
     Parameters
     ----------
@@ -374,59 +448,55 @@ def chunk_regression(
         work = _Workspace(G)
     S = np.asarray(chunk, dtype=np.int64)
     width, w = G.shape[0], len(S)
-    A = G[np.ix_(S, S)]
-    A[np.diag_indices(w)] += alpha
-    try:
-        L = scipy.linalg.cholesky(A, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        L = None
+    Ut, B, K, coef = _chunk_solves(G, S, alpha)
     R = work.R
     R[...] = work.G_upper
-    if L is not None:
-        # right-side triangular solves on G[:, S] (Fortran-ordered, no copies):
-        # V^T L^T = G_:S, B^T L = V^T, and twice more for (K B)^T
-        Vt = dtrsm(1.0, L, G[:, S], side=1, lower=1, trans_a=1)
-        Bt = dtrsm(1.0, L, Vt, side=1, lower=1, trans_a=0)
-        KB = dtrsm(1.0, L, dtrsm(1.0, L, Bt, side=1, lower=1, trans_a=1), side=1, lower=1, trans_a=0).T
-        Ut = np.empty((width, 2 * w), order="F")
-        Ut[:, :w] = Vt
-        Ut[:, w:] = np.sqrt(alpha) * Bt
-        # upper triangle of triu(G, 1) - (V^T V + alpha B^T B), in place
-        R = dsyrk(-1.0, Ut, beta=1.0, c=R, overwrite_c=1)
-    else:
-        # numerically singular chunk (exactly collinear neurons with alpha = 0): least squares
-        G_S = G[S]
-        B = np.linalg.lstsq(A, G_S, rcond=None)[0]
-        KB = np.linalg.lstsq(A, B, rcond=None)[0]
-        R -= np.triu(G_S.T @ B + alpha * (B.T @ B))
-    inside_exact = (alpha * alpha) * KB  # rows of R of the neurons inside the chunk, shape (w, W)
-    # R holds -Q_ii on its diagonal, so diag(residual scatter) = diag(G) + diag(R)
+    # upper triangle of triu(G, 1) - Ut Ut^T, in place; R holds -(Ut Ut^T)_kk on its diagonal
+    R = dsyrk(-1.0, Ut, beta=1.0, c=R, overwrite_c=1)
     diag = work.diag_G + np.diagonal(R)
-    diag[S] = inside_exact[np.arange(w), S]
+    outside = np.ones(width, dtype=bool)
+    outside[S] = False
+    # neurons the chunk reconstructs to within the rounding of G
+    unresolved = outside & (diag <= _RESOLVED * work.diag_G)
+    U = np.flatnonzero(unresolved)
+    X = np.concatenate([S, U])  # neurons whose rows take the exact form
+    in_x = ~outside | unresolved
+    C = np.zeros((w, len(X)))
+    C[np.arange(w), np.arange(w)] = 1.0
+    if len(U):
+        C[:, w:] = coef(U)
+    Rx = C.T @ ((alpha * alpha) * K)  # rows of the residual scatter of X, shape (len(X), W)
+    diag[X] = Rx[np.arange(len(X)), X]
     np.clip(diag, 0.0, None, out=diag)
     r2 = 1.0 - float(diag.sum()) / work.trace_G
     scale = 1.0 / (n - 1)
     sd = np.sqrt(diag * scale)
-    # pairs of neurons both outside the chunk: the strict upper triangle of R
+    # pairs of neurons both outside X: the strict upper triangle of R
     np.fill_diagonal(R, 0.0)
-    R[S] = 0.0
-    R[:, S] = 0.0
+    R[X] = 0.0
+    R[:, X] = 0.0
     np.abs(R, out=R)
+    R *= scale
     outer = work.outer
     np.multiply.outer(sd, sd, out=outer)
+    np.minimum(R, outer, out=R)
     outer += CORR_EPS
     np.divide(R, outer, out=R)
-    sum_out = float(R.sum()) * scale
-    # pairs with at least one neuron inside the chunk, from the exact form
-    Mi = np.abs(inside_exact) * scale / (outer[S])
-    outside = np.ones(width, dtype=bool)
-    outside[S] = False
-    M_SS = Mi[:, S]
-    sum_in = float(Mi[:, outside].sum()) + (float(M_SS.sum()) - float(np.trace(M_SS))) / 2
+    sum_rest = float(R.sum())
+    # pairs with at least one neuron in X, from the exact rows
+    Mx = np.minimum(np.abs(Rx) * scale, outer[X] - CORR_EPS) / outer[X]
+    Mxx = Mx[:, X]
+    sum_x = float(Mx[:, ~in_x].sum()) + (float(Mxx.sum()) - float(np.trace(Mxx))) / 2
     n_pairs = width * (width - 1) / 2
-    mean_corr = (sum_out + sum_in) / n_pairs if width > 1 else float("nan")
+    mean_corr = (sum_rest + sum_x) / n_pairs if width > 1 else float("nan")
     m = width - w
-    mean_out = sum_out / (m * (m - 1) / 2) if m >= 2 else float("nan")
+    if m >= 2:
+        Mu = Mx[w:]
+        Muu = Mu[:, w:]
+        sum_u = float(Mu[:, ~in_x].sum()) + (float(Muu.sum()) - float(np.trace(Muu))) / 2
+        mean_out = (sum_rest + sum_u) / (m * (m - 1) / 2)
+    else:
+        mean_out = float("nan")
     return RegressionStats(r2, mean_corr, mean_out)
 
 
