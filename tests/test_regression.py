@@ -9,10 +9,13 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.linear_model import Ridge
 
-from redrep.analysis import chunk_regression, gram_matrix
+from conftest import random_set
+from redrep.analysis import MAX_ALPHA, ChunkAnalysis, HeldOut, chunk_r2_heldout, chunk_regression, gram_matrix
 from redrep.cli import main
 from redrep.repset import RepresentationSet
+from redrep.validation import RedrepError
 
 STATS = ("r2", "mean_corr", "mean_corr_outside")
 
@@ -157,3 +160,83 @@ def test_cli_duplicated_neurons_at_large_scales(tmp_path):
         for scale in (1e4, 1e6):
             assert means[scale][key] == pytest.approx(value, abs=1e-6, nan_ok=True), (key, scale)
     assert means[1e6][("mean_corr_outside", 16)] < 0.1
+
+
+def sklearn_r2_heldout(F_train, F_test, chunk, alpha=1e-8):
+    """Ridge fitted on the training set by scikit-learn, R^2 on the test set by hand (variance-weighted)."""
+    F_train, F_test = np.asarray(F_train, np.float64), np.asarray(F_test, np.float64)
+    pred = (
+        Ridge(alpha=alpha, fit_intercept=True)
+        .fit(F_train[:, chunk], F_train)
+        .predict(F_test[:, chunk])
+        .reshape(F_test.shape)
+    )
+    return 1.0 - ((F_test - pred) ** 2).sum() / ((F_test - F_test.mean(axis=0)) ** 2).sum()
+
+
+def heldout_of(F_train, F_test):
+    G1, m1, _ = gram_matrix(F_train, block_rows=37)
+    G2, m2, n2 = gram_matrix(F_test, block_rows=23)
+    return HeldOut(G1, m1, G2, m2, n2)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("n_train, n_test, width", [(200, 150, 24), (80, 3, 10), (60, 40, 1), (300, 100, 40)])
+def test_r2_heldout_matches_sklearn_ridge(seed, n_train, n_test, width):
+    rs = random_set(seed, n_train=n_train, n_test=n_test, width=width, latent=min(6, width))
+    rng = np.random.default_rng(seed)
+    ho = heldout_of(rs.features_train, rs.features_test)
+    for w in sorted({1, max(1, width // 3), width - 1, width} - {0}):
+        chunk = np.sort(rng.choice(width, w, replace=False))
+        want = sklearn_r2_heldout(rs.features_train, rs.features_test, chunk)
+        assert chunk_r2_heldout(ho, chunk) == pytest.approx(want, abs=1e-9)
+    # a large ridge shrinks the fit towards the training mean: R^2 of predicting every test row by it
+    chunk = np.arange(width)
+    big = sklearn_r2_heldout(rs.features_train, rs.features_test, chunk, alpha=1e3)
+    assert chunk_r2_heldout(ho, chunk, alpha=1e3) == pytest.approx(big, abs=1e-9)
+
+
+def test_r2_heldout_with_duplicates_and_distribution_shift():
+    """Exact copies in the chunk (Cholesky pivots at the ridge's size) and a test set with other means."""
+    rng = np.random.default_rng(5)
+    base_tr, base_te = rng.normal(size=(150, 6)), rng.normal(size=(90, 6)) * 1.5 + 2.0
+    F_tr, F_te = np.hstack([base_tr, 2 * base_tr]), np.hstack([base_te, 2 * base_te])
+    ho = heldout_of(F_tr, F_te)
+    for chunk in (np.array([0, 6]), np.array([0, 1, 2, 6, 7]), np.arange(12), np.array([3])):
+        assert chunk_r2_heldout(ho, chunk) == pytest.approx(sklearn_r2_heldout(F_tr, F_te, chunk), abs=1e-9)
+
+
+def test_fit_reports_r2_heldout_without_changing_the_rest(small_set):
+    an = ChunkAnalysis(chunk_sizes=[1, 5, 24], acc_rep=3, r2_rep=4, random_state=2).fit(small_set)
+    vals = an.values_[("r2_heldout", "test")]
+    assert vals.shape == (3, 4)
+    for i, w in enumerate(an.chunk_sizes_):
+        for r, c in enumerate(an.r2_chunks_[w]):
+            want = sklearn_r2_heldout(small_set.features_train, small_set.features_test, c)
+            assert vals[i, r] == pytest.approx(want, abs=1e-9)
+    # held-out R^2 is at most the in-sample one (the test-set fit minimises the same residuals)
+    assert np.all(vals <= an.values_[("r2", "test")] + 1e-12)
+    rows = [r for r in an.to_rows() if r["metric"] == "r2_heldout"]
+    assert [r["split"] for r in rows] == ["test"] * 3 and [r["n"] for r in rows] == [4, 4, 4]
+
+
+@pytest.mark.parametrize("alpha", [1e200, -1.0, float("inf"), float("nan")])
+def test_alpha_out_of_range_is_refused(small_set, alpha):
+    with pytest.raises(RedrepError, match=r"^alpha: expected a ridge penalty in \[0, 1e\+100\], found "):
+        ChunkAnalysis(alpha=alpha, acc_rep=2, r2_rep=2).fit(small_set)
+
+
+def test_largest_alpha_keeps_statistics_finite(small_set):
+    an = ChunkAnalysis(chunk_sizes=[1, 12, 24], alpha=MAX_ALPHA, acc_rep=2, r2_rep=3, random_state=0).fit(small_set)
+    for metric in ("r2", "mean_corr", "r2_heldout"):
+        assert np.all(np.isfinite(an.values_[(metric, "test")])), metric
+    # an overwhelming ridge predicts the mean: no variance explained in sample
+    np.testing.assert_allclose(an.values_[("r2", "test")], 0.0, atol=1e-12)
+
+
+def test_cli_alpha_overflow_exits_2_with_one_line(tmp_path):
+    random_set(0, width=8).save(tmp_path / "set")
+    r = CliRunner().invoke(main, ["analyze", "--repr", str(tmp_path / "set"), "--alpha", "1e200"])
+    assert r.exit_code == 2
+    assert r.stderr.strip().splitlines() == ["Error: alpha: expected a ridge penalty in [0, 1e+100], found 1e+200"]
+    assert not (tmp_path / "set" / "results").exists()

@@ -7,16 +7,19 @@ For chunk sizes ``w_c`` and random chunks ``S`` of ``w_c`` distinct neurons:
 * R^2 of a ridge regression (``alpha``, with intercept) of all ``W`` neurons
   on the chunk, and the mean absolute correlation of its residuals, on the
   test set, over all pairs of neurons (the published definition) and over the
-  pairs outside the chunk.
+  pairs outside the chunk;
+* the held-out R^2: the same regression fitted on the training set and
+  scored on the test set.
 
-The regression statistics come from one centred Gram matrix ``G = Fc^T Fc``
-(exact algebra, no fit per chunk); both passes over the data go block by
-block, so memory does not grow with the number of samples. See SPEC.md.
+The regression statistics come from centred Gram matrices ``G = Fc^T Fc``
+(exact algebra, no fit per chunk); every pass over the data goes block by
+block, so memory does not grow with the number of samples. See docs/method.md.
 """
 
 from __future__ import annotations
 
 import mmap
+import numbers
 import os
 import time
 from dataclasses import dataclass
@@ -36,6 +39,8 @@ from .validation import (
 
 #: Added to the denominator of the residual correlation, as in the reference definition.
 CORR_EPS = 1e-8
+#: Largest ridge penalty: alpha^2 times a scatter of float32 features (at most about 1e83 per sample) stays finite.
+MAX_ALPHA = 1e100
 #: Target size in bytes of one block of logits in the accuracy pass.
 _LOGIT_BLOCK_BYTES = 32 * 2**20
 #: Chunks of at most W / _GATHER_BELOW neurons gather their rows instead of a masked product with all W.
@@ -500,6 +505,79 @@ def chunk_regression(
     return RegressionStats(r2, mean_corr, mean_out)
 
 
+def _ridge_coefficients(G: np.ndarray, S: np.ndarray, alpha: float) -> np.ndarray:
+    """Ridge coefficients ``B^T = (A^-1 G_S:)^T`` of shape (W, w), ``A = G_SS + alpha I``, Fortran-ordered.
+
+    Cholesky when its pivots are resolved; otherwise the eigendecomposition
+    with the unresolved directions of ``G_SS`` taken as null (see :func:`_chunk_solves`).
+    """
+    w = len(S)
+    A = G[np.ix_(S, S)]
+    A[np.diag_indices(w)] += alpha
+    try:
+        L = scipy.linalg.cholesky(A, lower=True, check_finite=False)
+        if np.all(np.diag(L) ** 2 > _RESOLVED * np.diag(A)):
+            return dtrsm(1.0, L, dtrsm(1.0, L, G[:, S], side=1, lower=1, trans_a=1), side=1, lower=1, trans_a=0)
+    except np.linalg.LinAlgError:
+        pass
+    lam, Q = scipy.linalg.eigh(A - alpha * np.eye(w), check_finite=False)
+    keep = lam > 64 * w * np.finfo(np.float64).eps * max(float(lam[-1]), 0.0)
+    lam, Q = lam[keep], Q[:, keep]
+    return np.asfortranarray((Q @ ((Q.T @ G[S]) / (lam + alpha)[:, None])).T)
+
+
+class HeldOut:
+    """What the held-out R^2 needs: the training scatter (the fit) and the test scatter (the score).
+
+    Parameters
+    ----------
+    G_train : ndarray of shape (W, W), centred scatter of the training features
+    mean_train : ndarray of shape (W,)
+    G_test : ndarray of shape (W, W), centred scatter of the test features
+    mean_test : ndarray of shape (W,)
+    n_test : number of test rows
+
+    Notes
+    -----
+    The ridge fitted on the training set predicts
+    ``mean_train + (x_S - mean_train_S) B`` with ``B = (G_train,SS + alpha I)^-1 G_train,S:``.
+    With ``D`` the test features centred at the *training* mean, its scatter
+    is ``H = G_test + n_test d d^T``, ``d = mean_test - mean_train``, and the
+    test residual sum of squares is ``tr(H) - 2 <H_S:, B> + <H_SS, B B^T>``.
+    """
+
+    def __init__(self, G_train, mean_train, G_test, mean_test, n_test):
+        self.G_train = G_train
+        d = np.asarray(mean_test, dtype=np.float64) - np.asarray(mean_train, dtype=np.float64)
+        self.H = G_test + n_test * np.outer(d, d)
+        self.trace_H = float(np.trace(self.H))
+        self.trace_test = float(np.trace(G_test))
+
+
+def chunk_r2_heldout(heldout: HeldOut, chunk, alpha: float = 1e-8) -> float:
+    """R^2 on the test set of the ridge regression (``alpha``, with intercept) of all neurons on ``chunk``, fitted on
+    the training set: ``1 - sum_j SSres_j(test) / sum_j SStot_j(test)``, ``SStot`` around the test mean.
+
+    Parameters
+    ----------
+    heldout : :class:`HeldOut` built from the training and test scatters
+    chunk : integer array of shape (w,), distinct neurons
+    alpha : ridge penalty
+
+    Returns
+    -------
+    float, at most 1; negative when the fit predicts the test set worse than its mean.
+    """
+    S = np.asarray(chunk, dtype=np.int64)
+    Bt = _ridge_coefficients(heldout.G_train, S, alpha)  # (W, w)
+    H = heldout.H
+    cross = float(np.einsum("ij,ji->", H[S], Bt))
+    BBt = dsyrk(1.0, Bt, trans=1)  # upper triangle of B B^T, shape (w, w)
+    H_SS = H[np.ix_(S, S)]
+    quad = 2.0 * float(np.sum(np.triu(H_SS, 1) * np.triu(BBt, 1))) + float(np.diagonal(H_SS) @ np.diagonal(BBt))
+    return 1.0 - (heldout.trace_H - 2.0 * cross + quad) / heldout.trace_test
+
+
 # --------------------------------------------------------------------------- estimator
 #: (metric, split) pairs reported by :class:`ChunkAnalysis`, in output order.
 METRICS = (
@@ -508,6 +586,7 @@ METRICS = (
     ("r2", "test"),
     ("mean_corr", "test"),
     ("mean_corr_outside", "test"),
+    ("r2_heldout", "test"),
 )
 
 
@@ -572,7 +651,10 @@ class ChunkAnalysis:
     def _check_params(self, width):
         acc_rep = check_int(self.acc_rep, "acc_rep", min_value=1)
         r2_rep = check_int(self.r2_rep, "r2_rep", min_value=1)
-        alpha = check_float(self.alpha, "alpha", min_value=0.0)
+        alpha = self.alpha
+        if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool) and not 0.0 <= float(alpha) <= MAX_ALPHA:
+            raise RedrepError(f"alpha: expected a ridge penalty in [0, {MAX_ALPHA:g}], found {float(alpha)!r}")
+        alpha = check_float(alpha, "alpha")
         block_rows = check_int(self.block_rows, "block_rows", min_value=1)
         if self.chunk_sizes is None:
             sizes = default_chunk_sizes(width)
@@ -617,32 +699,40 @@ class ChunkAnalysis:
                 )
             values[("accuracy", split)] = acc.reshape(len(sizes), acc_rep)
             timings[f"accuracy_{split}"] = time.perf_counter() - t0
+        grams = {}
+        for split in ("test", "train"):
+            feats = getattr(repset, f"features_{split}")
+            t0 = time.perf_counter()
+            with _bar(self.progress, feats.shape[0], f"gram matrix ({split})", "rows") as bar:
+                grams[split] = gram_matrix(
+                    feats,
+                    block_rows=block_rows,
+                    name=names.get(f"features_{split}", f"features_{split}"),
+                    progress=bar.update,
+                )
+            timings[f"gram_{split}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        with _bar(self.progress, repset.n_test, "gram matrix (test)", "rows") as bar:
-            G, _, n = gram_matrix(
-                repset.features_test,
-                block_rows=block_rows,
-                name=names.get("features_test", "features_test"),
-                progress=bar.update,
-            )
-        timings["gram_test"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        G, mean_test, n = grams["test"]
         work = _Workspace(G)
         if work.trace_G <= 0:
             raise RedrepError("features_test: expected neurons with nonzero variance, found every column constant")
-        stats = np.empty((3, len(sizes), r2_rep))
+        heldout = HeldOut(grams["train"][0], grams["train"][1], G, mean_test, n)
+        del grams
+        stats = np.empty((4, len(sizes), r2_rep))
         slots = {}  # unique chunk -> the (size index, repetition) places it fills
         for i, w in enumerate(sizes):
             for r, c in enumerate(self.r2_chunks_[w]):
                 slots.setdefault(c.tobytes(), (c, []))[1].append((i, r))
+        places = [v[1] for v in slots.values()]
         with _bar(self.progress, len(sizes) * r2_rep, "regression (test)", "chunks") as bar:
-            for i_r, s in _map_chunks(G, n, [v[0] for v in slots.values()], alpha, work):
-                for i, r in list(slots.values())[i_r][1]:
-                    stats[:, i, r] = (s.r2, s.mean_corr, s.mean_corr_outside)
+            for i_r, s, r2_ho in _map_chunks(G, n, [v[0] for v in slots.values()], alpha, work, heldout):
+                for i, r in places[i_r]:
+                    stats[:, i, r] = (s.r2, s.mean_corr, s.mean_corr_outside, r2_ho)
                     bar.update(1)
         values[("r2", "test")] = stats[0]
         values[("mean_corr", "test")] = stats[1]
         values[("mean_corr_outside", "test")] = stats[2]
+        values[("r2_heldout", "test")] = stats[3]
         timings["regression_test"] = time.perf_counter() - t0
         self.values_ = values
         self.timings_ = timings
@@ -682,8 +772,8 @@ def _nanmean_rows(a):
     return out
 
 
-def _map_chunks(G, n, chunks, alpha, work):
-    """Yield ``(index, RegressionStats)`` for every chunk.
+def _map_chunks(G, n, chunks, alpha, work, heldout=None):
+    """Yield ``(index, RegressionStats, held-out R^2 or NaN)`` for every chunk.
 
     Chunks of up to 64 neurons run with a single-threaded BLAS: their calls are
     too small to split, and a multi-threaded BLAS spinning on them is several
@@ -694,9 +784,13 @@ def _map_chunks(G, n, chunks, alpha, work):
     large = [i for i, c in enumerate(chunks) if len(c) > 64]
     with threadpool_limits(limits=1, user_api="blas"):
         for i in small:
-            yield i, chunk_regression(G, n, chunks[i], alpha, work=work)
+            yield i, chunk_regression(G, n, chunks[i], alpha, work=work), _heldout(heldout, chunks[i], alpha)
     for i in large:
-        yield i, chunk_regression(G, n, chunks[i], alpha, work=work)
+        yield i, chunk_regression(G, n, chunks[i], alpha, work=work), _heldout(heldout, chunks[i], alpha)
+
+
+def _heldout(heldout, chunk, alpha):
+    return float("nan") if heldout is None else chunk_r2_heldout(heldout, chunk, alpha)
 
 
 class _NoBar:
