@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
-from scipy.linalg.blas import dsyrk, dtrsm
+import scipy.linalg.lapack
+from scipy.linalg.blas import dgemm, dsyrk, dtrsm
 from threadpoolctl import threadpool_limits
 
 from .validation import (
@@ -346,69 +347,80 @@ _RESOLVED = 512 * np.finfo(np.float64).eps
 
 
 class _Workspace:
-    """Buffers reused across chunks: fresh W x W arrays cost more in page faults than in arithmetic."""
+    """What every chunk of one Gram matrix shares: its diagonal, trace and strict upper triangle (Fortran order)."""
 
     def __init__(self, G: np.ndarray):
         self.G = G
         self.trace_G = float(np.trace(G))
         self.diag_G = np.diag(G).copy()
         self.G_upper = np.asfortranarray(np.triu(G, 1))
-        self.R = np.empty_like(self.G_upper, order="F")
-        self.outer = np.empty_like(self.G_upper)
 
 
-def _chunk_solves(G: np.ndarray, S: np.ndarray, alpha: float):
-    """The ridge solves of one chunk.
+#: A bound below which the pairs with a neuron inside the chunk are left out of the mean correlation: their
+#: correlations, in sum over all pairs, are provably smaller than this (see :func:`chunk_regression`).
+_NEGLIGIBLE = 1e-13
 
-    Returns ``(Ut, B, K, coef)``: ``Ut`` of shape (W, k) with
-    ``G_:S (A^-1 + alpha A^-2) G_S: = Ut Ut^T`` (``A = G_SS + alpha I``), the
-    ridge coefficients ``B = A^-1 G_S:`` and ``K = A^-1 B`` of shape (w, W),
-    and ``coef(U)``, the coefficients ``c`` of shape (w, len(U)) with
-    ``G_SU = G_SS c`` (the neurons ``U`` written as combinations of the chunk).
 
-    A Cholesky factor is used when every pivot is resolved (above
-    ``_RESOLVED`` times its diagonal entry). Otherwise the chunk holds
-    neurons that are linear combinations of the others to within the
-    rounding of ``G``: the directions of ``G_SS`` below the resolution are
-    then taken as exactly null (as they are in the data, up to rounding), and
-    the solves use the eigendecomposition on the remaining ones.
-    """
+def _factor(G: np.ndarray, S: np.ndarray, alpha: float):
+    """Cholesky factor ``L`` of ``A = G_SS + alpha I`` when every pivot is resolved, else None."""
     w = len(S)
     A = G[np.ix_(S, S)]
     A[np.diag_indices(w)] += alpha
     try:
         L = scipy.linalg.cholesky(A, lower=True, check_finite=False)
-        resolved = bool(np.all(np.diag(L) ** 2 > _RESOLVED * np.diag(A)))
     except np.linalg.LinAlgError:
-        resolved = False
-    if resolved:
-        # right-side triangular solves on G[:, S] (Fortran-ordered, no copies):
-        # V^T L^T = G_:S, B^T L = V^T, and twice more for K^T
-        Vt = dtrsm(1.0, L, G[:, S], side=1, lower=1, trans_a=1)
-        Bt = dtrsm(1.0, L, Vt, side=1, lower=1, trans_a=0)
-        K = dtrsm(1.0, L, dtrsm(1.0, L, Bt, side=1, lower=1, trans_a=1), side=1, lower=1, trans_a=0).T
-        Ut = np.empty((G.shape[0], 2 * w), order="F")
-        Ut[:, :w] = Vt
-        Ut[:, w:] = np.sqrt(alpha) * Bt
-        B = Bt.T
+        return None
+    return L if bool(np.all(np.diag(L) ** 2 > _RESOLVED * np.diag(A))) else None
 
-        def coef(U):
-            # c = (I - alpha A^-1)^-1 b = b + alpha A^-1 b + O((alpha / lambda)^2), lambda >= the smallest pivot
-            return B[:, U] + alpha * K[:, U]
 
-        return Ut, B, K, coef
-    lam, Q = scipy.linalg.eigh(A - alpha * np.eye(w), check_finite=False)
+def _eigen_solves(G: np.ndarray, S: np.ndarray, alpha: float):
+    """Ridge solves of a chunk holding neurons that are combinations of the others to within the rounding of ``G``.
+
+    The directions of ``G_SS`` below its resolution are taken as exactly null
+    (as they are in the data, up to rounding); the solves use the
+    eigendecomposition ``G_SS = Q diag(lam) Q^T`` on the remaining ones.
+
+    Returns
+    -------
+    Ut : ndarray of shape (r, W), with ``G_:S (A^-1 + alpha A^-2) G_S: = Ut^T Ut``
+    B, K : ndarrays of shape (w, W), ``B = A^-1 G_S:`` and ``K = A^-1 B``
+    coef : callable, ``coef(idx)`` the coefficients ``c`` of shape (w, len(idx)) with ``G_S,idx = G_SS c``
+    """
+    w = len(S)
+    lam, Q = scipy.linalg.eigh(G[np.ix_(S, S)], check_finite=False)
     keep = lam > 64 * w * np.finfo(np.float64).eps * max(float(lam[-1]), 0.0)
     lam, Q = lam[keep], Q[:, keep]
     P = Q.T @ G[S]  # (r, W): the chunk's neurons against all, in the eigenbasis
-    Ut = np.asfortranarray((P * (np.sqrt(lam + 2 * alpha) / (lam + alpha))[:, None]).T)
+    Ut = P * (np.sqrt(lam + 2 * alpha) / (lam + alpha))[:, None]
     B = Q @ (P / (lam + alpha)[:, None])
     K = Q @ (P / ((lam + alpha) ** 2)[:, None])
+    return Ut, B, K, lambda idx: Q @ (P[:, idx] / lam[:, None])
 
-    def coef(U):
-        return Q @ (P[:, U] / lam[:, None])
 
-    return Ut, B, K, coef
+def _pair_sum(M: np.ndarray, Lt: np.ndarray, Rt: np.ndarray, rs: np.ndarray, eps: float) -> float:
+    """``sum_{k<l} min(|R_kl|, rs_k rs_l) / (rs_k rs_l + eps)`` over the strict upper triangle of ``R = M - Lt^T Rt``.
+
+    ``M`` (Fortran-ordered) holds the strict upper triangle of a Gram block,
+    ``Lt`` and ``Rt`` (Fortran-ordered, shape (k, m)) its low-rank update. The
+    block is computed one panel of columns at a time, each small enough to
+    stay in cache through the element-wise steps, so no m x m residual
+    scatter is ever held. Pairs with ``rs_k = 0`` add nothing.
+    """
+    m = M.shape[0]
+    panel = max(16, min(512, 2**16 // max(m, 1)))
+    strict = np.triu(np.ones((panel, panel)), 1).T.copy().T  # Fortran-ordered 0/1 mask of the strict upper triangle
+    total = 0.0
+    for a in range(0, m, panel):
+        b = min(m, a + panel)
+        blk = dgemm(-1.0, Lt[:, :b], Rt[:, a:b], beta=1.0, c=M[:b, a:b], trans_a=1)
+        blk[a:b] *= strict[: b - a, : b - a]  # the panel's diagonal block: strict upper triangle only
+        np.abs(blk, out=blk)
+        P = np.multiply.outer(rs[a:b], rs[:b]).T  # Fortran-ordered like blk: element-wise steps run contiguously
+        np.minimum(blk, P, out=blk)
+        P += eps
+        blk /= P
+        total += float(blk.sum())
+    return total
 
 
 def chunk_regression(
@@ -417,15 +429,17 @@ def chunk_regression(
     """R^2 and residual mean correlations for one chunk, from the centred Gram matrix.
 
     With ``A = G_SS + alpha I`` and ``B = A^-1 G_S:`` (the ridge
-    coefficients), the residual scatter is
-    ``R = G - G_:S (A^-1 + alpha A^-2) G_S:``, one symmetric low-rank update of
-    ``G``. Rows of neurons inside the chunk use their exact form
+    coefficients), the residual scatter of the neurons outside the chunk is
+    ``R_OO = G_OO - B_O^T (G_SO + alpha B_O)``; it is summed one cache-sized
+    panel at a time. Rows of neurons inside the chunk have the exact form
     ``alpha^2 A^-1 B``, free of the cancellation in that update; so do the rows
     of neurons outside the chunk that it reconstructs to within the rounding of
     ``G`` (residual variance below ``_RESOLVED`` of their variance, duplicates
     of chunk neurons for instance): such a neuron is taken as the exact
     combination ``F_S c`` of the chunk, whose residual is ``alpha F_S A^-1 c``
-    and whose row is ``c^T alpha^2 A^-1 B``.
+    and whose row is ``c^T alpha^2 A^-1 B``. A chunk with numerically
+    dependent neurons (unresolved Cholesky pivots) is solved on the resolved
+    directions of ``G_SS`` only (see :func:`_eigen_solves`).
 
     Correlations follow the published definition
     ``cov_ij / (sqrt(cov_ii cov_jj) + 1e-8)`` with ``cov = R / (n - 1)``, each
@@ -437,13 +451,19 @@ def chunk_regression(
     reconstructed almost exactly, or features of a tiny scale); for all other
     pairs a rescaling of the features changes no correlation.
 
+    The pairs with a neuron inside the chunk have residual covariances of
+    order ``alpha^2``: ``|alpha^2 (A^-1 B)_jk| <= alpha^2 sqrt((A^-1)_jj ||A^-1||) ||b_k||``.
+    When that bound, summed over those pairs and divided by their count's
+    share of the mean, is below ``_NEGLIGIBLE`` (1e-13), their correlations
+    are taken as 0 and ``A^-1 B`` is not formed; otherwise they are computed.
+
     Parameters
     ----------
     G : ndarray of shape (W, W), centred scatter (see :func:`gram_matrix`)
     n : number of samples behind ``G``
     chunk : integer array of shape (w,), distinct neurons
     alpha : ridge penalty
-    work : buffers from a previous call with the same ``G`` (internal)
+    work : what a previous call with the same ``G`` computed (internal)
 
     Returns
     -------
@@ -451,57 +471,92 @@ def chunk_regression(
     """
     if work is None or work.G is not G:
         work = _Workspace(G)
-    S = np.asarray(chunk, dtype=np.int64)
+    S = np.sort(np.asarray(chunk, dtype=np.int64))
     width, w = G.shape[0], len(S)
-    Ut, B, K, coef = _chunk_solves(G, S, alpha)
-    R = work.R
-    R[...] = work.G_upper
-    # upper triangle of triu(G, 1) - Ut Ut^T, in place; R holds -(Ut Ut^T)_kk on its diagonal
-    R = dsyrk(-1.0, Ut, beta=1.0, c=R, overwrite_c=1)
-    diag = work.diag_G + np.diagonal(R)
     outside = np.ones(width, dtype=bool)
     outside[S] = False
+    Out = np.flatnonzero(outside)
+    m = len(Out)
+    eps = (n - 1) * CORR_EPS  # correlations as min(|R_kl|, rs_k rs_l) / (rs_k rs_l + (n - 1) 1e-8)
+    n_pairs = width * (width - 1) / 2
+    diag = work.diag_G.copy()
+    L = _factor(G, S, alpha)
+    if L is not None:
+        GSO = np.asfortranarray(G[np.ix_(S, Out)])
+        B = dtrsm(1.0, L, dtrsm(1.0, L, GSO, lower=1), lower=1, trans_a=1)  # L L^T B = G_SO, shape (w, m)
+        Rt = GSO
+        Rt += alpha * B  # G_SO + alpha B_O: R_OO = G_OO - B_O^T Rt
+        Lt = B
+        diag[Out] -= np.einsum("ij,ij->j", Lt, Rt)
+    else:
+        Ut, B_all, K, coef = _eigen_solves(G, S, alpha)
+        Lt = Rt = np.asfortranarray(Ut[:, Out])
+        diag[Out] -= np.einsum("ij,ij->j", Lt, Lt)
     # neurons the chunk reconstructs to within the rounding of G
     unresolved = outside & (diag <= _RESOLVED * work.diag_G)
-    U = np.flatnonzero(unresolved)
-    X = np.concatenate([S, U])  # neurons whose rows take the exact form
+    Un = np.flatnonzero(unresolved)
     in_x = ~outside | unresolved
-    C = np.zeros((w, len(X)))
-    C[np.arange(w), np.arange(w)] = 1.0
-    if len(U):
-        C[:, w:] = coef(U)
-    Rx = C.T @ ((alpha * alpha) * K)  # rows of the residual scatter of X, shape (len(X), W)
-    diag[X] = Rx[np.arange(len(X)), X]
+    sum_x = sum_u = 0.0
+    exact = L is None or len(Un) > 0
+    if L is not None:
+        Linv = scipy.linalg.lapack.dtrtri(L, lower=1)[0]
+        ainv_diag = np.einsum("ij,ij->j", Linv, Linv)
+        if not exact:
+            ainv_norm = float(np.einsum("ij,ij->", Linv, Linv))  # >= ||A^-1||_2
+            root = float(np.sqrt(ainv_diag).sum())
+            bound_in_out = alpha**2 * np.sqrt(ainv_norm) * root * float(np.linalg.norm(B, axis=0).sum()) / eps
+            bound_in_in = alpha**2 * root**2 / (2 * eps)
+            exact = (bound_in_out + bound_in_in) / n_pairs > _NEGLIGIBLE
+        if exact:
+            K = np.empty((w, width))
+            K[:, Out] = dtrsm(1.0, L, dtrsm(1.0, L, B, lower=1), lower=1, trans_a=1)
+            Ainv = Linv.T @ Linv
+            if alpha * float(np.linalg.norm(Ainv)) <= 0.5:
+                K[:, S] = Ainv - alpha * (Ainv @ Ainv)  # A^-1 (I - alpha A^-1) = A^-1 B_SS
+            else:  # the ridge dominates: A^-1 G_SS A^-1, free of the cancellation in the difference
+                K[:, S] = Ainv @ (G[np.ix_(S, S)] @ Ainv)
+
+            def coef(idx):
+                # c = (I - alpha A^-1)^-1 b = b + alpha A^-1 b + O((alpha / lambda)^2), lambda >= the smallest pivot
+                return B[:, np.searchsorted(Out, idx)] + alpha * K[:, idx]
+        else:
+            # the residual variances inside the chunk, alpha^2 (A^-1 - alpha A^-2)_jj, to first order
+            diag[S] = alpha**2 * ainv_diag
+    if exact:
+        X = np.concatenate([S, Un])  # neurons whose rows take the exact form
+        C = coef(Un) if len(Un) else np.zeros((w, 0))
+        Rx = np.empty((len(X), width))  # rows of the residual scatter of X
+        Rx[:w] = (alpha * alpha) * K
+        Rx[w:] = C.T @ Rx[:w]
+        diag[X] = Rx[np.arange(len(X)), X]
     np.clip(diag, 0.0, None, out=diag)
     r2 = 1.0 - float(diag.sum()) / work.trace_G
-    scale = 1.0 / (n - 1)
-    sd = np.sqrt(diag * scale)
-    # pairs of neurons both outside X: the strict upper triangle of R
-    np.fill_diagonal(R, 0.0)
-    R[X] = 0.0
-    R[:, X] = 0.0
-    np.abs(R, out=R)
-    R *= scale
-    outer = work.outer
-    np.multiply.outer(sd, sd, out=outer)
-    np.minimum(R, outer, out=R)
-    outer += CORR_EPS
-    np.divide(R, outer, out=R)
-    sum_rest = float(R.sum())
-    # pairs with at least one neuron in X, from the exact rows
-    Mx = np.minimum(np.abs(Rx) * scale, outer[X] - CORR_EPS) / outer[X]
-    Mxx = Mx[:, X]
-    sum_x = float(Mx[:, ~in_x].sum()) + (float(Mxx.sum()) - float(np.trace(Mxx))) / 2
-    n_pairs = width * (width - 1) / 2
-    mean_corr = (sum_rest + sum_x) / n_pairs if width > 1 else float("nan")
-    m = width - w
-    if m >= 2:
+    rs = np.sqrt(diag)
+    if exact:
+        P = np.multiply.outer(rs[X], rs)
+        Mx = np.minimum(np.abs(Rx), P) / (P + eps)
+        Mxx = Mx[:, X]
+        sum_x = float(Mx[:, ~in_x].sum()) + (float(Mxx.sum()) - float(np.trace(Mxx))) / 2
         Mu = Mx[w:]
         Muu = Mu[:, w:]
         sum_u = float(Mu[:, ~in_x].sum()) + (float(Muu.sum()) - float(np.trace(Muu))) / 2
-        mean_out = (sum_rest + sum_u) / (m * (m - 1) / 2)
-    else:
-        mean_out = float("nan")
+    # pairs of neurons both outside the chunk and reconstructed within the resolution
+    rs_rest = rs.copy()
+    rs_rest[in_x] = 0.0
+    if m < 2:
+        sum_rest = 0.0
+    elif 4 * w > width:  # few neurons outside: gather their block
+        sum_rest = _pair_sum(work.G_upper.T[np.ix_(Out, Out)].T, Lt, Rt, rs_rest[Out], eps)
+    else:  # the whole matrix, with zero updates and weights on the chunk's rows, saves the gather
+        Lt_all = np.zeros((Lt.shape[0], width), order="F")
+        Lt_all[:, Out] = Lt
+        Rt_all = Lt_all
+        if Rt is not Lt:
+            Rt_all = np.zeros((Rt.shape[0], width), order="F")
+            Rt_all[:, Out] = Rt
+        sum_rest = _pair_sum(work.G_upper, Lt_all, Rt_all, rs_rest, eps)
+    mean_corr = (sum_rest + sum_x) / n_pairs if width > 1 else float("nan")
+    mean_out = (sum_rest + sum_u) / (m * (m - 1) / 2) if m >= 2 else float("nan")
     return RegressionStats(r2, mean_corr, mean_out)
 
 
