@@ -240,3 +240,51 @@ def test_cli_alpha_overflow_exits_2_with_one_line(tmp_path):
     assert r.exit_code == 2
     assert r.stderr.strip().splitlines() == ["Error: alpha: expected a ridge penalty in [0, 1e+100], found 1e+200"]
     assert not (tmp_path / "set" / "results").exists()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ordinary_sets_match_explicit_residuals_closely(seed):
+    """Noisy low-rank features, all chunk sizes, against explicit float64 residuals.
+
+    R^2 and the outside mean agree to 1e-12. The mean over all pairs includes
+    the chunk's own residuals, of the ridge's size (about 1e-11 here), which the
+    explicit computation resolves to only a few digits: 1e-8.
+    """
+    rs = random_set(seed, n_test=250, width=40)
+    F = rs.features_test.astype(np.float64)
+    rng = np.random.default_rng(seed)
+    for w in (1, 2, 5, 10, 20, 39, 40):
+        chunk = np.sort(rng.choice(40, w, replace=False))
+        got, want = stats(F, chunk), np.array(explicit_regression(F, chunk))
+        np.testing.assert_allclose(got[[0, 2]], want[[0, 2]], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(got[1], want[1], rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("n", [5, 300])
+def test_pairs_inside_the_chunk_are_left_out_only_when_negligible(monkeypatch, seed, n):
+    """The bound that lets the in-chunk pairs be skipped: forcing them in changes the mean by less than 1e-13.
+
+    With 5 samples the chunks are rank-deficient, their ridge-sized residuals
+    large, and the pairs are computed; with 300 well-conditioned samples the
+    bound holds and they are skipped.
+    """
+    import redrep.analysis as analysis
+
+    rng = np.random.default_rng(seed)
+    F = rng.normal(size=(n, 24)) @ (np.eye(24) + 0.3 * rng.normal(size=(24, 24)))
+    G, _, nn = gram_matrix(F)
+    chunks = [np.sort(rng.choice(24, w, replace=False)) for w in (1, 2, 3, 6, 12, 23)]
+    fast = [chunk_regression(G, nn, c) for c in chunks]
+    monkeypatch.setattr(analysis, "_NEGLIGIBLE", -1.0)
+    full = [chunk_regression(G, nn, c) for c in chunks]
+    skipped = 0
+    for a, b in zip(fast, full):
+        assert a.r2 == pytest.approx(b.r2, abs=1e-15)
+        np.testing.assert_equal(a.mean_corr_outside, b.mean_corr_outside)
+        assert 0.0 <= b.mean_corr - a.mean_corr <= 1e-13
+        skipped += b.mean_corr > a.mean_corr
+    if n == 5:
+        assert skipped == 0
+    else:
+        assert skipped >= 3  # at least the small chunks; the bound grows with the chunk
