@@ -22,13 +22,14 @@ import mmap
 import numbers
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
 from scipy.linalg.blas import dgemm, dsyrk, dtrsm
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from .validation import (
     RedrepError,
@@ -317,18 +318,19 @@ def gram_matrix(features, *, block_rows: int = 8192, name: str = "features", pro
     n, width = features.shape
     shift = None
     total = np.zeros(width)
-    G = np.zeros((width, width))
+    G = np.zeros((width, width), order="F")
     for _, block in iter_blocks(features, block_rows, np.float64, name):
         if shift is None:
             shift = block.mean(axis=0)
         block -= shift
         total += block.sum(axis=0)
-        G += block.T @ block
+        # the upper triangle of block^T block, in place: half the multiply-adds of a full product
+        G = dsyrk(1.0, block.T, beta=1.0, c=G, overwrite_c=1)
         if progress is not None:
             progress(block.shape[0])
+    G = np.triu(G) + np.triu(G, 1).T
     d = total / n
     G -= n * np.outer(d, d)
-    G = (G + G.T) / 2
     return G, shift + d, n
 
 
@@ -560,27 +562,6 @@ def chunk_regression(
     return RegressionStats(r2, mean_corr, mean_out)
 
 
-def _ridge_coefficients(G: np.ndarray, S: np.ndarray, alpha: float) -> np.ndarray:
-    """Ridge coefficients ``B^T = (A^-1 G_S:)^T`` of shape (W, w), ``A = G_SS + alpha I``, Fortran-ordered.
-
-    Cholesky when its pivots are resolved; otherwise the eigendecomposition
-    with the unresolved directions of ``G_SS`` taken as null (see :func:`_chunk_solves`).
-    """
-    w = len(S)
-    A = G[np.ix_(S, S)]
-    A[np.diag_indices(w)] += alpha
-    try:
-        L = scipy.linalg.cholesky(A, lower=True, check_finite=False)
-        if np.all(np.diag(L) ** 2 > _RESOLVED * np.diag(A)):
-            return dtrsm(1.0, L, dtrsm(1.0, L, G[:, S], side=1, lower=1, trans_a=1), side=1, lower=1, trans_a=0)
-    except np.linalg.LinAlgError:
-        pass
-    lam, Q = scipy.linalg.eigh(A - alpha * np.eye(w), check_finite=False)
-    keep = lam > 64 * w * np.finfo(np.float64).eps * max(float(lam[-1]), 0.0)
-    lam, Q = lam[keep], Q[:, keep]
-    return np.asfortranarray((Q @ ((Q.T @ G[S]) / (lam + alpha)[:, None])).T)
-
-
 class HeldOut:
     """What the held-out R^2 needs: the training scatter (the fit) and the test scatter (the score).
 
@@ -605,6 +586,7 @@ class HeldOut:
         self.G_train = G_train
         d = np.asarray(mean_test, dtype=np.float64) - np.asarray(mean_train, dtype=np.float64)
         self.H = G_test + n_test * np.outer(d, d)
+        self.diag_H = np.diag(self.H).copy()
         self.trace_H = float(np.trace(self.H))
         self.trace_test = float(np.trace(G_test))
 
@@ -622,15 +604,39 @@ def chunk_r2_heldout(heldout: HeldOut, chunk, alpha: float = 1e-8) -> float:
     Returns
     -------
     float, at most 1; negative when the fit predicts the test set worse than its mean.
+
+    Notes
+    -----
+    The neurons inside the chunk have ``B_SS = I - alpha A^-1``, so their
+    part of the residual sum is ``alpha^2 <H_SS, A^-2>``, exact and free of
+    cancellation; it is left out when ``alpha^2 ||A^-1||^2 tr(H_SS)`` is below
+    1e-15 of the test variance. The others take two triangular solves.
     """
-    S = np.asarray(chunk, dtype=np.int64)
-    Bt = _ridge_coefficients(heldout.G_train, S, alpha)  # (W, w)
-    H = heldout.H
-    cross = float(np.einsum("ij,ji->", H[S], Bt))
-    BBt = dsyrk(1.0, Bt, trans=1)  # upper triangle of B B^T, shape (w, w)
+    S = np.sort(np.asarray(chunk, dtype=np.int64))
+    G1, H = heldout.G_train, heldout.H
+    width = G1.shape[0]
+    L = _factor(G1, S, alpha)
+    if L is None:  # numerically dependent neurons in the chunk: the resolved directions only
+        B = _eigen_solves(G1, S, alpha)[1]
+        BBt = B @ B.T
+        cross = float(np.einsum("ij,ij->", H[S], B))
+        quad = float(np.einsum("ij,ij->", H[np.ix_(S, S)], BBt))
+        return 1.0 - (heldout.trace_H - 2.0 * cross + quad) / heldout.trace_test
+    outside = np.ones(width, dtype=bool)
+    outside[S] = False
+    Out = np.flatnonzero(outside)
     H_SS = H[np.ix_(S, S)]
+    B = dtrsm(1.0, L, dtrsm(1.0, L, np.asfortranarray(G1[np.ix_(S, Out)]), lower=1), lower=1, trans_a=1)
+    cross = float(np.einsum("ij,ij->", H[np.ix_(S, Out)], B))
+    BBt = dsyrk(1.0, B)  # upper triangle of B_O B_O^T, shape (w, w)
     quad = 2.0 * float(np.sum(np.triu(H_SS, 1) * np.triu(BBt, 1))) + float(np.diagonal(H_SS) @ np.diagonal(BBt))
-    return 1.0 - (heldout.trace_H - 2.0 * cross + quad) / heldout.trace_test
+    ss_res = float(heldout.diag_H[Out].sum()) - 2.0 * cross + quad
+    Linv = scipy.linalg.lapack.dtrtri(L, lower=1)[0]
+    ainv_norm = float(np.einsum("ij,ij->", Linv, Linv))  # >= ||A^-1||_2
+    if alpha**2 * ainv_norm**2 * float(np.trace(H_SS)) > 1e-15 * heldout.trace_test:
+        Ainv = Linv.T @ Linv
+        ss_res += alpha**2 * float(np.einsum("ij,ij->", H_SS @ Ainv, Ainv))
+    return 1.0 - ss_res / heldout.trace_test
 
 
 # --------------------------------------------------------------------------- estimator
@@ -830,18 +836,32 @@ def _nanmean_rows(a):
 def _map_chunks(G, n, chunks, alpha, work, heldout=None):
     """Yield ``(index, RegressionStats, held-out R^2 or NaN)`` for every chunk.
 
-    Chunks of up to 64 neurons run with a single-threaded BLAS: their calls are
-    too small to split, and a multi-threaded BLAS spinning on them is several
-    times slower, many times so when other processes share the cores. Larger
-    chunks keep all BLAS threads.
+    Chunks run in parallel, as many at a time as the BLAS has threads, each
+    with a single-threaded BLAS: most of their calls are too small to split,
+    and a multi-threaded BLAS spinning on them is several times slower, many
+    times so when other processes share the cores. Every chunk is computed
+    the same way whatever the threads, so the numbers do not depend on them.
     """
-    small = [i for i, c in enumerate(chunks) if len(c) <= 64]
-    large = [i for i, c in enumerate(chunks) if len(c) > 64]
+    order = sorted(range(len(chunks)), key=lambda i: -len(chunks[i]))  # the largest first balances the workers
+
+    def task(i):
+        return chunk_regression(G, n, chunks[i], alpha, work=work), _heldout(heldout, chunks[i], alpha)
+
+    n_workers = min(_blas_threads(), len(chunks))
     with threadpool_limits(limits=1, user_api="blas"):
-        for i in small:
-            yield i, chunk_regression(G, n, chunks[i], alpha, work=work), _heldout(heldout, chunks[i], alpha)
-    for i in large:
-        yield i, chunk_regression(G, n, chunks[i], alpha, work=work), _heldout(heldout, chunks[i], alpha)
+        if n_workers <= 1:
+            for i in order:
+                yield i, *task(i)
+            return
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            for i, result in zip(order, pool.map(task, order)):
+                yield i, *result
+
+
+def _blas_threads() -> int:
+    """Threads the BLAS may use (``OPENBLAS_NUM_THREADS`` and the like respected), at least 1."""
+    counts = [int(info.get("num_threads", 1)) for info in threadpool_info() if info.get("user_api") == "blas"]
+    return max(counts + [1])
 
 
 def _heldout(heldout, chunk, alpha):
