@@ -288,3 +288,30 @@ def test_pairs_inside_the_chunk_are_left_out_only_when_negligible(monkeypatch, s
         assert skipped == 0
     else:
         assert skipped >= 3  # at least the small chunks; the bound grows with the chunk
+
+
+def test_r2_heldout_of_dependent_chunks_is_scale_free():
+    """Exact copies inside the chunk at a scale where the ridge is below the Gram's rounding (the eigen path)."""
+    rng = np.random.default_rng(8)
+    base_tr, base_te = rng.normal(size=(150, 6)), rng.normal(size=(90, 6)) + 0.5
+    F_tr, F_te = np.hstack([base_tr, 2 * base_tr]), np.hstack([base_te, 2 * base_te])
+    for chunk in (np.array([0, 6]), np.array([0, 1, 2, 6, 7]), np.arange(12)):
+        ref = chunk_r2_heldout(heldout_of(F_tr, F_te), chunk)
+        assert ref == pytest.approx(sklearn_r2_heldout(F_tr, F_te, chunk), abs=1e-9)
+        for scale in (1e4, 1e6):
+            got = chunk_r2_heldout(heldout_of(F_tr * scale, F_te * scale), chunk)
+            assert got == pytest.approx(ref, abs=1e-8), (chunk, scale)
+
+
+def test_numbers_do_not_depend_on_the_worker_threads(monkeypatch, small_set):
+    import redrep.analysis as analysis
+
+    def fit():
+        return ChunkAnalysis(chunk_sizes=[1, 3, 12, 24], acc_rep=2, r2_rep=5, random_state=4).fit(small_set)
+
+    monkeypatch.setattr(analysis, "_blas_threads", lambda: 1)
+    one = fit()
+    monkeypatch.setattr(analysis, "_blas_threads", lambda: 3)
+    three = fit()
+    for key in ("r2", "mean_corr", "mean_corr_outside", "r2_heldout"):
+        np.testing.assert_array_equal(one.values_[(key, "test")], three.values_[(key, "test")])
