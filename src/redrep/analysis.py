@@ -416,7 +416,7 @@ def _pair_sum(M: np.ndarray, Lt: np.ndarray, Rt: np.ndarray, rs: np.ndarray, eps
     scatter is ever held. Pairs with ``rs_k = 0`` add nothing.
     """
     m = M.shape[0]
-    panel = max(16, min(512, 2**16 // max(m, 1)))
+    panel = min(m, max(16, min(512, 2**16 // max(m, 1))))
     strict = np.triu(np.ones((panel, panel)), 1).T.copy().T  # Fortran-ordered 0/1 mask of the strict upper triangle
     total = 0.0
     for a in range(0, m, panel):
