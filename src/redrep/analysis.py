@@ -462,9 +462,11 @@ def chunk_regression(
 
     The pairs with a neuron inside the chunk have residual covariances of
     order ``alpha^2``: ``|alpha^2 (A^-1 B)_jk| <= alpha^2 sqrt((A^-1)_jj ||A^-1||) ||b_k||``.
-    When that bound, summed over those pairs and divided by their count's
-    share of the mean, is below ``_NEGLIGIBLE`` (1e-13), their correlations
-    are taken as 0 and ``A^-1 B`` is not formed; otherwise they are computed.
+    (and ``alpha^2 sqrt((A^-1)_ii (A^-1)_jj)`` for two neurons inside). When
+    these bounds, divided by ``(n - 1) 1e-8`` and summed into a bound on their
+    share of the mean correlation, stay below ``_NEGLIGIBLE`` (1e-13), those
+    correlations are taken as 0 and ``A^-1 B`` is not formed; otherwise they
+    are computed. Either way the mean over pairs outside the chunk is exact.
 
     Parameters
     ----------
