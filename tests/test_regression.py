@@ -315,3 +315,13 @@ def test_numbers_do_not_depend_on_the_worker_threads(monkeypatch, small_set):
     three = fit()
     for key in ("r2", "mean_corr", "mean_corr_outside", "r2_heldout"):
         np.testing.assert_array_equal(one.values_[(key, "test")], three.values_[(key, "test")])
+
+
+def test_heldout_can_be_left_out(small_set):
+    kw = dict(chunk_sizes=[2, 24], acc_rep=2, r2_rep=3, random_state=1)
+    with_ho = ChunkAnalysis(**kw).fit(small_set)
+    without = ChunkAnalysis(heldout=False, **kw).fit(small_set)
+    assert np.all(np.isnan(without.values_[("r2_heldout", "test")]))
+    assert "gram_train" not in without.timings_
+    for key in ("r2", "mean_corr", "mean_corr_outside"):
+        np.testing.assert_array_equal(with_ho.values_[(key, "test")], without.values_[(key, "test")])

@@ -685,6 +685,11 @@ class ChunkAnalysis:
         Where the chunk accuracies are computed: "cpu" is numpy; "cuda" is
         torch on the GPU; "auto" takes the GPU when one is present. The
         regression statistics are computed in float64 with numpy either way.
+    heldout : bool, default True
+        Also compute ``r2_heldout`` (the regression fitted on the training set,
+        scored on the test set). It costs a Gram matrix of the training
+        features and about as much again as the test-set regression; when
+        False its values are NaN.
 
     Attributes
     ----------
@@ -708,6 +713,7 @@ class ChunkAnalysis:
         random_state=0,
         progress=False,
         device="auto",
+        heldout=True,
     ):
         self.chunk_sizes = chunk_sizes
         self.acc_rep = acc_rep
@@ -717,6 +723,7 @@ class ChunkAnalysis:
         self.random_state = random_state
         self.progress = progress
         self.device = device
+        self.heldout = heldout
 
     def _check_params(self, width):
         acc_rep = check_int(self.acc_rep, "acc_rep", min_value=1)
@@ -770,7 +777,7 @@ class ChunkAnalysis:
             values[("accuracy", split)] = acc.reshape(len(sizes), acc_rep)
             timings[f"accuracy_{split}"] = time.perf_counter() - t0
         grams = {}
-        for split in ("test", "train"):
+        for split in ("test", "train") if self.heldout else ("test",):
             feats = getattr(repset, f"features_{split}")
             t0 = time.perf_counter()
             with _bar(self.progress, feats.shape[0], f"gram matrix ({split})", "rows") as bar:
@@ -786,7 +793,7 @@ class ChunkAnalysis:
         work = _Workspace(G)
         if work.trace_G <= 0:
             raise RedrepError("features_test: expected neurons with nonzero variance, found every column constant")
-        heldout = HeldOut(grams["train"][0], grams["train"][1], G, mean_test, n)
+        heldout = HeldOut(grams["train"][0], grams["train"][1], G, mean_test, n) if self.heldout else None
         del grams
         stats = np.empty((4, len(sizes), r2_rep))
         slots = {}  # unique chunk -> the (size index, repetition) places it fills
