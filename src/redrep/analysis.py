@@ -461,7 +461,7 @@ def chunk_regression(
     pairs a rescaling of the features changes no correlation.
 
     The pairs with a neuron inside the chunk have residual covariances of
-    order ``alpha^2``: ``|alpha^2 (A^-1 B)_jk| <= alpha^2 sqrt((A^-1)_jj ||A^-1||) ||b_k||``.
+    order ``alpha^2``: ``|alpha^2 (A^-1 B)_jk| <= alpha^2 sqrt((A^-1)_jj ||A^-1||) ||b_k||``
     (and ``alpha^2 sqrt((A^-1)_ii (A^-1)_jj)`` for two neurons inside). When
     these bounds, divided by ``(n - 1) 1e-8`` and summed into a bound on their
     share of the mean correlation, stay below ``_NEGLIGIBLE`` (1e-13), those
@@ -500,7 +500,7 @@ def chunk_regression(
         Lt = B
         diag[Out] -= np.einsum("ij,ij->j", Lt, Rt)
     else:
-        Ut, B_all, K, coef = _eigen_solves(G, S, alpha)
+        Ut, _, K, coef = _eigen_solves(G, S, alpha)
         Lt = Rt = np.asfortranarray(Ut[:, Out])
         diag[Out] -= np.einsum("ij,ij->j", Lt, Lt)
     # neurons the chunk reconstructs to within the rounding of G
