@@ -226,3 +226,11 @@ def test_a_second_driver_of_one_sweep_is_refused(tmp_path):
     with pytest.raises(RedrepError, match="cannot collect the sweep"):
         run_sweep(tiny(), out, executor=LocalExecutor(1, ["cpu"], run=record_device), log=st.append)
     assert "4 runs: 0 finished, 0 queued or running, 4 to run now on local" in st[0]
+
+
+def test_one_job_stops_between_runs_at_the_timeout(tmp_path):
+    ex = LocalExecutor(1, ["cpu"], run=record_device)
+    tasks = _tasks(tmp_path, 3)
+    st = ex.wait(ex.submit(tasks), timeout=0.1)  # the first run (0.3 s) overruns it: the others do not start
+    assert [st[t.name].state for t in tasks] == [FINISHED, "queued", "queued"]
+    assert not (tmp_path / "r1").exists() and st["r1"].detail == "not started yet"

@@ -213,6 +213,8 @@ class LocalExecutor:
             elif name in self._futures:
                 fut = self._futures[name]
                 out[name] = RunStatus(RUNNING if fut.running() else QUEUED, log=h.get("log"))
+            elif name in self._tasks:  # one job: runs in wait(), one after the other
+                out[name] = RunStatus(QUEUED, "not started yet", log=h.get("log"))
             else:  # submitted by an earlier driver that has ended: it is not going on any more
                 out[name] = RunStatus(FAILED, "interrupted (its driver ended)", log=h.get("log"))
         return out
