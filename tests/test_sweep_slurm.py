@@ -190,3 +190,11 @@ def test_preempted_run_is_requeued_and_resumes(cluster, tmp_path):
     assert epochs == list(range(1, 26))
     log = (Path(jobs[victim]["log"]).with_suffix(".out")).read_text() + Path(jobs[victim]["log"]).read_text()
     assert "Caught signal SIGUSR2" in log and "Calling checkpoint method" in log and "Requeued job" in log
+
+
+def test_sbatch_refusal_is_one_line(cluster, tmp_path):
+    r = _cli_sweep(tmp_path / "s", "--slurm-partition", "nope", "--no-wait")
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "executor: sbatch refused the job array:" in lines[0] and "nope" in lines[0]
+    assert not (tmp_path / "s" / "sweep.json").exists()  # nothing recorded as submitted

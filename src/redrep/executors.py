@@ -375,9 +375,13 @@ class SlurmExecutor:
     def submit(self, tasks: list[RunTask]) -> dict[str, dict]:
         if not tasks:
             return {}
+        import contextlib
+        import io as _stdio
+
         ex = self._executor()
         try:
-            with ex.batch():
+            # submitit prints sbatch's complaint too; it is in the exception, said once below
+            with contextlib.redirect_stderr(_stdio.StringIO()), ex.batch():
                 jobs = [ex.submit(t) for t in tasks]
         except Exception as exc:  # noqa: BLE001 - sbatch's own message, in one line
             raise RedrepError(f"executor: sbatch refused the job array: {exception_line(exc)}") from None
