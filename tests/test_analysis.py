@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import binom, chi2
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 
@@ -209,9 +210,16 @@ def test_draw_chunks_are_distinct_sorted_and_in_range():
     ch = draw_chunks(50, 20, 30, rng)
     assert ch.shape == (30, 20)
     assert all(len(set(c)) == 20 and c.min() >= 0 and c.max() < 50 and np.all(np.diff(c) > 0) for c in ch)
-    # uniform: every neuron is drawn about 30 * 20 / 50 = 12 times
+    # uniform: each neuron is in a chunk with probability 20 / 50, so its count is Binomial(30, 0.4), mean 12
     counts = np.bincount(ch.ravel(), minlength=50)
-    assert counts.min() > 0
+    assert counts.sum() == 30 * 20
+    lo, hi = binom.ppf(1e-4, 30, 0.4), binom.isf(1e-4, 30, 0.4)
+    assert lo <= counts.min() and counts.max() <= hi, (lo, hi, counts)
+    # and the counts spread as a binomial's do: dispersion statistic against its chi-square law
+    disp = float(((counts - 12.0) ** 2).sum() / (30 * 0.4 * 0.6))
+    assert 1e-4 < chi2.sf(disp, 49) < 1 - 1e-4, disp
+    # a sampler favouring low indices would fail: the mean index drawn is near 24.5
+    assert abs(ch.mean() - 24.5) < 4 * np.sqrt((50**2 - 1) / 12 / ch.size)
 
 
 @pytest.mark.parametrize(
@@ -223,7 +231,8 @@ def test_draw_chunks_are_distinct_sorted_and_in_range():
         ({"acc_rep": 0}, r"acc_rep: expected an integer >= 1, found 0"),
         ({"r2_rep": -3}, r"r2_rep: expected an integer >= 1, found -3"),
         ({"r2_rep": 2.5}, r"r2_rep: expected an integer, found 2.5"),
-        ({"alpha": -1.0}, r"alpha: expected a number >= 0.0, found -1.0"),
+        ({"alpha": -1.0}, r"alpha: expected a ridge penalty in \[0, 1e\+100\], found -1.0"),
+        ({"alpha": "x"}, r"alpha: expected a number, found 'x'"),
         ({"random_state": -1}, r"random_state: expected an integer >= 0, found -1"),
     ],
 )

@@ -47,13 +47,14 @@ def test_analyze_native_set(native):
     assert r2[-1] == pytest.approx(1.0)
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 5 * 5  # 5 metric/split pairs x 5 sizes
+    assert len(rows) == 6 * 5  # 6 metric/split pairs x 5 sizes
     assert {(r["metric"], r["split"]) for r in rows} == {
         ("accuracy", "train"),
         ("accuracy", "test"),
         ("r2", "test"),
         ("mean_corr", "test"),
         ("mean_corr_outside", "test"),
+        ("r2_heldout", "test"),
     }
     acc_rows = [r for r in rows if r["metric"] == "accuracy" and r["split"] == "test"]
     np.testing.assert_allclose([float(r["mean"]) for r in acc_rows], acc)

@@ -24,14 +24,14 @@ from redrep.compare import (
     write_comparison,
 )
 from redrep.sweep import SweepConfig, run_sweep
+from redrep.train import TrainConfig
 from redrep.validation import RedrepError
 
 
 def _tiny(**kw):
-    base = dict(dataset="synthetic", arch="mlp", depth=2, widths=(8, 16), seeds=2, epochs=3, lr=0.05, acc_rep=4,
-                r2_rep=3, data_dir=None, jobs=1, progress=False, device="cpu")  # fmt: skip
-    base.update(kw)
-    return SweepConfig(**base)
+    train = TrainConfig(dataset="synthetic", arch="mlp", depth=2, epochs=3, lr=0.05, data_dir=None,
+                        checkpoint_epochs=(), device="cpu", **kw)  # fmt: skip
+    return SweepConfig(train=train, widths=(8, 16), seeds=2, acc_rep=4, r2_rep=3, jobs=1, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def _edit(folder, **changes):
         if k == "status":
             doc = {"config": doc["config"], "status": v}
         else:
-            doc["config"][k] = v
+            doc["config"]["train"][k] = v
     f.write_text(json.dumps(doc))
 
 

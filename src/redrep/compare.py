@@ -35,7 +35,7 @@ COMPARE_JSON = "compare.json"
 COMPARE_HTML = "compare.html"
 COMPARE_COLUMNS = ("sweep", "label", "quantity", "width", "mean", "sem", "n")
 #: Config fields that say where and how a sweep ran, not what it computed: never used in labels.
-_NOT_LABELS = ("jobs", "device", "amp", "data_dir", "progress", "executor", "partition", "slurm")
+_NOT_LABELS = ("jobs", "device", "amp", "data_dir", "progress", "executor", "partition", "slurm", "eval_batch_size")
 #: Sweeps of different values of these are refused unless allow_mixed.
 MUST_MATCH = ("dataset", "arch")
 
@@ -94,6 +94,9 @@ def load_sweep(path) -> SweepData:
         raise RedrepError(
             f"{f}: expected width_comparison rows with width and full_test_mean, found {table[0]!r}"
         ) from None
+    # the sweep's training template (nested under "train" since sweeps are staged) flattened beside its own fields
+    template = config.get("train") if isinstance(config.get("train"), dict) else {}
+    config = {**{k: v for k, v in config.items() if k != "train"}, **template}
     e = doc.get("error_inf")
     error_inf = float(e) if isinstance(e, (int, float)) and not isinstance(e, bool) else None
     clones = read_clones_csv(path / CLONES_CSV) if (path / CLONES_CSV).is_file() else None

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "report",
     "example",
     "sweep",
+    "sweep_status",
     "demo",
     "dynamics",
     "compare",
@@ -45,11 +46,12 @@ class RedrepGroup(click.Group):
     """
 
     def list_commands(self, ctx):
-        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
+        return sorted(set(super().list_commands(ctx)) | {m.replace("_", "-") for m in COMMAND_MODULES})
 
     def get_command(self, ctx, cmd_name):
-        if cmd_name in COMMAND_MODULES and cmd_name not in self.commands:
-            self.add_command(importlib.import_module(f"{__name__}.{cmd_name}").command, cmd_name)
+        module = cmd_name.replace("-", "_")
+        if module in COMMAND_MODULES and cmd_name not in self.commands:
+            self.add_command(importlib.import_module(f"{__name__}.{module}").command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx):
