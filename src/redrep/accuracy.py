@@ -57,7 +57,7 @@ _TINY32 = 2.0**-149
 #: Rows whose absolute-sum bound exceeds this may overflow in float32: decided exactly.
 _OVERFLOW_GUARD = 2.0**100
 #: Target size in bytes of one block of logits.
-_LOGIT_BLOCK_BYTES = 4 * 2**20
+_LOGIT_BLOCK_BYTES = 16 * 2**20
 #: Most class-by-chunk columns in one matrix product (bounds the stacked readouts with many classes).
 _PANEL_COLUMNS = 4096
 #: Chunks of at most W / _GATHER_DIVISOR neurons gather their rows; larger ones use a masked product with all W.
