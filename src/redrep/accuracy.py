@@ -57,7 +57,7 @@ _TINY32 = 2.0**-149
 #: Rows whose absolute-sum bound exceeds this may overflow in float32: decided exactly.
 _OVERFLOW_GUARD = 2.0**100
 #: Target size in bytes of one block of logits.
-_LOGIT_BLOCK_BYTES = 16 * 2**20
+_LOGIT_BLOCK_BYTES = 2 * 2**20
 #: Most class-by-chunk columns in one matrix product (bounds the stacked readouts with many classes).
 _PANEL_COLUMNS = 4096
 #: Chunks of at most W / _GATHER_DIVISOR neurons gather their rows; larger ones use a masked product with all W.
@@ -98,6 +98,8 @@ class _Plan:
         self.weight, self.bias = weight, bias
         self.weight64, self.bias64 = weight.astype(np.float64), bias.astype(np.float64)
         self.omega64 = np.abs(self.weight64).max(axis=0)  # (W,)
+        self.omega32 = self.omega64.astype(np.float32)
+        self.bound_slack = 1.0 + 2.0 * float(_gamma(width))
         self.bias_max = float(np.abs(self.bias64).max())
         sizes = np.array([len(c) for c in uniq], dtype=np.int64)
         self.sizes = sizes
@@ -126,8 +128,6 @@ class _Plan:
                 w_ext = np.concatenate([weight, bias[:, None]], axis=1)  # (C, W + 1)
                 wg = np.ascontiguousarray(w_ext[:, idx].transpose(1, 0, 2))  # (r, C, w + 1)
                 self.groups.append((ids, idx, wg, self._coef(size)))
-        # Products of gathered chunks are too small to split: a multi-threaded BLAS spinning on them is many
-        # times slower, the more so when other processes share the cores.
         from threadpoolctl import ThreadpoolController
 
         controller = ThreadpoolController()
@@ -142,7 +142,8 @@ class _Plan:
 
     def row_bound(self, block: np.ndarray) -> np.ndarray:
         """``A`` per row of ``block``, float64, with rows that might overflow set to inf."""
-        a = np.abs(block) @ self.omega64 + self.bias_max
+        # a float32 product, enlarged by twice its own worst rounding error (no overflow below the guard)
+        a = (np.abs(block) @ self.omega32).astype(np.float64) * self.bound_slack + self.bias_max
         a[~(a <= _OVERFLOW_GUARD)] = np.inf
         return a
 
@@ -184,12 +185,6 @@ def _block_logits_numpy(plan: _Plan, block: np.ndarray):
     xt[width] = 1.0
     for ids, stacked, coef in plan.panels:
         yield ids, (stacked @ xt).reshape(plan.n_classes, len(ids), n_b), coef
-    with plan.one_thread():
-        yield from _group_logits(plan, xt)
-
-
-def _group_logits(plan, xt):
-    n_b = xt.shape[1]
     for ids, idx, wg, coef in plan.groups:
         # chunk by chunk, so that each gathered slab stays in cache (a batched gather is several times slower)
         logits = np.empty((len(ids), plan.n_classes, n_b), dtype=np.float32)
@@ -321,10 +316,17 @@ def chunk_accuracy(
     correct = np.zeros(len(uniq), dtype=np.int64)
     n_workers = _n_workers()
     rows = max(1, min(block_rows, plan.rows_cap))
-    # blocks are counted side by side, each with a one-thread BLAS; at most n_workers + 1 are held at a time
+    # Blocks are counted side by side by n_workers threads, each with a one-thread BLAS: the products are too
+    # small to split, and a multi-threaded BLAS spinning on them is many times slower, the more so when other
+    # processes share the cores. At most n_workers + 1 blocks are held at a time.
     with contextlib.ExitStack() as stack:
-        if n_workers > 1:
-            stack.enter_context(plan.one_thread())
+        stack.enter_context(plan.one_thread())
+        if n_workers == 1:
+            for start, block in iter_blocks(features, rows, np.float32, name):
+                correct += _block_counts(plan, block, labels[start : start + block.shape[0]])
+                if progress is not None:
+                    progress(block.shape[0])
+            return correct[index] / features.shape[0]
         pool = stack.enter_context(ThreadPoolExecutor(n_workers))
         pending = collections.deque()
         for start, block in iter_blocks(features, rows, np.float32, name):
