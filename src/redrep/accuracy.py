@@ -24,10 +24,11 @@ where ``A`` (one number per sample, over all ``W`` neurons) bounds the chunk's o
 for every class. The margin ``D = max_{c != y} L_c - L_y`` of the sample's label ``y`` is computed
 as ``D~ = fl(max_{c != y} L~_c - L~_y)``, so ``|D~ - D| <= 2 gamma_{w+2} A``, and rounding to
 float32 moves each logit by at most ``u A``. With ``T = (4 gamma_{w+3} + 4 u) A`` (a factor 2 to
-spare for the rounding of ``A`` and ``T`` themselves) plus ``4 (w+3) 2^-149`` for products and
-logits that underflow, ``D~ < -T`` proves that ``R_y`` exceeds every other rounded logit: a
-correct prediction; ``D~ > T`` proves that some ``R_c`` exceeds ``R_y``: a wrong one. Rows with
-``A > 2^100``, where a float32 partial sum might overflow, get ``T = inf`` and are decided exactly.
+spare for the rounding of ``A`` and ``T`` themselves) plus ``4 (w+3) 2^-126`` for products and
+logits that underflow (even where a BLAS flushes subnormal results to zero), ``D~ < -T`` proves
+that ``R_y`` exceeds every other rounded logit: a correct prediction; ``D~ > T`` proves that some
+``R_c`` exceeds ``R_y``: a wrong one. Rows with ``A > 2^100``, where a float32 partial sum might
+overflow, get ``T = inf`` and are decided exactly.
 
 The exact pass
 --------------
@@ -52,14 +53,14 @@ import numpy as np
 _U32 = 2.0**-24
 #: float64 unit roundoff.
 _U64 = 2.0**-53
-#: Smallest positive float32 (subnormal): each product that underflows errs by at most half of it.
-_TINY32 = 2.0**-149
+#: Smallest normal float32: a product or logit that underflows errs by less, even flushed to zero.
+_TINY32 = 2.0**-126
 #: Rows whose absolute-sum bound exceeds this may overflow in float32: decided exactly.
 _OVERFLOW_GUARD = 2.0**100
 #: Target size in bytes of one block of logits.
 _LOGIT_BLOCK_BYTES = 2 * 2**20
 #: Most class-by-chunk columns in one matrix product (bounds the stacked readouts with many classes).
-_PANEL_COLUMNS = 4096
+_PANEL_COLUMNS = 8192
 #: Chunks of at most W / _GATHER_DIVISOR neurons gather their rows; larger ones use a masked product with all W.
 _GATHER_DIVISOR = 4
 #: Most threads that count blocks side by side.
