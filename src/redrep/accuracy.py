@@ -171,11 +171,15 @@ def _certify(logits, labels, threshold):
     for c in range(1, n_classes):
         np.maximum(top, logits[c], out=top)
     top -= own  # D~: best other class minus the label's
-    sure_right = top < -threshold
-    sure_wrong = top > threshold
-    # NaN (from inf - inf) fails both tests and goes to the exact pass
-    undecided = np.nonzero(~(sure_right | sure_wrong))
-    return sure_right.sum(axis=1), undecided
+    right = (top < -threshold).sum(axis=1)
+    np.abs(top, out=top)
+    near = top <= threshold
+    guarded = np.isinf(threshold)
+    if guarded.any():  # only these rows may overflow (NaN from inf - inf): all their pairs are undecided
+        near[:, guarded] = True
+    if not near.any():
+        return right, (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+    return right, np.nonzero(near)
 
 
 def _block_logits_numpy(plan: _Plan, block: np.ndarray):
