@@ -377,7 +377,7 @@ def _count_correct_torch(features, labels, weight, bias, chunks, block_rows, nam
     torch.set_float32_matmul_precision("highest")
     try:
         correct = np.zeros(len(uniq), dtype=np.int64)
-        rows = max(64, min(block_rows, 8 * plan.rows_cap))
+        rows = max(64, min(block_rows, 128 * plan.rows_cap))  # a GPU wants larger blocks (256 MB of logits)
         for start, block in iter_blocks(features, rows, np.float32, name):
             lab = labels[start : start + block.shape[0]]
             xb = torch.from_numpy(block).to(dev)
