@@ -2,30 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from redrep.repset import RepresentationSet
-
-
-def random_set(seed=0, n_train=300, n_test=200, width=24, n_classes=4, latent=6, noise=0.5, offset=3.0):
-    """A set with low-dimensional structure plus noise, a least-squares readout and a mean offset."""
-    rng = np.random.default_rng(seed)
-    mix = rng.normal(size=(latent, width))
-    means = rng.normal(size=(n_classes, latent)) * 2
-
-    def sample(n):
-        y = rng.integers(0, n_classes, n)
-        z = means[y] + rng.normal(size=(n, latent))
-        return (z @ mix + noise * rng.normal(size=(n, width)) + offset).astype(np.float32), y
-
-    xtr, ytr = sample(n_train)
-    xte, yte = sample(n_test)
-    X = np.hstack([xtr, np.ones((n_train, 1), np.float32)]).astype(np.float64)
-    coef = np.linalg.lstsq(X, np.eye(n_classes)[ytr], rcond=None)[0]
-    return RepresentationSet.from_arrays(
-        xtr, xte, ytr, yte, coef[:-1].T.astype(np.float32), coef[-1].astype(np.float32), error_inf=0.05
-    )
+from repsets import random_set
 
 
 @pytest.fixture

@@ -35,6 +35,8 @@ class Route:
     reset : cut with a TCP reset instead of a clean close
     stall : seconds to wait, one entry per request, after the headers before the body
     ranges : honour ``Range: bytes=N-`` requests (206 / 416)
+    hang_after : body bytes sent on every request before the server stops sending (and holds the connection)
+    hang : seconds it then holds the connection open, silent
     """
 
     body: bytes = b""
@@ -46,6 +48,8 @@ class Route:
     stall: list = field(default_factory=list)
     ranges: bool = True
     send_length: bool = True
+    hang_after: int | None = None
+    hang: float = 5.0
 
 
 @dataclass
@@ -96,6 +100,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         if stall:
             time.sleep(stall)
+        if route.hang_after is not None:
+            self.wfile.write(body[: route.hang_after])
+            self.wfile.flush()
+            time.sleep(route.hang)
+            self.close_connection = True
+            return
         if drop is not None:
             self.wfile.write(body[:drop])
             self.wfile.flush()

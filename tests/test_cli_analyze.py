@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import random_set
 from redrep.cli import main
 from redrep.results import AUTHORS_RESULT_FILES, load_results
+from repsets import random_set
 from test_repset import arrays, write_authors
 
 
@@ -34,23 +34,27 @@ def test_analyze_native_set(native):
     assert r.exit_code == 0, r.output
     out = native / "results"
     sizes = [1, 2, 4, 8, 16]
+    # a set that is not the authors' gets neutral names only, one per metric computed
     for name in AUTHORS_RESULT_FILES.values():
-        arr = np.load(out / name)
+        assert not (out / name).exists()
+    for name in ("accuracy_train", "accuracy_test", "r2_test", "mean_corr_test", "mean_corr_outside_test"):
+        arr = np.load(out / f"{name}.npy")
         assert arr.shape == (2, 5)
         assert arr[0].tolist() == sizes
-    acc = np.load(out / "acc_chunk_c10_test_wr28_8.npy")[1]
+    acc = np.load(out / "accuracy_test.npy")[1]
     assert np.all((acc >= 0) & (acc <= 1))
-    r2 = np.load(out / "r2_c10_test_wr28_8.npy")[1]
+    r2 = np.load(out / "r2_test.npy")[1]
     assert r2[-1] == pytest.approx(1.0)
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 5 * 5  # 5 metric/split pairs x 5 sizes
+    assert len(rows) == 6 * 5  # 6 metric/split pairs x 5 sizes
     assert {(r["metric"], r["split"]) for r in rows} == {
         ("accuracy", "train"),
         ("accuracy", "test"),
         ("r2", "test"),
         ("mean_corr", "test"),
         ("mean_corr_outside", "test"),
+        ("r2_heldout", "test"),
     }
     acc_rows = [r for r in rows if r["metric"] == "accuracy" and r["split"] == "test"]
     np.testing.assert_allclose([float(r["mean"]) for r in acc_rows], acc)
@@ -66,7 +70,9 @@ def test_analyze_native_set(native):
 def test_analyze_is_reproducible_with_seed(native, tmp_path):
     run("analyze", "--repr", native, "--acc-rep", "4", "--r2-rep", "2", "--out", tmp_path / "a", "-q")
     run("analyze", "--repr", native, "--acc-rep", "4", "--r2-rep", "2", "--out", tmp_path / "b", "-q")
-    for name in AUTHORS_RESULT_FILES.values():
+    names = sorted(p.name for p in (tmp_path / "a").glob("*.npy"))
+    assert len(names) >= 5
+    for name in names:
         np.testing.assert_array_equal(np.load(tmp_path / "a" / name), np.load(tmp_path / "b" / name))
 
 
@@ -86,7 +92,7 @@ def test_authors_spellings_and_chunk_sizes(native, tmp_path):
         "-q",
     )
     assert r.exit_code == 0, r.output
-    assert np.load(tmp_path / "o" / "r2_c10_test_wr28_8.npy")[0].tolist() == [3, 5, 16]
+    assert np.load(tmp_path / "o" / "r2_test.npy")[0].tolist() == [3, 5, 16]
 
 
 def test_analyze_authors_layout_via_path(tmp_path):
@@ -98,6 +104,16 @@ def test_analyze_authors_layout_via_path(tmp_path):
     assert "results written to" in r.output
     doc = json.loads((tmp_path / "data" / "results" / "results.json").read_text())
     assert doc["error_inf"] == pytest.approx(0.1) and doc["input"]["meta"]["layout"] == "authors"
+    # the authors' set keeps the authors' names (their plotting script reads them) besides the neutral ones
+    out = tmp_path / "data" / "results"
+    for (metric, split), name in AUTHORS_RESULT_FILES.items():
+        np.testing.assert_array_equal(np.load(out / name), np.load(out / f"{metric}_{split}.npy"))
+    assert set(AUTHORS_RESULT_FILES.values()) == {
+        "acc_chunk_c10_train_wr28_8.npy",
+        "acc_chunk_c10_test_wr28_8.npy",
+        "r2_c10_test_wr28_8.npy",
+        "mean_corr_c10_test_wr28_8.npy",
+    }
 
 
 @pytest.mark.parametrize(

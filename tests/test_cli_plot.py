@@ -74,8 +74,14 @@ def test_plot_says_when_no_critical_chunk_size(tmp_path):
         ("bad_csv", [], "expected numbers in chunk_size"),
         ("no_r2", [], "expected rows for metric 'r2'"),
         ("ok", ["--format", "png,gif"], "--format: expected a comma-separated list of png, pdf, svg"),
-        ("ok", ["--r2-min", "2"], "r2_min: expected a number <= 1.0"),
-        ("ok", ["--train-error-max", "-1"], "train_error_max: expected a number >= 0.0"),
+        ("ok", ["--r2-min", "2"], "--r2-min: expected a number <= 1.0"),
+        ("ok", ["--train-error-max", "-1"], "--train-error-max: expected a number >= 0.0"),
+        ("ok", ["--min-chunk-size", "nan"], "--min-chunk-size: expected a finite number, found nan"),
+        ("ok", ["--min-chunk-size", "inf"], "--min-chunk-size: expected a finite number, found inf"),
+        ("ok", ["--min-chunk-size", "-2"], "--min-chunk-size: expected a number >= 0.0"),
+        ("ok", ["--r2-min", "nan"], "--r2-min: expected a finite number, found nan"),
+        ("ok", ["--train-error-max", "-inf"], "--train-error-max: expected a finite number, found -inf"),
+        ("ok", ["--name", "a/b"], "--name: expected a file name without folder"),
     ],
 )
 def test_plot_errors_are_one_line_exit_2(tmp_path, setup, args, message):

@@ -53,10 +53,10 @@ def test_help_imports_no_heavy_module(args):
 
 def test_help_lists_every_command_with_its_own_help():
     p, _ = loaded_by("--help")
-    for name in COMMAND_MODULES:
-        command = importlib.import_module(f"redrep.cli.{name}").command
+    for module in COMMAND_MODULES:
+        command = importlib.import_module(f"redrep.cli.{module}").command
         short = command.get_short_help_str(10_000).split("...")[0][:30]
-        assert f"  {name} " in p.stdout
+        assert f"  {module.replace('_', '-')} " in p.stdout  # commands spell a module's underscore as a hyphen
         assert short in " ".join(p.stdout.split())
 
 
@@ -71,8 +71,8 @@ def test_help_from_sources_matches_the_imported_commands():
     from click.testing import CliRunner
 
     lazy, loaded = RedrepGroup(name="redrep"), RedrepGroup(name="redrep")
-    for name in COMMAND_MODULES:
-        assert loaded.get_command(click.Context(loaded), name) is not None
+    for module in COMMAND_MODULES:
+        assert loaded.get_command(click.Context(loaded), module.replace("_", "-")) is not None
     assert not lazy.commands and len(loaded.commands) == len(COMMAND_MODULES)
     out_lazy, out_loaded = (CliRunner().invoke(g, ["--help"]).output for g in (lazy, loaded))
     assert "Commands:" in out_lazy

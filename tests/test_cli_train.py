@@ -121,6 +121,12 @@ def test_bad_configs_exit_2_with_one_line(tmp_path):
     _check_one_line_error(r, "expected image inputs")
     r = invoke("train", "--out", out, "--dataset", "synthetic", "--arch", "mlp", "--device", "tpu")
     _check_one_line_error(r, "device: expected one of auto, cpu, cuda")
+    # the library names its parameter, the command adds its flag where the spelling differs
+    r = invoke("train", "--out", out, "--dataset", "synthetic", "--arch", "mlp", "--weight-decay", "-1")
+    _check_one_line_error(r, "Error: weight_decay: expected a number >= 0.0, found -1.0 [--weight-decay]")
+    r = invoke("train", "--out", out, "--dataset", "synthetic", "--arch", "mlp", "--lr", "-1")
+    _check_one_line_error(r, "Error: lr: expected a number > 0, found -1.0")
+    assert r.stderr.endswith("found -1.0\n")  # the flag is spelled as the parameter: nothing added
     assert not out.exists()  # a bad config writes nothing
 
 

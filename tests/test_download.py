@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io as stdio
 import json
+import signal
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import procs
 import redrep.download as dl
 from localhttp import LocalServer, Route, closed_port
 from redrep.cli import main
@@ -304,7 +306,7 @@ def test_existing_folder_without_manifest_needs_force(fig, pub, tmp_path):
     target = tmp_path / AUTHORS_SUBDIR
     target.mkdir()
     (target / "mine.txt").write_text("keep me")
-    with pytest.raises(RedrepError, match="exists without manifest.json .* use --force to replace it"):
+    with pytest.raises(RedrepError, match="exists without manifest.json .* or force to replace it"):
         download_authors(fig.config(tmp_path), release=pub.release, progress=False)
     assert (target / "mine.txt").read_text() == "keep me"
     download_authors(fig.config(tmp_path, force=True), release=pub.release, progress=False)
@@ -482,7 +484,8 @@ def test_wrong_tensor_shape_is_refused(pub, tmp_path):
     z = tmp_path / "a.zip"
     z.write_bytes(pub.zip_bytes())
     cfg = DownloadConfig(path=tmp_path / "d", from_zip=z)
-    match = rf"a.zip: {name}: expected a tensor of shape \(10000, 512\) \(SPEC.md\), found \({N_TEST}, {WIDTH}\)"
+    match = rf"a.zip: {name}: expected a tensor of shape \(10000, 512\) \(docs/method.md#inputs\), "
+    match += rf"found \({N_TEST}, {WIDTH}\)"
     with pytest.raises(RedrepError, match=match):
         download_authors(cfg, release=replace(pub.release, files=files), progress=False)
     assert assert_nothing_installed(tmp_path / "d") == []
@@ -563,3 +566,89 @@ def test_sha256_of_installed_files_matches_fetch_helper(fig, pub, tmp_path):
         assert file_sha256(tmp_path / AUTHORS_SUBDIR / name) == entry["sha256"]
     assert doc["source"] == {"method": "files", "url": fig.files_url}
     assert doc["config"]["files_url"] == fig.files_url
+
+
+# ---------------------------------------------------------- bounds and safety
+def _release_with_unknown_sizes(pub, approx=None):
+    """The test set's table as the package has it: no exact sizes or md5s, estimates only."""
+    return replace(
+        pub.release,
+        files=tuple(replace(f, size=None, md5=None, approx_size=approx or f.approx_size) for f in pub.release.files),
+    )
+
+
+def test_zip_member_larger_than_it_can_be_is_refused_unread(pub, tmp_path, monkeypatch):
+    monkeypatch.setattr(dl, "SIZE_SLACK", 1000)
+    release = _release_with_unknown_sizes(pub)
+    name = AUTHORS_FILES["features_train"]
+    limit = next(f.max_size for f in release.files if f.name == name)
+    bomb = b"\0" * (50 * limit)  # compresses to almost nothing
+    buf = stdio.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for n, data in pub.files.items():
+            zf.writestr(n, bomb if n == name else data)
+    z = tmp_path / "a.zip"
+    z.write_bytes(buf.getvalue())
+    assert z.stat().st_size < limit
+    with pytest.raises(RedrepError, match=rf"{name}: {len(bomb)} bytes uncompressed, more than the {limit} bytes"):
+        check_zip(z, release)
+    monkeypatch.setattr(dl, "AUTHORS_RELEASE", release)
+    res = run(["download", "--path", str(tmp_path / "d"), "--from-zip", str(z), "-q"])
+    assert res.exit_code == 2 and f"more than the {limit} bytes it can be" in res.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_extraction_counts_bytes_whatever_the_header_says(pub, tmp_path):
+    name = AUTHORS_FILES["weight"]
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+        zf.writestr(name, pub.files[name])
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        with pytest.raises(RedrepError, match=rf"a.zip: {name}: expands past 100 bytes, more than it can be"):
+            dl._extract_member(zf, name, tmp_path / "out", tmp_path / "a.zip", 100)
+
+
+def test_endless_zip_body_is_cut_at_the_bound_and_deleted(srv, pub, tmp_path, monkeypatch):
+    monkeypatch.setattr(dl, "SIZE_SLACK", 1000)
+    release = _release_with_unknown_sizes(pub)
+    monkeypatch.setattr(dl, "AUTHORS_RELEASE", release)
+    srv.routes["/big.zip"] = Route(body=b"PK" * (2 * release.max_zip_size()), send_length=False)
+    res = run(["download", "--path", str(tmp_path), "--url", srv.url("/big.zip"), "--retries", "0", "-q"])
+    assert res.exit_code == 2
+    assert f"the body goes past {release.max_zip_size()} bytes" in res.output and res.output.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no .part kept "to resume"
+
+
+def test_killed_extraction_is_cleaned_by_the_next_run(patched, tmp_path):
+    z = tmp_path / "by_hand.zip"
+    z.write_bytes(patched.zip_bytes())
+    data = tmp_path / "d"
+    r = procs.redrep("download", "--path", data, "--from-zip", z, "-q", REDREP_CRASH_AT="download:extracted")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    stale = [p.name for p in data.iterdir() if p.name.startswith(f".{AUTHORS_SUBDIR}.") and p.name.endswith(".tmp")]
+    assert len(stale) == 1 and not (data / AUTHORS_SUBDIR).exists()
+    res = run(["download", "--path", str(data), "--from-zip", str(z), "-q"])
+    assert res.exit_code == 0, res.output
+    assert_installed(data, patched)  # nothing beside the set: the killed run's folder is gone
+
+
+def test_concurrent_download_exits_2_naming_the_first(patched, tmp_path):
+    z = tmp_path / "by_hand.zip"
+    z.write_bytes(patched.zip_bytes())
+    with procs.lock_holder(tmp_path / "d" / AUTHORS_SUBDIR, what="download") as holder:
+        res = run(["download", "--path", str(tmp_path / "d"), "--from-zip", str(z), "-q"])
+    assert res.exit_code == 2
+    assert f"locked by another download (pid {holder.pid} on " in res.output and res.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:70000/x", "http:///x.zip"])
+def test_malformed_url_is_one_line(tmp_path, url):
+    res = run(["download", "--path", str(tmp_path / "d"), "--url", url])
+    assert res.exit_code == 2 and res.output.startswith(f"Error: url: {url}: expected ") and res.output.count("\n") == 1
+    assert not (tmp_path / "d").exists()
+
+
+def test_deeply_nested_manifest_is_a_problem_not_a_crash(fig, pub, tmp_path):
+    download_authors(fig.config(tmp_path), release=pub.release, progress=False)
+    (tmp_path / AUTHORS_SUBDIR / MANIFEST_NAME).write_text("[" * 100000 + "]" * 100000)
+    problems = verify_manifest(tmp_path / AUTHORS_SUBDIR, pub.release)
+    assert len(problems) == 1 and problems[0].startswith(f"{MANIFEST_NAME} unreadable (RecursionError")

@@ -3,12 +3,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from torch import nn
 
+from redrep.cli import main
 from redrep.extract import extract_features, extract_representations, extract_run, find_readout
 from redrep.models import MODELS, create_model
 from redrep.repset import RepresentationSet
-from redrep.train import TrainConfig, train
+from redrep.train import TrainConfig, load_checkpoint, train
 from redrep.validation import RedrepError
 
 ARCH_OPTS = {
@@ -145,7 +147,7 @@ def test_extract_an_earlier_epoch_and_errors(mlp_run, tmp_path):
     assert path == run / "representations_epoch_0002" and rs.meta["epoch"] == 2
     path3, _ = extract_run(run, epoch=3, out=tmp_path / "e3", progress=False)  # the last epoch by number
     assert json.loads((path3 / "meta.json").read_text())["meta"]["epoch"] == 3
-    with pytest.raises(RedrepError, match=r"no checkpoint of epoch 4 \(expected one of the kept epochs: 1, 2, 3"):
+    with pytest.raises(RedrepError, match=r"no checkpoint of epoch 4 \(expected one of the kept epochs: 0, 1, 2, 3"):
         extract_run(run, epoch=4, progress=False)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "a.txt").write_text("keep")
@@ -154,3 +156,17 @@ def test_extract_an_earlier_epoch_and_errors(mlp_run, tmp_path):
     assert (tmp_path / "mine" / "a.txt").read_text() == "keep"
     with pytest.raises(RedrepError, match=r"expected a run directory holding config.json"):
         extract_run(tmp_path, progress=False)
+
+
+def test_extract_epoch_0_is_the_network_at_initialization(mlp_run):
+    run, _ = mlp_run
+    r = CliRunner().invoke(main, ["extract", str(run), "--epoch", "0", "--device", "cpu", "-q"])
+    assert r.exit_code == 0, r.output
+    rs = RepresentationSet.load(run / "representations_epoch_0000")
+    assert rs.meta["epoch"] == 0
+    ck = load_checkpoint(run / "checkpoints" / "epoch_0000.pt")
+    np.testing.assert_array_equal(rs.weight, ck["model"]["fc.weight"].numpy())
+    logits = np.asarray(rs.features_test) @ rs.weight.T + rs.bias
+    assert np.mean(logits.argmax(1) == rs.labels_test) == pytest.approx(rs.meta["test_accuracy"])
+    r = CliRunner().invoke(main, ["extract", str(run), "--epoch", "-1", "-q"])
+    assert r.exit_code == 2 and "epoch: expected an integer >= 0, found -1" in r.output

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -272,3 +275,71 @@ def test_progress_bar_goes_to_stderr(srv, tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "thing" in captured.err
+
+
+# ------------------------------------------------------------ bounded attempts
+def test_stalling_server_that_restarts_the_file_is_given_up(srv, tmp_path):
+    """200 to every request (no resume), two bytes, then silence: no attempt is progress, so retries bound it."""
+    srv.routes["/a.bin"] = Route(body=payload(20), ranges=False, hang_after=2, hang=3.0)
+    outcome = []
+
+    def attempt():
+        try:
+            download_file(srv.url("/a.bin"), tmp_path / "a.bin", **{**FAST, "retries": 1, "timeout": (2.0, 0.3)})
+        except RedrepError as exc:
+            outcome.append(exc)
+
+    t0 = time.monotonic()
+    worker = threading.Thread(target=attempt, daemon=True)  # a daemon: an endless retry loop fails, not hangs
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), f"still retrying after {len(srv.hits('/a.bin'))} requests"
+    assert len(outcome) == 1
+    assert re.match(r".*/a.bin: connection lost after 2 bytes \(timed out\) \(2 attempts in a row", str(outcome[0]))
+    assert len(srv.hits("/a.bin")) == 2
+    assert [h.status for h in srv.hits("/a.bin")] == [200, 200] and srv.hits("/a.bin")[1].range == "bytes=2-"
+    assert time.monotonic() - t0 < 20  # a bound, not a speed test: without one it never ends
+
+
+def test_progress_is_capped_in_total_attempts(srv, tmp_path):
+    data = payload(21)
+    srv.routes["/a.bin"] = Route(body=data, drop_after=[1000] * 10)
+    with pytest.raises(RedrepError, match=r"connection closed after 3000 of 300000 bytes \(3 attempts in all; 3000"):
+        download_file(srv.url("/a.bin"), tmp_path / "a.bin", **{**FAST, "max_attempts": 3})
+    assert len(srv.hits("/a.bin")) == 3
+
+
+# ---------------------------------------------------------------- size bounds
+@pytest.mark.parametrize("send_length", [True, False])
+def test_body_larger_than_the_bound_is_deleted(srv, tmp_path, send_length):
+    srv.routes["/a.bin"] = Route(body=payload(22, 3_000_000), send_length=send_length)
+    dest = tmp_path / "a.bin"
+    what = "announces 3000000 bytes" if send_length else "body goes past 100000 bytes"
+    with pytest.raises(RedrepError, match=rf"/a.bin: the (server )?{what}, more than .*expected at most 100000 bytes"):
+        download_file(srv.url("/a.bin"), dest, max_bytes=100_000, **FAST)
+    assert not dest.exists() and not part_path(dest).exists()
+    assert len(srv.hits("/a.bin")) == 1  # refused, not retried
+
+
+def test_known_size_bounds_the_body(srv, tmp_path):
+    data = payload(23)
+    srv.routes["/a.bin"] = Route(body=data + data, send_length=False)
+    with pytest.raises(RedrepError, match=r"the body goes past 300000 bytes, .*expected exactly 300000 bytes"):
+        download_file(srv.url("/a.bin"), tmp_path / "a.bin", size=len(data), max_bytes=10**9, **FAST)
+    assert not part_path(tmp_path / "a.bin").exists()
+    srv.routes["/b.bin"] = Route(body=data)  # within the bound: fine
+    assert download_file(srv.url("/b.bin"), tmp_path / "b.bin", max_bytes=len(data), **FAST).read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    "url, match",
+    [
+        ("http://[::1", r"expected a valid URL \(Invalid IPv6 URL\)"),
+        ("http://127.0.0.1:99999/a", r"expected a valid URL \(Port out of range"),
+        ("http:///a.bin", r"expected an http\(s\):// URL with a host name"),
+        ("ftp://x/a", r"expected an http\(s\):// or file:// URL"),
+    ],
+)
+def test_malformed_urls(tmp_path, url, match):
+    with pytest.raises(RedrepError, match=rf"^{re.escape(url)}: {match}"):
+        download_file(url, tmp_path / "a.bin", **FAST)

@@ -119,7 +119,7 @@ def test_registry_names_and_defaults():
         ("densenet40", (3, 32, 32), {"widening_factor": -1}, r"widening_factor: expected a number > 0"),
         ("wide_resnet16", (3, 32, 32), {"width": 64}, r"width: not an option of arch wide_resnet16"),
         ("mlp", (10,), {"widening_factor": 2}, r"widening_factor: not an option of arch mlp"),
-        ("wide_resnet16", (40,), {}, r"arch wide_resnet16: expected image inputs .*\(use --arch mlp"),
+        ("wide_resnet16", (40,), {}, r"arch wide_resnet16: expected image inputs .*\(use arch mlp"),
     ],
 )
 def test_create_model_errors(name, shape, opts, match):

@@ -67,7 +67,7 @@ def test_three_panels_scales_and_points(tmp_path):
     np.testing.assert_allclose(tr.get_ydata(), c["train_err"], atol=1e-15)
     # (c): R^2 on a log x axis, both mean-correlation variants on the twin right axis
     assert ax_c.get_xscale() == "log" and ax_c.get_yscale() == "linear"
-    np.testing.assert_allclose(_line(ax_c, "$R^2$ (left)").get_ydata(), c["r2"])
+    np.testing.assert_allclose(_line(ax_c, "R² (left)").get_ydata(), c["r2"])
     twin = [ax for ax in fig.axes[3:] if ax.get_shared_x_axes().joined(ax, ax_c)]
     assert len(twin) == 1
     assert len(_line(twin[0], "all pairs").get_xdata()) == c["sizes"].size
@@ -150,10 +150,10 @@ def test_save_figure_bad_format_leaves_existing_files(tmp_path):
     fig.subplots()
     old = tmp_path / f"{DEFAULT_STEM}.png"
     old.write_bytes(b"old")
-    with pytest.raises(RedrepError, match=r"--format: expected a comma-separated list of png, pdf, svg"):
+    with pytest.raises(RedrepError, match=r"^formats: expected a comma-separated list of png, pdf, svg"):
         save_figure(fig, tmp_path, formats="png,jpg")
     assert old.read_bytes() == b"old"
-    with pytest.raises(RedrepError, match="--name: expected a file name"):
+    with pytest.raises(RedrepError, match="^stem: expected a file name"):
         save_figure(fig, tmp_path, stem="a/b")
     assert sorted(x.name for x in tmp_path.iterdir()) == [old.name]
 
@@ -162,8 +162,10 @@ def test_check_formats():
     assert check_formats("PNG, .svg,png") == ("png", "svg")
     assert check_formats(["pdf"]) == ("pdf",)
     for bad in ("", "gif", ",,"):
-        with pytest.raises(RedrepError, match="--format"):
+        with pytest.raises(RedrepError, match="^formats: expected"):
             check_formats(bad)
+    with pytest.raises(RedrepError, match="^--format: expected"):
+        check_formats("gif", name="--format")
 
 
 def test_plots_module_stays_headless():

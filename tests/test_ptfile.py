@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import pickle
+import zipfile
+
 import numpy as np
 import pytest
 import torch
 
-from redrep.ptfile import PtFormatError, load_pt
+from redrep.ptfile import PtCorruptError, PtFormatError, load_pt
 from redrep.repset import _load_pt
 from redrep.validation import RedrepError
 
@@ -72,3 +76,52 @@ def test_corrupt_file_is_one_line_error(tmp_path):
     (tmp_path / "t.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(RedrepError, match=r"t.pt: expected a torch tensor file, could not read it"):
         _load_pt(tmp_path / "t.pt")
+
+
+# ------------------------------------------------------------- crafted files
+_VIEW_7x5 = b"K\x00K\x07K\x05\x86q\x06K\x05K\x01\x86q\x07"  # offset 0, size (7, 5), stride (5, 1) in data.pkl
+
+
+def _ints(*values) -> bytes:
+    return b"".join(pickle.dumps(v, 2)[2:-1] for v in values)  # ints are never memoized
+
+
+def crafted(path, offset=0, size=(7, 5), stride=(5, 1)):
+    """A torch.save file of a 7 x 5 float tensor whose pickled view says ``offset``, ``size``, ``stride``."""
+    buf = io.BytesIO()
+    torch.save(torch.randn(7, 5), buf)
+    view = _ints(offset) + _ints(*size) + b"\x86q\x06" + _ints(*stride) + b"\x86q\x07"
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as src, zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("data.pkl"):
+                assert data.count(_VIEW_7x5) == 1
+                data = data.replace(_VIEW_7x5, view)
+            dst.writestr(info.filename, data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kw, why",
+    [
+        (dict(size=(-7, 5)), r"negative size \(-7, 5\)"),
+        (dict(size=(2**40, 2**40), stride=(0, 0)), r"size \(1099511627776, 1099511627776\) is too large"),
+        (dict(size=(2**70, 5)), r"is too large"),
+        (dict(stride=(-5, 1)), r"negative stride"),
+        (dict(offset=-1), r"negative stride \(5, 1\) or offset -1"),
+        (dict(offset=2**63), r"reaches outside its storage of 35 elements"),
+        (dict(size=(8, 5)), r"reaches outside its storage of 35 elements"),
+    ],
+)
+def test_impossible_views_are_one_line_errors(tmp_path, kw, why):
+    f = crafted(tmp_path / "t.pt", **kw)
+    with pytest.raises(PtCorruptError, match=why):
+        load_pt(f)
+    # through the set loader: a RedrepError naming the file, never a traceback nor a fallback to torch.load
+    with pytest.raises(RedrepError, match=rf"^{f}: expected a torch tensor file, found a damaged one \("):
+        _load_pt(f)
+
+
+def test_the_crafting_itself_is_faithful(tmp_path):
+    f = crafted(tmp_path / "t.pt", size=(5, 7), stride=(1, 5))  # a legal view: the transpose
+    np.testing.assert_array_equal(load_pt(f), torch.load(f, weights_only=True).numpy())

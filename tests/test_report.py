@@ -156,3 +156,80 @@ def test_report_bad_figure_and_atomic_write(tmp_path):
 )
 def test_fmt_number(value, text):
     assert fmt_number(value) == text
+
+
+def test_render_page_uses_the_one_layout_and_escapes(tmp_path):
+    from markupsafe import Markup
+
+    from redrep.report import render_page
+
+    text = render_page("base.html", title="T <&>", subtitle="s <b>")
+    page = _parse(text)
+    assert "<title>T &lt;&amp;&gt;</title>" in text and "s &lt;b&gt;" in text
+    assert text.count("<style>") == 1 and "font-family" in text  # style.css inlined, once
+    assert "script" not in page.tags and "link" not in page.tags and "http" not in text
+    # every page extends the same layout: the report carries the same stylesheet
+    res = _results(tmp_path)
+    report = render_report(res, figures=[], lead_sections=[("Lead", Markup("<p id='x'>x</p>"))])
+    style = text[text.index("<style>") : text.index("</style>")]
+    assert style in report
+    assert report.index("<p id='x'>x</p>") < report.index('id="summary"')
+    with pytest.raises(
+        RedrepError, match=r"^base.html: expected every value the page uses, found 'title' is undefined"
+    ):
+        render_page("base.html")
+    # the filters pages use
+    from redrep.report import _environment
+
+    env = _environment()
+    assert env.from_string("{{ 0.123456 | num(2) }} {{ 'a<b' | num }} {{ none | num }}").render() == "0.12 a&lt;b n/a"
+    fig = Figure(figsize=(1, 1))
+    fig.subplots()
+    assert env.from_string("{{ f | data_uri }}").render(f=fig).startswith("data:image/png;base64,")
+    with pytest.raises(RedrepError, match=r"^template: expected a file of redrep/templates/, found no 'nope.html'"):
+        render_page("nope.html", title="x")
+
+
+def test_sweep_report_tables_and_order(tmp_path):
+    from redrep.report import RUN_COLUMNS, write_sweep_report
+
+    res = _results(tmp_path)
+    table = [
+        {
+            "width": w,
+            "full_test_mean": 0.1 / w,
+            "full_test_sem": 0.001,
+            "chunk_test_mean": 0.2 / w,
+            "chunk_test_sem": float("nan"),
+            "full_train_mean": 0.0,
+            "full_train_sem": 0.0,
+            "chunk_train_mean": 0.01,
+            "chunk_train_sem": 0.002,
+            "full_n": 3,
+        }
+        for w in (16, 32)
+    ]
+    runs = [{"width": 16, "seed": 0, "test_error": 0.25, "train_error": 0.0, "epochs": 5, "seconds": 1.5}]
+    out = write_sweep_report(
+        res,
+        tmp_path / "s" / "report.html",
+        sweep_reading=["Wider <is> better."],
+        width_table=table,
+        widest=32,
+        runs=runs,
+        config={"widths": [16, 32], "dataset": "toy"},
+        figures=[],
+        lead_sections=[("Clones across widths", "<p id='clones'>c</p>")],
+        title="sweep & co",
+    )
+    text = out.read_text(encoding="utf-8")
+    page = _parse(text)
+    assert "<title>sweep &amp; co</title>" in text and "Wider &lt;is&gt; better." in text
+    order = ["What the sweep shows", "Full networks against", "id='clones'", 'id="summary"', 'id="runs"', 'id="config"']
+    assert [text.index(k) for k in order] == sorted(text.index(k) for k in order)
+    width = next(t for t in page.tables if t[0][0] == "W")
+    assert width[1] == ["16", "0.00625 ± 0.001", "0.0125", "0 ± 0", "0.01 ± 0.002", "3"]
+    runs_t = next(t for t in page.tables if t[0] == list(RUN_COLUMNS))
+    assert runs_t[1] == ["16", "0", "0.25", "0", "n/a", "5", "1.5"]
+    config = next(t for t in page.tables if t[0] == ["setting", "value"])
+    assert config[1:] == [["widths", "[16, 32]"], ["dataset", "toy"]]

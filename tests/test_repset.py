@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import random_set
 from redrep.repset import (
     AUTHORS_ENSEMBLE_FILE,
     AUTHORS_FILES,
@@ -18,6 +17,7 @@ from redrep.repset import (
     update_meta,
 )
 from redrep.validation import RedrepError
+from repsets import random_set
 
 
 def arrays(n_train=20, n_test=10, width=6, n_classes=3, seed=0):
@@ -226,4 +226,12 @@ def test_meta_json_that_is_not_an_object_or_has_null_meta(tmp_path):
         RepresentationSet.load(tmp_path / "s")
     (tmp_path / "s" / "meta.json").write_text("[1]")
     with pytest.raises(RedrepError, match=r"meta.json: expected a JSON object, found a JSON list"):
+        RepresentationSet.load(tmp_path / "s")
+
+
+def test_deeply_nested_meta_json_is_one_line(tmp_path):
+    random_set(0, width=4, n_train=20, n_test=10).save(tmp_path / "s")
+    meta = tmp_path / "s" / "meta.json"
+    meta.write_text('{"meta": ' + "[" * 200000 + "]" * 200000 + "}")
+    with pytest.raises(RedrepError, match=rf"^{meta}: expected a JSON object, found JSON nested too deeply to read$"):
         RepresentationSet.load(tmp_path / "s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -13,26 +14,18 @@ import redrep.sweep as sweep_mod
 from redrep.cli import main
 from redrep.plots import width_figure
 from redrep.sweep import SweepConfig, run_name, run_sweep, sweep_reading, width_table
+from redrep.train import TrainConfig
 from redrep.validation import RedrepError
+
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
 
 def tiny(**kw):
-    base = dict(
-        dataset="synthetic",
-        arch="mlp",
-        depth=2,
-        widths=(8, 16),
-        seeds=2,
-        epochs=3,
-        lr=0.05,
-        acc_rep=4,
-        r2_rep=3,
-        data_dir=None,
-        jobs=1,
-        progress=False,
-    )
+    train = dict(dataset="synthetic", arch="mlp", depth=2, epochs=3, lr=0.05, data_dir=None, checkpoint_epochs=())
+    train.update({k: kw.pop(k) for k in list(kw) if k in TRAIN_FIELDS})
+    base = dict(widths=(8, 16), seeds=2, acc_rep=4, r2_rep=3, jobs=1, progress=False)
     base.update(kw)
-    return SweepConfig(**base)
+    return SweepConfig(train=TrainConfig(**train), **base)
 
 
 @pytest.fixture(scope="module")
@@ -106,21 +99,21 @@ def test_error_inf_is_stored_in_the_widest_sets(finished):
 
 
 def test_interrupted_sweep_resumes_without_retraining(tmp_path, monkeypatch):
-    real = sweep_mod._train_and_extract
+    real = sweep_mod.train_and_extract
     calls = []
 
-    def flaky(*args):
-        calls.append(args[1:3])
+    def flaky(task, **kw):
+        calls.append((task.width, task.seed))
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(*args)
+        return real(task, **kw)
 
-    monkeypatch.setattr(sweep_mod, "_train_and_extract", flaky)
+    monkeypatch.setattr(sweep_mod, "train_and_extract", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(tiny(), tmp_path / "s", log=lambda _m: None)
     done = [(w, s) for w, s in calls[:2]]
     stamps = {d: (tmp_path / "s" / "runs" / run_name(*d) / "checkpoints").stat().st_mtime_ns for d in done}
-    monkeypatch.setattr(sweep_mod, "_train_and_extract", real)
+    monkeypatch.setattr(sweep_mod, "train_and_extract", real)
     result = run_sweep(tiny(), tmp_path / "s", log=lambda _m: None)
     by = {(r["width"], r["seed"]): r for r in result.runs}
     for d in done:
@@ -227,3 +220,153 @@ def test_reading_says_when_the_decay_is_not_resolved():
     assert "not resolved at this budget (fitted exponent 0.05 ± 1.03" in loose
     tight = " ".join(sweep_reading(t, 0.05, {"w_c_star": 8, "exponent": -0.48, "exponent_se": 0.05}, 16))
     assert "decays like w_c^(-0.48 ± 0.05)" in tight
+
+
+# ------------------------------------------------------------ stages, state and errors
+def test_plan_has_one_task_per_run_with_its_config(tmp_path):
+    cfg = tiny(widths=(16, 8), seeds=3).validated()
+    tasks = sweep_mod.plan_sweep(cfg, tmp_path)
+    assert [(t.width, t.seed) for t in tasks] == [(16, 0), (16, 1), (16, 2), (8, 0), (8, 1), (8, 2)]
+    for t in tasks:
+        assert t.name == run_name(t.width, t.seed) and t.run_dir == str(tmp_path / "runs" / t.name)
+        tc = TrainConfig.from_dict(t.train_config)
+        assert (tc.width, tc.seed, tc.depth, tc.epochs, tc.checkpoint_epochs) == (t.width, t.seed, 2, 3, ())
+
+
+def test_demo_config_states_only_what_differs():
+    full, quick = sweep_mod.demo_config(jobs=1), sweep_mod.demo_config(quick=True, jobs=1)
+    assert full.train == replace(SweepConfig().train, data_dir="data") and full.widths == SweepConfig().widths
+    assert (quick.train.epochs, quick.widths, quick.seeds) == (30, (16, 32, 64, 128), 2)
+
+
+def test_sweep_json_round_trip_and_version(finished):
+    out, _ = finished
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["version"] == sweep_mod.SWEEP_VERSION
+    assert SweepConfig.from_dict(doc["config"]) == tiny().validated()
+
+
+def test_old_sweep_layout_is_refused(tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"config": {"dataset": "synthetic"}, "status": "done"}))
+    with pytest.raises(
+        RedrepError, match=r"expected a redrep sweep of layout version 2, found version none.*new folder"
+    ):
+        run_sweep(tiny(), out, log=lambda _m: None)
+    r = CliRunner().invoke(main, ["sweep-status", str(out)])
+    assert r.exit_code == 2 and "layout version 2, found version none" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_sweep_status_of_a_local_sweep(finished, tmp_path):
+    out, _ = finished
+    r = CliRunner().invoke(main, ["sweep-status", str(out)])
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.output.splitlines() if x.startswith("w")]
+    assert [x.split()[:2] for x in lines] == [[run_name(w, s), "finished"] for w in (8, 16) for s in (0, 1)]
+    assert all(x.endswith("job -  log -") for x in lines)  # local runs: no job id, and no error log
+    assert "4 finished; sweep done" in r.output
+    r = CliRunner().invoke(main, ["sweep-status", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "expected a redrep sweep folder (with sweep.json), found none" in r.stderr
+
+
+def test_a_failing_local_run_is_reported_and_left_out(tmp_path):
+    out = tmp_path / "s"
+    bad = out / "runs" / run_name(8, 1)
+    bad.mkdir(parents=True)
+    (bad / "notes.txt").write_text("not a run")
+    lines = []
+    with pytest.raises(RedrepError, match=r"1 runs failed \(w00008_s1\): the report at .* leaves them out"):
+        run_sweep(tiny(), out, log=lines.append)
+    line = next(x for x in lines if "w00008_s1" in x)
+    assert "failed (" in line and "found other files" in line and f"log {bad / 'error.log'}" in line
+    assert "found other files" in (bad / "error.log").read_text()
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["status"] == "partial" and doc["missing"] == ["w00008_s1"] and len(doc["runs"]) == 3
+    assert "Left out because they did not finish: w00008_s1." in doc["reading"]
+    # the run is fixed; the re-run trains only it
+    (bad / "notes.txt").unlink()
+    (bad / "error.log").unlink()
+    result = run_sweep(tiny(), out, log=lines.append)
+    assert [r["run"] for r in result.runs if r["trained_now"]] == ["w00008_s1"] and result.missing == []
+
+
+def test_collect_refuses_a_width_without_finished_run():
+    from redrep.executors import FAILED, FINISHED, MISSING, RunStatus
+
+    cfg = tiny(widths=(8, 16, 32)).validated()
+    st = {run_name(w, s): RunStatus(FINISHED) for w in (8, 16, 32) for s in (0, 1)}
+    sweep_mod.check_collectable(cfg, st)  # all there
+    st[run_name(16, 0)] = RunStatus(FAILED, "cancelled")
+    sweep_mod.check_collectable(cfg, st)  # W = 16 still has seed 1
+    st[run_name(16, 1)] = RunStatus(MISSING)
+    with pytest.raises(
+        RedrepError, match=r"no finished run at W = 16 \(w00016_s0 failed, w00016_s1 missing\); re-run the same"
+    ):
+        sweep_mod.check_collectable(cfg, st)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--executor", "slurm", "--slurm-param", "account"], "slurm_param: expected KEY=VALUE, found 'account'"),
+        (["--executor", "slurm", "--slurm-time", "0"], "Invalid value for --slurm-time: expected an integer >= 1"),
+        (["--executor", "slurm", "--max-parallel", "0"], "Invalid value for --max-parallel"),
+        (["--executor", "pbs"], "Invalid value for '--executor'"),
+        (
+            ["--slurm-gpus", "1", "--max-parallel", "2"],
+            "--slurm-gpus, --max-parallel given, expected with --executor slurm",
+        ),
+        (["--wait-timeout", "-1"], "Invalid value for --wait-timeout: expected minutes > 0, found -1"),
+        (["--device", "cuda:7"], "device: expected "),
+        (["--device", "tpu"], "device: expected one of auto, cpu, cuda or cuda:N, found 'tpu'"),
+    ],
+)
+def test_sweep_cli_executor_errors_exit_2(tmp_path, args, message):
+    base = ["sweep", "--dataset", "synthetic", "--widths", "8,16", "--seeds", "1", "--out", str(tmp_path / "s")]
+    r = CliRunner().invoke(main, base + args)
+    assert r.exit_code == 2 and message in r.stderr, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "s").exists()
+
+
+def test_slurm_without_sbatch_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    base = ["sweep", "--dataset", "synthetic", "--widths", "8,16", "--seeds", "1", "--out", str(tmp_path / "s")]
+    r = CliRunner().invoke(main, base + ["--executor", "slurm", "--epochs", "1"])
+    assert r.exit_code == 2 and "executor: slurm needs SLURM's sbatch on PATH, found none" in r.stderr
+    assert not (tmp_path / "s" / "runs").exists()
+
+
+def test_slurm_params_go_to_submitit(tmp_path):
+    from redrep.executors import SlurmExecutor, SlurmOptions, parse_slurm_params
+
+    assert parse_slurm_params(["account=abc", "qos = high", "nice=10", "exclusive="]) == {
+        "account": "abc",
+        "qos": "high",
+        "nice": 10,
+        "exclusive": "",
+    }
+    if __import__("shutil").which("sbatch") is None:
+        pytest.skip("submitit checks for sbatch before building a script")
+    opts = SlurmOptions(partition="gpu", time_min=90, gpus=None, cpus=8, mem_gb=32, max_parallel=3)
+    opts.params = {"account": "abc", "reservation": "r1"}
+    ex = SlurmExecutor(tmp_path, opts, arch="wide_resnet28")._executor()
+    p = ex.parameters
+    assert (p["partition"], p["time"], p["cpus_per_task"], p["gpus_per_node"], p["mem"]) == ("gpu", 90, 8, 1, "32GB")
+    # a parameter submitit knows goes through update_parameters, any other sbatch option as an additional one
+    assert p["array_parallelism"] == 3 and p["account"] == "abc" and p["additional_parameters"] == {"reservation": "r1"}
+    mlp = SlurmExecutor(tmp_path, SlurmOptions(), arch="mlp")._executor()
+    assert "gpus_per_node" not in mlp.parameters  # the mlp asks for no GPU
+
+
+def test_slurm_that_does_not_answer_is_not_a_lost_job(tmp_path, monkeypatch):
+    from redrep.executors import QUEUED, SlurmExecutor, SlurmOptions
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither sacct nor squeue: SLURM does not answer
+    ex = SlurmExecutor(tmp_path, SlurmOptions(lost_after_s=0.5, poll_s=0.1))
+    handles = {"w00008_s0": {"job_id": "12_0", "log": "l", "submitted": 0.0}}
+    st = ex.status(handles)["w00008_s0"]
+    assert st.state == QUEUED and st.detail == "state unknown: sacct and squeue do not answer"  # never resubmitted
+    with pytest.raises(RedrepError, match=r"SLURM has not answered \(sacct, squeue\) for 0 s; the jobs may still run"):
+        ex.wait(handles, timeout=30)

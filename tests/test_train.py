@@ -1,15 +1,16 @@
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
-import sys
-import time
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
+import procs
 import redrep.train as tr
 from redrep.train import (
     SPEC_CHECKPOINT_EPOCHS,
@@ -57,7 +58,7 @@ def test_device_and_amp_resolution(monkeypatch):
     assert autocast_context(torch.device("cpu"), None) is contextlib.nullcontext
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
-    with pytest.raises(RedrepError, match=r"device: expected a CUDA device for 'cuda', found none"):
+    with pytest.raises(RedrepError, match=r"device: expected a CUDA GPU for 'cuda', found none"):
         resolve_device("cuda")
     with pytest.raises(RedrepError, match=r"amp: mixed precision needs a CUDA device, found cpu"):
         resolve_amp(True, torch.device("cpu"))
@@ -92,7 +93,7 @@ def test_config_defaults_are_the_authors_recipe():
         ({"label_smoothing": 1.5}, r"label_smoothing: expected a number <= 0.999"),
         ({"dataset": "mnist"}, r"dataset: expected one of .*found 'mnist'"),
         ({"device": "gpu"}, r"device: expected one of auto, cpu, cuda"),
-        ({"checkpoint_epochs": (0,)}, r"checkpoint_epochs: expected an integer >= 1"),
+        ({"checkpoint_epochs": (-1,)}, r"checkpoint_epochs: expected an integer >= 0"),
         ({"arch": "wide_resnet16", "width": None, "depth": None, "widening_factor": -2}, r"widening_factor"),
     ],
 )
@@ -112,7 +113,8 @@ def test_run_directory_contents(tmp_path):
     res = train(small(epochs=5), tmp_path / "run", progress=False)
     run = tmp_path / "run"
     assert res.epochs_done == 5 and res.resumed_from == 0 and res.device == "cpu"
-    assert sorted(list_checkpoints(run)) == [1, 2, 5]  # the SPEC epochs below 5, and the last
+    # the initialization, the SPEC epochs below 5, and the last
+    assert sorted(list_checkpoints(run)) == [0, 1, 2, 5]
     ck = load_checkpoint(run / "checkpoints" / "epoch_0002.pt")
     assert ck["epoch"] == 2 and ck["config"] == json.loads((run / "config.json").read_text())
     assert {"model", "optimizer", "scaler", "rng", "history", "model_info"} <= set(ck)
@@ -124,7 +126,7 @@ def test_run_directory_contents(tmp_path):
     assert [m["lr"] for m in lines] == [cosine_lr(e, 5, 0.05, 1e-5) for e in range(5)]
     assert lines == res.history
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["complete"] and summary["epochs_done"] == 5 and summary["kept_checkpoints"] == [1, 2, 5]
+    assert summary["complete"] and summary["epochs_done"] == 5 and summary["kept_checkpoints"] == [0, 1, 2, 5]
     # the training loss goes down on this easy task
     assert lines[-1]["train_loss"] < lines[0]["train_loss"]
 
@@ -196,32 +198,143 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_divergence_is_reported(tmp_path):
-    with pytest.raises(RedrepError, match=r"training diverged at epoch 1 .*lower --lr"):
+    with pytest.raises(RedrepError, match=r"training diverged at epoch 1 .*lower lr \(now 1e\+30\)"):
         train(small(lr=1e30, epochs=2, momentum=0.0), tmp_path / "run", progress=False)
 
 
-def test_kill_9_loses_at_most_the_epoch_in_progress(tmp_path):
-    run = tmp_path / "run"
-    args = [sys.executable, "-m", "redrep", "train", "--out", str(run), "--dataset", "synthetic", "--arch", "mlp"]
-    args += ["--width", "512", "--depth", "3", "--epochs", "12", "--batch-size", "8", "--lr", "0.01"]
-    args += ["--no-eval-train", "-q"]
+def _cli(run, *extra, epochs=6, **env):
+    args = ["train", "--out", run, "--dataset", "synthetic", "--arch", "mlp", "--width", "64", "--depth", "2"]
+    args += ["--epochs", str(epochs), "--batch-size", "64", "--lr", "0.05", "--checkpoint-epochs", "2", "-q", *extra]
     # one thread: OpenMP spinning makes a run crawl when the two cores are shared with other tests
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    last = run / "checkpoints" / "last.pt"
-    deadline = time.time() + 60
-    try:
-        while not last.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        assert last.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no checkpoint in 60 s"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    done = load_checkpoint(last)["epoch"]
-    assert 1 <= done < 12
-    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert [m["epoch"] for m in _lines(run / "metrics.jsonl")] == list(range(1, 13))
-    assert load_checkpoint(last)["epoch"] == 12
-    assert "12/12 epochs" in out.stdout
+    return procs.redrep(*args, OMP_NUM_THREADS=1, **env)
+
+
+def _same_model(a, b):
+    a, b = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_kill_9_loses_at_most_the_epoch_in_progress(tmp_path):
+    """A real process killed (SIGKILL) at a named point of epoch 4 resumes as if never stopped: no timing."""
+    straight = _cli(tmp_path / "a")
+    assert straight.returncode == 0, straight.stderr
+    run = tmp_path / "b"
+    r = _cli(run, REDREP_CRASH_AT="train:config-written")  # the very first start
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert (run / "config.json").is_file() and not (run / "checkpoints" / "last.pt").exists()
+    for point, done in (("train:epoch:4:trained", 3), ("train:epoch:5:checkpointed", 5)):
+        r = _cli(run, REDREP_CRASH_AT=point)
+        assert r.returncode == -signal.SIGKILL, r.stderr
+        assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == done
+    r = _cli(run)
+    assert r.returncode == 0, r.stderr
+    assert "6/6 epochs" in r.stdout
+    assert [m["epoch"] for m in _lines(run / "metrics.jsonl")] == list(range(1, 7))
+    for name in ("last.pt", "epoch_0000.pt", "epoch_0002.pt", "epoch_0006.pt"):
+        assert _same_model(tmp_path / "a" / "checkpoints" / name, run / "checkpoints" / name), name
+    assert sorted(list_checkpoints(run)) == [0, 2, 6]
+
+
+def test_epoch_0_is_the_initialization_and_resumes_exactly(tmp_path):
+    cfg = small(epochs=3, checkpoint_epochs=())
+    straight = train(cfg, tmp_path / "a", progress=False)
+    ck0 = load_checkpoint(tmp_path / "a" / "checkpoints" / "epoch_0000.pt")
+    assert ck0["epoch"] == 0 and ck0["history"] == [] and ck0["zero_train_error_epoch"] is None
+    tr.seed_everything(cfg.seed)
+    init = tr.create_model("mlp", 4, (16,), width=32, depth=2).state_dict()
+    assert init.keys() == ck0["model"].keys() and all(torch.equal(init[k], ck0["model"][k]) for k in init)
+
+    def stop(epoch, _m):
+        raise Interrupt
+
+    # a run stopped right after its first checkpoint (epoch 0 only) continues bit for bit
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "b", progress=False, on_epoch_end=stop)
+    shutil.copyfile(tmp_path / "b" / "checkpoints" / "epoch_0000.pt", tmp_path / "b" / "checkpoints" / "last.pt")
+    resumed = train(cfg, tmp_path / "b", progress=False)
+    assert resumed.resumed_from == 0 and resumed.epochs_done == 3
+    assert _same_model(tmp_path / "a" / "checkpoints" / "last.pt", tmp_path / "b" / "checkpoints" / "last.pt")
+    strip = [{k: v for k, v in m.items() if "seconds" not in k} for m in straight.history]
+    assert strip == [{k: v for k, v in m.items() if "seconds" not in k} for m in resumed.history]
+
+
+@pytest.mark.parametrize(
+    "leftovers", [{"metrics.jsonl": ""}, {"metrics.jsonl": '{"epoch": 1, "lr"', "checkpoints": None}]
+)
+def test_folder_killed_at_its_first_start_starts_over(tmp_path, leftovers):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, text in leftovers.items():
+        if text is None:
+            (run / name).mkdir()
+        else:
+            (run / name).write_text(text)
+    res = train(small(epochs=2), run, progress=False)
+    assert res.resumed_from == 0 and [m["epoch"] for m in _lines(run / "metrics.jsonl")] == [1, 2]
+
+
+def test_a_checkpoint_in_a_folder_without_config_is_not_discarded(tmp_path):
+    train(small(epochs=1), tmp_path / "run", progress=False)
+    (tmp_path / "run" / "config.json").unlink()
+    with pytest.raises(RedrepError, match=r"expected a new or empty folder or a redrep run"):
+        train(small(epochs=2), tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_second_training_into_a_run_exits_2_naming_the_first(tmp_path):
+    run = tmp_path / "run"
+    with procs.lock_holder(run, what="train") as holder:
+        r = _cli(run, epochs=1)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert f"{run}: locked by another train (pid {holder.pid} on " in r.stderr
+    assert not run.exists()
+
+
+def test_a_network_too_big_for_memory_is_refused_before_allocating(tmp_path, monkeypatch):
+    r = _cli(tmp_path / "run", "--width", "100000000", epochs=1)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("Error: width: mlp with width=100000000 has 10,000,")
+    assert "choose a smaller width" in r.stderr
+    # a Wide-ResNet names its widening factor; the memory is the device's (here made small)
+    cfg = TrainConfig(arch="wide_resnet16", widening_factor=1).validated()
+    images = types.SimpleNamespace(num_classes=10, in_shape=(3, 32, 32))
+    n = sum(p.numel() for p in tr.create_model("wide_resnet16", 10, (3, 32, 32), widening_factor=1).parameters())
+    monkeypatch.setattr(tr, "device_memory", lambda _d: 12 * n - 1)
+    with pytest.raises(RedrepError, match=rf"^widening_factor: wide_resnet16 with widening_factor=1.0 has {n:,} "):
+        tr._check_model_fits(cfg, images, torch.device("cpu"))
+    monkeypatch.setattr(tr, "device_memory", lambda _d: 12 * n)
+    tr._check_model_fits(cfg, images, torch.device("cpu"))
+
+
+def test_full_disk_during_training_is_one_line_and_resumable(tmp_path):
+    big = dict(epochs=3)
+    straight = _cli(tmp_path / "a", "--width", "256", **big)
+    assert straight.returncode == 0
+    ck = (tmp_path / "a" / "checkpoints" / "last.pt").stat().st_size
+    with procs.small_disk(tmp_path / "disk", (3 * ck) // 1024) as disk:
+        run = disk / "run"
+        r = _cli(run, "--width", "256", **big)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr == f"Error: no space left on device writing {run}\n"
+        # what is there is whole: a loadable checkpoint, no temporary file
+        done = load_checkpoint(run / "checkpoints" / "last.pt")["epoch"]
+        assert done < 3
+        assert not [p for p in run.rglob(".*")], list(run.rglob(".*"))
+        subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+        r = _cli(run, "--width", "256", **big)
+        assert r.returncode == 0, r.stderr
+        assert _same_model(tmp_path / "a" / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
+
+
+def test_a_training_holds_its_folder_against_another_process(tmp_path):
+    run = tmp_path / "run"
+    seen = []
+
+    def second_writer(epoch, _m):
+        if epoch == 1:
+            seen.append(_cli(run, epochs=2))
+
+    train(small(epochs=2), run, progress=False, on_epoch_end=second_writer)
+    (r,) = seen
+    assert r.returncode == 2 and f"{run}: locked by another train (pid {os.getpid()} on " in r.stderr
+    assert [m["epoch"] for m in _lines(run / "metrics.jsonl")] == [1, 2]  # not 4 lines from two writers

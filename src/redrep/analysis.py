@@ -7,25 +7,31 @@ For chunk sizes ``w_c`` and random chunks ``S`` of ``w_c`` distinct neurons:
 * R^2 of a ridge regression (``alpha``, with intercept) of all ``W`` neurons
   on the chunk, and the mean absolute correlation of its residuals, on the
   test set, over all pairs of neurons (the published definition) and over the
-  pairs outside the chunk.
+  pairs outside the chunk;
+* the held-out R^2: the same regression fitted on the training set and
+  scored on the test set.
 
-The regression statistics come from one centred Gram matrix ``G = Fc^T Fc``
-(exact algebra, no fit per chunk); both passes over the data go block by
-block, so memory does not grow with the number of samples. See SPEC.md.
+The regression statistics come from centred Gram matrices ``G = Fc^T Fc``
+(exact algebra, no fit per chunk); every pass over the data goes block by
+block, so memory does not grow with the number of samples. The definitions and
+the algebra: docs/method.md#the-algebra.
 """
 
 from __future__ import annotations
 
 import mmap
-import os
+import numbers
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
-from scipy.linalg.blas import dsyrk, dtrsm
-from threadpoolctl import threadpool_limits
+import scipy.linalg.lapack
+from scipy.linalg.blas import dgemm, dsyrk, dtrsm
+from threadpoolctl import threadpool_info, threadpool_limits
 
+from . import metrics as _metrics
 from .accuracy import _count_correct_torch, chunk_accuracy  # noqa: F401  (re-exported)
 from .validation import (
     RedrepError,
@@ -37,6 +43,8 @@ from .validation import (
 
 #: Added to the denominator of the residual correlation, as in the reference definition.
 CORR_EPS = 1e-8
+#: Largest ridge penalty: alpha^2 times a scatter of float32 features (at most about 1e83 per sample) stays finite.
+MAX_ALPHA = 1e100
 
 
 def default_chunk_sizes(width: int) -> list[int]:
@@ -102,33 +110,14 @@ def _page_releaser(arr):
 
 # --------------------------------------------------------------------------- accuracy
 def resolve_device(device: str = "auto") -> str:
-    """``"cpu"`` (numpy) or a torch CUDA device name for the chunk accuracies.
+    """``"cpu"`` (numpy) or a torch CUDA device name for the chunk accuracies: :func:`redrep.device.resolve_device`.
 
-    ``"auto"`` takes the GPU when one is present. It looks for the NVIDIA
-    device files first, so that a machine without a GPU never pays for
-    importing torch.
+    ``"auto"`` takes the GPU when one is present, without importing torch on a
+    machine that has none.
     """
-    if not isinstance(device, str):
-        raise RedrepError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', found {device!r}")
-    if device == "cpu":
-        return "cpu"
-    if device == "auto":
-        if not os.path.exists("/dev/nvidiactl"):
-            return "cpu"
-        try:
-            import torch
-        except ImportError:
-            return "cpu"
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        import torch
+    from .device import resolve_device as _resolve
 
-        if not torch.cuda.is_available():
-            raise RedrepError(f"device: expected a CUDA GPU for {device!r}, found none (use --device cpu or auto)")
-        if ":" in device and int(device[5:]) >= torch.cuda.device_count():
-            raise RedrepError(f"device: expected one of {torch.cuda.device_count()} CUDA devices, found {device!r}")
-        return device
-    raise RedrepError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', found {device!r}")
+    return _resolve(device)
 
 
 # --------------------------------------------------------------------------- regression
@@ -149,18 +138,19 @@ def gram_matrix(features, *, block_rows: int = 8192, name: str = "features", pro
     n, width = features.shape
     shift = None
     total = np.zeros(width)
-    G = np.zeros((width, width))
+    G = np.zeros((width, width), order="F")
     for _, block in iter_blocks(features, block_rows, np.float64, name):
         if shift is None:
             shift = block.mean(axis=0)
         block -= shift
         total += block.sum(axis=0)
-        G += block.T @ block
+        # the upper triangle of block^T block, in place: half the multiply-adds of a full product
+        G = dsyrk(1.0, block.T, beta=1.0, c=G, overwrite_c=1)
         if progress is not None:
             progress(block.shape[0])
+    G = np.triu(G) + np.triu(G, 1).T
     d = total / n
     G -= n * np.outer(d, d)
-    G = (G + G.T) / 2
     return G, shift + d, n
 
 
@@ -173,16 +163,93 @@ class RegressionStats:
     mean_corr_outside: float
 
 
+#: Relative resolution of the Gram algebra: a residual variance (or a Cholesky pivot) below this fraction of the
+#: neuron's own variance is rounding noise of ``G``, whose entries carry about 1e-16 of their size.
+_RESOLVED = 512 * np.finfo(np.float64).eps
+
+
 class _Workspace:
-    """Buffers reused across chunks: fresh W x W arrays cost more in page faults than in arithmetic."""
+    """What every chunk of one Gram matrix shares: its diagonal, trace and strict upper triangle (Fortran order)."""
 
     def __init__(self, G: np.ndarray):
         self.G = G
         self.trace_G = float(np.trace(G))
         self.diag_G = np.diag(G).copy()
         self.G_upper = np.asfortranarray(np.triu(G, 1))
-        self.R = np.empty_like(self.G_upper, order="F")
-        self.outer = np.empty_like(self.G_upper)
+
+
+#: A bound below which the pairs with a neuron inside the chunk are left out of the mean correlation: their
+#: correlations, in sum over all pairs, are provably smaller than this (see :func:`chunk_regression`).
+_NEGLIGIBLE = 1e-13
+
+
+def _block(G: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``G[np.ix_(rows, cols)]``, gathered twice along one axis (several times faster than fancy 2-d indexing)."""
+    return np.take(np.take(G, rows, axis=0), cols, axis=1)
+
+
+def _factor(G: np.ndarray, S: np.ndarray, alpha: float):
+    """Cholesky factor ``L`` of ``A = G_SS + alpha I`` when every pivot is resolved, else None.
+
+    Only the lower triangle of ``L`` is meaningful (its upper one is left as ``A``'s).
+    """
+    A = _block(G, S, S)
+    diag_A = np.diagonal(A) + alpha
+    A[np.diag_indices(len(S))] = diag_A
+    L, info = scipy.linalg.lapack.dpotrf(A, lower=1, clean=0, overwrite_a=1)
+    if info != 0:
+        return None
+    return L if bool(np.all(np.diagonal(L) ** 2 > _RESOLVED * diag_A)) else None
+
+
+def _eigen_solves(G: np.ndarray, S: np.ndarray, alpha: float):
+    """Ridge solves of a chunk holding neurons that are combinations of the others to within the rounding of ``G``.
+
+    The directions of ``G_SS`` below its resolution are taken as exactly null
+    (as they are in the data, up to rounding); the solves use the
+    eigendecomposition ``G_SS = Q diag(lam) Q^T`` on the remaining ones.
+
+    Returns
+    -------
+    Ut : ndarray of shape (r, W), with ``G_:S (A^-1 + alpha A^-2) G_S: = Ut^T Ut``
+    B, K : ndarrays of shape (w, W), ``B = A^-1 G_S:`` and ``K = A^-1 B``
+    coef : callable, ``coef(idx)`` the coefficients ``c`` of shape (w, len(idx)) with ``G_S,idx = G_SS c``
+    """
+    w = len(S)
+    lam, Q = scipy.linalg.eigh(G[np.ix_(S, S)], check_finite=False)
+    keep = lam > 64 * w * np.finfo(np.float64).eps * max(float(lam[-1]), 0.0)
+    lam, Q = lam[keep], Q[:, keep]
+    P = Q.T @ G[S]  # (r, W): the chunk's neurons against all, in the eigenbasis
+    Ut = P * (np.sqrt(lam + 2 * alpha) / (lam + alpha))[:, None]
+    B = Q @ (P / (lam + alpha)[:, None])
+    K = Q @ (P / ((lam + alpha) ** 2)[:, None])
+    return Ut, B, K, lambda idx: Q @ (P[:, idx] / lam[:, None])
+
+
+def _pair_sum(M: np.ndarray, Lt: np.ndarray, Rt: np.ndarray, rs: np.ndarray, eps: float) -> float:
+    """``sum_{k<l} min(|R_kl|, rs_k rs_l) / (rs_k rs_l + eps)`` over the strict upper triangle of ``R = M - Lt^T Rt``.
+
+    ``M`` (Fortran-ordered) holds the strict upper triangle of a Gram block,
+    ``Lt`` and ``Rt`` (Fortran-ordered, shape (k, m)) its low-rank update. The
+    block is computed one panel of columns at a time, each small enough to
+    stay in cache through the element-wise steps, so no m x m residual
+    scatter is ever held. Pairs with ``rs_k = 0`` add nothing.
+    """
+    m = M.shape[0]
+    panel = min(m, max(16, min(512, 2**16 // max(m, 1))))
+    strict = np.triu(np.ones((panel, panel)), 1).T.copy().T  # Fortran-ordered 0/1 mask of the strict upper triangle
+    total = 0.0
+    for a in range(0, m, panel):
+        b = min(m, a + panel)
+        blk = dgemm(-1.0, Lt[:, :b], Rt[:, a:b], beta=1.0, c=M[:b, a:b], trans_a=1)
+        blk[a:b] *= strict[: b - a, : b - a]  # the panel's diagonal block: strict upper triangle only
+        np.abs(blk, out=blk)
+        P = np.multiply.outer(rs[a:b], rs[:b]).T  # Fortran-ordered like blk: element-wise steps run contiguously
+        np.minimum(blk, P, out=blk)
+        P += eps
+        blk /= P
+        total += float(blk.sum())
+    return total
 
 
 def chunk_regression(
@@ -190,11 +257,36 @@ def chunk_regression(
 ) -> RegressionStats:
     """R^2 and residual mean correlations for one chunk, from the centred Gram matrix.
 
-    With ``L`` the Cholesky factor of ``G_SS + alpha I``, ``V = L^-1 G_S:`` and
-    ``B = L^-T V`` (the ridge coefficients), the residual scatter is
-    ``R = G - V^T V - alpha B^T B``, one symmetric rank-2w update of ``G``.
-    Entries of neurons inside the chunk use their exact form
-    ``alpha^2 (G_SS + alpha I)^-1 B``, free of the cancellation in ``G - V^T V``.
+    With ``A = G_SS + alpha I`` and ``B = A^-1 G_S:`` (the ridge
+    coefficients), the residual scatter of the neurons outside the chunk is
+    ``R_OO = G_OO - B_O^T (G_SO + alpha B_O)``; it is summed one cache-sized
+    panel at a time. Rows of neurons inside the chunk have the exact form
+    ``alpha^2 A^-1 B``, free of the cancellation in that update; so do the rows
+    of neurons outside the chunk that it reconstructs to within the rounding of
+    ``G`` (residual variance below ``_RESOLVED`` of their variance, duplicates
+    of chunk neurons for instance): such a neuron is taken as the exact
+    combination ``F_S c`` of the chunk, whose residual is ``alpha F_S A^-1 c``
+    and whose row is ``c^T alpha^2 A^-1 B``. A chunk with numerically
+    dependent neurons (unresolved Cholesky pivots) is solved on the resolved
+    directions of ``G_SS`` only (see :func:`_eigen_solves`).
+
+    Correlations follow the published definition
+    ``cov_ij / (sqrt(cov_ii cov_jj) + 1e-8)`` with ``cov = R / (n - 1)``, each
+    ``|cov_ij|`` first bounded by ``sqrt(cov_ii cov_jj)`` (Cauchy-Schwarz,
+    which only removes rounding), so that every correlation lies in [0, 1].
+    The ``1e-8`` is absolute: it is compared with ``sqrt(cov_ii cov_jj)``, in
+    the features' units squared, so it matters only for pairs whose residual
+    standard deviations multiply to within a few orders of 1e-8 (neurons
+    reconstructed almost exactly, or features of a tiny scale); for all other
+    pairs a rescaling of the features changes no correlation.
+
+    The pairs with a neuron inside the chunk have residual covariances of
+    order ``alpha^2``: ``|alpha^2 (A^-1 B)_jk| <= alpha^2 sqrt((A^-1)_jj ||A^-1||) ||b_k||``
+    (and ``alpha^2 sqrt((A^-1)_ii (A^-1)_jj)`` for two neurons inside). When
+    these bounds, divided by ``(n - 1) 1e-8`` and summed into a bound on their
+    share of the mean correlation, stay below ``_NEGLIGIBLE`` (1e-13), those
+    correlations are taken as 0 and ``A^-1 B`` is not formed; otherwise they
+    are computed. Either way the mean over pairs outside the chunk is exact.
 
     Parameters
     ----------
@@ -202,7 +294,7 @@ def chunk_regression(
     n : number of samples behind ``G``
     chunk : integer array of shape (w,), distinct neurons
     alpha : ridge penalty
-    work : buffers from a previous call with the same ``G`` (internal)
+    work : what a previous call with the same ``G`` computed (internal)
 
     Returns
     -------
@@ -210,73 +302,175 @@ def chunk_regression(
     """
     if work is None or work.G is not G:
         work = _Workspace(G)
-    S = np.asarray(chunk, dtype=np.int64)
+    S = np.sort(np.asarray(chunk, dtype=np.int64))
     width, w = G.shape[0], len(S)
-    A = G[np.ix_(S, S)]
-    A[np.diag_indices(w)] += alpha
-    try:
-        L = scipy.linalg.cholesky(A, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        L = None
-    R = work.R
-    R[...] = work.G_upper
-    if L is not None:
-        # right-side triangular solves on G[:, S] (Fortran-ordered, no copies):
-        # V^T L^T = G_:S, B^T L = V^T, and twice more for (K B)^T
-        Vt = dtrsm(1.0, L, G[:, S], side=1, lower=1, trans_a=1)
-        Bt = dtrsm(1.0, L, Vt, side=1, lower=1, trans_a=0)
-        KB = dtrsm(1.0, L, dtrsm(1.0, L, Bt, side=1, lower=1, trans_a=1), side=1, lower=1, trans_a=0).T
-        Ut = np.empty((width, 2 * w), order="F")
-        Ut[:, :w] = Vt
-        Ut[:, w:] = np.sqrt(alpha) * Bt
-        # upper triangle of triu(G, 1) - (V^T V + alpha B^T B), in place
-        R = dsyrk(-1.0, Ut, beta=1.0, c=R, overwrite_c=1)
-    else:
-        # numerically singular chunk (exactly collinear neurons with alpha = 0): least squares
-        G_S = G[S]
-        B = np.linalg.lstsq(A, G_S, rcond=None)[0]
-        KB = np.linalg.lstsq(A, B, rcond=None)[0]
-        R -= np.triu(G_S.T @ B + alpha * (B.T @ B))
-    inside_exact = (alpha * alpha) * KB  # rows of R of the neurons inside the chunk, shape (w, W)
-    # R holds -Q_ii on its diagonal, so diag(residual scatter) = diag(G) + diag(R)
-    diag = work.diag_G + np.diagonal(R)
-    diag[S] = inside_exact[np.arange(w), S]
-    np.clip(diag, 0.0, None, out=diag)
-    r2 = 1.0 - float(diag.sum()) / work.trace_G
-    scale = 1.0 / (n - 1)
-    sd = np.sqrt(diag * scale)
-    # pairs of neurons both outside the chunk: the strict upper triangle of R
-    np.fill_diagonal(R, 0.0)
-    R[S] = 0.0
-    R[:, S] = 0.0
-    np.abs(R, out=R)
-    outer = work.outer
-    np.multiply.outer(sd, sd, out=outer)
-    outer += CORR_EPS
-    np.divide(R, outer, out=R)
-    sum_out = float(R.sum()) * scale
-    # pairs with at least one neuron inside the chunk, from the exact form
-    Mi = np.abs(inside_exact) * scale / (outer[S])
     outside = np.ones(width, dtype=bool)
     outside[S] = False
-    M_SS = Mi[:, S]
-    sum_in = float(Mi[:, outside].sum()) + (float(M_SS.sum()) - float(np.trace(M_SS))) / 2
+    Out = np.flatnonzero(outside)
+    m = len(Out)
+    eps = (n - 1) * CORR_EPS  # correlations as min(|R_kl|, rs_k rs_l) / (rs_k rs_l + (n - 1) 1e-8)
     n_pairs = width * (width - 1) / 2
-    mean_corr = (sum_out + sum_in) / n_pairs if width > 1 else float("nan")
-    m = width - w
-    mean_out = sum_out / (m * (m - 1) / 2) if m >= 2 else float("nan")
+    diag = work.diag_G.copy()
+    L = _factor(G, S, alpha)
+    if L is not None:
+        GSO = np.asfortranarray(_block(G, S, Out))
+        B = dtrsm(1.0, L, dtrsm(1.0, L, GSO, lower=1), lower=1, trans_a=1)  # L L^T B = G_SO, shape (w, m)
+        Rt = GSO
+        Rt += alpha * B  # G_SO + alpha B_O: R_OO = G_OO - B_O^T Rt
+        Lt = B
+        diag[Out] -= np.einsum("ij,ij->j", Lt, Rt)
+    else:
+        Ut, _, K, coef = _eigen_solves(G, S, alpha)
+        Lt = Rt = np.asfortranarray(Ut[:, Out])
+        diag[Out] -= np.einsum("ij,ij->j", Lt, Lt)
+    # neurons the chunk reconstructs to within the rounding of G
+    unresolved = outside & (diag <= _RESOLVED * work.diag_G)
+    Un = np.flatnonzero(unresolved)
+    in_x = ~outside | unresolved
+    sum_x = sum_u = 0.0
+    exact = L is None or len(Un) > 0
+    if L is not None:
+        Linv = np.tril(scipy.linalg.lapack.dtrtri(L, lower=1)[0])
+        ainv_diag = np.einsum("ij,ij->j", Linv, Linv)
+        if not exact:
+            ainv_norm = float(np.einsum("ij,ij->", Linv, Linv))  # >= ||A^-1||_2
+            root = float(np.sqrt(ainv_diag).sum())
+            bound_in_out = alpha**2 * np.sqrt(ainv_norm) * root * float(np.linalg.norm(B, axis=0).sum()) / eps
+            bound_in_in = alpha**2 * root**2 / (2 * eps)
+            exact = n_pairs > 0 and (bound_in_out + bound_in_in) / n_pairs > _NEGLIGIBLE
+        if exact:
+            K = np.empty((w, width))
+            K[:, Out] = dtrsm(1.0, L, dtrsm(1.0, L, B, lower=1), lower=1, trans_a=1)
+            Ainv = Linv.T @ Linv
+            if alpha * float(np.linalg.norm(Ainv)) <= 0.5:
+                K[:, S] = Ainv - alpha * (Ainv @ Ainv)  # A^-1 (I - alpha A^-1) = A^-1 B_SS
+            else:  # the ridge dominates: A^-1 G_SS A^-1, free of the cancellation in the difference
+                K[:, S] = Ainv @ (G[np.ix_(S, S)] @ Ainv)
+
+            def coef(idx):
+                # c = (I - alpha A^-1)^-1 b = b + alpha A^-1 b + O((alpha / lambda)^2), lambda >= the smallest pivot
+                return B[:, np.searchsorted(Out, idx)] + alpha * K[:, idx]
+        else:
+            # the residual variances inside the chunk, alpha^2 (A^-1 - alpha A^-2)_jj, to first order
+            diag[S] = alpha**2 * ainv_diag
+    if exact:
+        X = np.concatenate([S, Un])  # neurons whose rows take the exact form
+        C = coef(Un) if len(Un) else np.zeros((w, 0))
+        Rx = np.empty((len(X), width))  # rows of the residual scatter of X
+        Rx[:w] = (alpha * alpha) * K
+        Rx[w:] = C.T @ Rx[:w]
+        diag[X] = Rx[np.arange(len(X)), X]
+    np.clip(diag, 0.0, None, out=diag)
+    r2 = 1.0 - float(diag.sum()) / work.trace_G
+    rs = np.sqrt(diag)
+    if exact:
+        P = np.multiply.outer(rs[X], rs)
+        Mx = np.minimum(np.abs(Rx), P) / (P + eps)
+        Mxx = Mx[:, X]
+        sum_x = float(Mx[:, ~in_x].sum()) + (float(Mxx.sum()) - float(np.trace(Mxx))) / 2
+        Mu = Mx[w:]
+        Muu = Mu[:, w:]
+        sum_u = float(Mu[:, ~in_x].sum()) + (float(Muu.sum()) - float(np.trace(Muu))) / 2
+    # pairs of neurons both outside the chunk and reconstructed within the resolution
+    rs_rest = rs.copy()
+    rs_rest[in_x] = 0.0
+    if m < 2:
+        sum_rest = 0.0
+    elif 4 * w > width:  # few neurons outside: gather their block
+        sum_rest = _pair_sum(_block(work.G_upper.T, Out, Out).T, Lt, Rt, rs_rest[Out], eps)
+    else:  # the whole matrix, with zero updates and weights on the chunk's rows, saves the gather
+        Lt_all = np.zeros((Lt.shape[0], width), order="F")
+        Lt_all[:, Out] = Lt
+        Rt_all = Lt_all
+        if Rt is not Lt:
+            Rt_all = np.zeros((Rt.shape[0], width), order="F")
+            Rt_all[:, Out] = Rt
+        sum_rest = _pair_sum(work.G_upper, Lt_all, Rt_all, rs_rest, eps)
+    mean_corr = (sum_rest + sum_x) / n_pairs if width > 1 else float("nan")
+    mean_out = (sum_rest + sum_u) / (m * (m - 1) / 2) if m >= 2 else float("nan")
     return RegressionStats(r2, mean_corr, mean_out)
 
 
+class HeldOut:
+    """What the held-out R^2 needs: the training scatter (the fit) and the test scatter (the score).
+
+    Parameters
+    ----------
+    G_train : ndarray of shape (W, W), centred scatter of the training features
+    mean_train : ndarray of shape (W,)
+    G_test : ndarray of shape (W, W), centred scatter of the test features
+    mean_test : ndarray of shape (W,)
+    n_test : number of test rows
+
+    Notes
+    -----
+    The ridge fitted on the training set predicts
+    ``mean_train + (x_S - mean_train_S) B`` with ``B = (G_train,SS + alpha I)^-1 G_train,S:``.
+    With ``D`` the test features centred at the *training* mean, its scatter
+    is ``H = G_test + n_test d d^T``, ``d = mean_test - mean_train``, and the
+    test residual sum of squares is ``tr(H) - 2 <H_S:, B> + <H_SS, B B^T>``.
+    """
+
+    def __init__(self, G_train, mean_train, G_test, mean_test, n_test):
+        self.G_train = G_train
+        d = np.asarray(mean_test, dtype=np.float64) - np.asarray(mean_train, dtype=np.float64)
+        self.H = G_test + n_test * np.outer(d, d)
+        self.diag_H = np.diag(self.H).copy()
+        self.trace_H = float(np.trace(self.H))
+        self.trace_test = float(np.trace(G_test))
+
+
+def chunk_r2_heldout(heldout: HeldOut, chunk, alpha: float = 1e-8) -> float:
+    """R^2 on the test set of the ridge regression (``alpha``, with intercept) of all neurons on ``chunk``, fitted on
+    the training set: ``1 - sum_j SSres_j(test) / sum_j SStot_j(test)``, ``SStot`` around the test mean.
+
+    Parameters
+    ----------
+    heldout : :class:`HeldOut` built from the training and test scatters
+    chunk : integer array of shape (w,), distinct neurons
+    alpha : ridge penalty
+
+    Returns
+    -------
+    float, at most 1; negative when the fit predicts the test set worse than its mean.
+
+    Notes
+    -----
+    The neurons inside the chunk have ``B_SS = I - alpha A^-1``, so their
+    part of the residual sum is ``alpha^2 <H_SS, A^-2>``, exact and free of
+    cancellation; it is left out when ``alpha^2 ||A^-1||^2 tr(H_SS)`` is below
+    1e-15 of the test variance. The others take two triangular solves.
+    """
+    S = np.sort(np.asarray(chunk, dtype=np.int64))
+    G1, H = heldout.G_train, heldout.H
+    width = G1.shape[0]
+    L = _factor(G1, S, alpha)
+    if L is None:  # numerically dependent neurons in the chunk: the resolved directions only
+        B = _eigen_solves(G1, S, alpha)[1]
+        BBt = B @ B.T
+        cross = float(np.einsum("ij,ij->", H[S], B))
+        quad = float(np.einsum("ij,ij->", H[np.ix_(S, S)], BBt))
+        return 1.0 - (heldout.trace_H - 2.0 * cross + quad) / heldout.trace_test
+    outside = np.ones(width, dtype=bool)
+    outside[S] = False
+    Out = np.flatnonzero(outside)
+    H_SS = _block(H, S, S)
+    B = dtrsm(1.0, L, dtrsm(1.0, L, np.asfortranarray(_block(G1, S, Out)), lower=1), lower=1, trans_a=1)
+    cross = float(np.einsum("ij,ij->", _block(H, S, Out), B))
+    BBt = dsyrk(1.0, B)  # upper triangle of B_O B_O^T, shape (w, w)
+    quad = 2.0 * float(np.sum(np.triu(H_SS, 1) * np.triu(BBt, 1))) + float(np.diagonal(H_SS) @ np.diagonal(BBt))
+    ss_res = float(heldout.diag_H[Out].sum()) - 2.0 * cross + quad
+    Linv = np.tril(scipy.linalg.lapack.dtrtri(L, lower=1)[0])
+    ainv_norm = float(np.einsum("ij,ij->", Linv, Linv))  # >= ||A^-1||_2
+    if alpha**2 * ainv_norm**2 * float(np.trace(H_SS)) > 1e-15 * heldout.trace_test:
+        Ainv = Linv.T @ Linv
+        ss_res += alpha**2 * float(np.einsum("ij,ij->", H_SS @ Ainv, Ainv))
+    return 1.0 - ss_res / heldout.trace_test
+
+
 # --------------------------------------------------------------------------- estimator
-#: (metric, split) pairs reported by :class:`ChunkAnalysis`, in output order.
-METRICS = (
-    ("accuracy", "train"),
-    ("accuracy", "test"),
-    ("r2", "test"),
-    ("mean_corr", "test"),
-    ("mean_corr_outside", "test"),
-)
+#: (metric, split) pairs reported by :class:`ChunkAnalysis`, in output order (declared in :mod:`redrep.metrics`).
+METRICS = tuple(m.key for m in _metrics.METRICS)
 
 
 class ChunkAnalysis:
@@ -304,6 +498,11 @@ class ChunkAnalysis:
         Where the chunk accuracies are computed: "cpu" is numpy; "cuda" is
         torch on the GPU; "auto" takes the GPU when one is present. The
         regression statistics are computed in float64 with numpy either way.
+    heldout : bool, default True
+        Also compute ``r2_heldout`` (the regression fitted on the training set,
+        scored on the test set). It costs a Gram matrix of the training
+        features and about as much again as the test-set regression; when
+        False its values are NaN.
 
     Attributes
     ----------
@@ -327,6 +526,7 @@ class ChunkAnalysis:
         random_state=0,
         progress=False,
         device="auto",
+        heldout=True,
     ):
         self.chunk_sizes = chunk_sizes
         self.acc_rep = acc_rep
@@ -336,11 +536,15 @@ class ChunkAnalysis:
         self.random_state = random_state
         self.progress = progress
         self.device = device
+        self.heldout = heldout
 
     def _check_params(self, width):
         acc_rep = check_int(self.acc_rep, "acc_rep", min_value=1)
         r2_rep = check_int(self.r2_rep, "r2_rep", min_value=1)
-        alpha = check_float(self.alpha, "alpha", min_value=0.0)
+        alpha = self.alpha
+        if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool) and not 0.0 <= float(alpha) <= MAX_ALPHA:
+            raise RedrepError(f"alpha: expected a ridge penalty in [0, {MAX_ALPHA:g}], found {float(alpha)!r}")
+        alpha = check_float(alpha, "alpha")
         block_rows = check_int(self.block_rows, "block_rows", min_value=1)
         if self.chunk_sizes is None:
             sizes = default_chunk_sizes(width)
@@ -385,32 +589,40 @@ class ChunkAnalysis:
                 )
             values[("accuracy", split)] = acc.reshape(len(sizes), acc_rep)
             timings[f"accuracy_{split}"] = time.perf_counter() - t0
+        grams = {}
+        for split in ("test", "train") if self.heldout else ("test",):
+            feats = getattr(repset, f"features_{split}")
+            t0 = time.perf_counter()
+            with _bar(self.progress, feats.shape[0], f"gram matrix ({split})", "rows") as bar:
+                grams[split] = gram_matrix(
+                    feats,
+                    block_rows=block_rows,
+                    name=names.get(f"features_{split}", f"features_{split}"),
+                    progress=bar.update,
+                )
+            timings[f"gram_{split}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        with _bar(self.progress, repset.n_test, "gram matrix (test)", "rows") as bar:
-            G, _, n = gram_matrix(
-                repset.features_test,
-                block_rows=block_rows,
-                name=names.get("features_test", "features_test"),
-                progress=bar.update,
-            )
-        timings["gram_test"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        G, mean_test, n = grams["test"]
         work = _Workspace(G)
         if work.trace_G <= 0:
             raise RedrepError("features_test: expected neurons with nonzero variance, found every column constant")
-        stats = np.empty((3, len(sizes), r2_rep))
+        heldout = HeldOut(grams["train"][0], grams["train"][1], G, mean_test, n) if self.heldout else None
+        del grams
+        stats = np.empty((4, len(sizes), r2_rep))
         slots = {}  # unique chunk -> the (size index, repetition) places it fills
         for i, w in enumerate(sizes):
             for r, c in enumerate(self.r2_chunks_[w]):
                 slots.setdefault(c.tobytes(), (c, []))[1].append((i, r))
+        places = [v[1] for v in slots.values()]
         with _bar(self.progress, len(sizes) * r2_rep, "regression (test)", "chunks") as bar:
-            for i_r, s in _map_chunks(G, n, [v[0] for v in slots.values()], alpha, work):
-                for i, r in list(slots.values())[i_r][1]:
-                    stats[:, i, r] = (s.r2, s.mean_corr, s.mean_corr_outside)
+            for i_r, s, r2_ho in _map_chunks(G, n, [v[0] for v in slots.values()], alpha, work, heldout):
+                for i, r in places[i_r]:
+                    stats[:, i, r] = (s.r2, s.mean_corr, s.mean_corr_outside, r2_ho)
                     bar.update(1)
         values[("r2", "test")] = stats[0]
         values[("mean_corr", "test")] = stats[1]
         values[("mean_corr_outside", "test")] = stats[2]
+        values[("r2_heldout", "test")] = stats[3]
         timings["regression_test"] = time.perf_counter() - t0
         self.values_ = values
         self.timings_ = timings
@@ -423,14 +635,17 @@ class ChunkAnalysis:
     def to_rows(self) -> list[dict]:
         """Tidy rows: one per metric x split x chunk size, with mean, std, sem and n."""
         rows = []
-        for metric, split in METRICS:
-            vals = self.values_[(metric, split)]
+        # every declared metric this analysis computed (one declared ahead of its computation is skipped)
+        for m in _metrics.registry():
+            vals = self.values_.get(m.key)
+            if vals is None:
+                continue
             for w, v in zip(self.chunk_sizes_, vals):
-                rows.append({"metric": metric, "split": split, "chunk_size": int(w), **summarize(v)})
+                rows.append({"metric": m.name, "split": m.split, "chunk_size": int(w), **describe_values(v)})
         return rows
 
 
-def summarize(v) -> dict:
+def describe_values(v) -> dict:
     """Mean, standard deviation (ddof 1), standard error and count of the finite values of ``v``."""
     v = np.asarray(v, dtype=np.float64)
     v = v[np.isfinite(v)]
@@ -450,21 +665,39 @@ def _nanmean_rows(a):
     return out
 
 
-def _map_chunks(G, n, chunks, alpha, work):
-    """Yield ``(index, RegressionStats)`` for every chunk.
+def _map_chunks(G, n, chunks, alpha, work, heldout=None):
+    """Yield ``(index, RegressionStats, held-out R^2 or NaN)`` for every chunk.
 
-    Chunks of up to 64 neurons run with a single-threaded BLAS: their calls are
-    too small to split, and a multi-threaded BLAS spinning on them is several
-    times slower, many times so when other processes share the cores. Larger
-    chunks keep all BLAS threads.
+    Chunks run in parallel, as many at a time as the BLAS has threads, each
+    with a single-threaded BLAS: most of their calls are too small to split,
+    and a multi-threaded BLAS spinning on them is several times slower, many
+    times so when other processes share the cores. Every chunk is computed
+    the same way whatever the threads, so the numbers do not depend on them.
     """
-    small = [i for i, c in enumerate(chunks) if len(c) <= 64]
-    large = [i for i, c in enumerate(chunks) if len(c) > 64]
+    order = sorted(range(len(chunks)), key=lambda i: -len(chunks[i]))  # the largest first balances the workers
+
+    def task(i):
+        return chunk_regression(G, n, chunks[i], alpha, work=work), _heldout(heldout, chunks[i], alpha)
+
+    n_workers = min(_blas_threads(), len(chunks))
     with threadpool_limits(limits=1, user_api="blas"):
-        for i in small:
-            yield i, chunk_regression(G, n, chunks[i], alpha, work=work)
-    for i in large:
-        yield i, chunk_regression(G, n, chunks[i], alpha, work=work)
+        if n_workers <= 1:
+            for i in order:
+                yield i, *task(i)
+            return
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            for i, result in zip(order, pool.map(task, order)):
+                yield i, *result
+
+
+def _blas_threads() -> int:
+    """Threads the BLAS may use (``OPENBLAS_NUM_THREADS`` and the like respected), at least 1."""
+    counts = [int(info.get("num_threads", 1)) for info in threadpool_info() if info.get("user_api") == "blas"]
+    return max(counts + [1])
+
+
+def _heldout(heldout, chunk, alpha):
+    return float("nan") if heldout is None else chunk_r2_heldout(heldout, chunk, alpha)
 
 
 class _NoBar:

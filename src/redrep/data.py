@@ -268,7 +268,7 @@ def find_cifar(name: str, data_dir) -> Path:
     """The archive or unpacked folder of CIFAR dataset ``name`` under (or at) ``data_dir``."""
     info = CIFAR[name]
     if data_dir is None:
-        raise RedrepError(f"{name}: expected a data folder (--data-dir) holding {info.archive}, found none")
+        raise RedrepError(f"{name}: expected a data folder (data_dir) holding {info.archive}, found none")
     d = Path(data_dir)
     if d.is_file():
         return d

@@ -38,9 +38,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from . import __version__, io
-from .fetch import CHUNK_BYTES, download_file, file_md5, file_sha256, file_size, part_path, write_error
+from .fetch import CHUNK_BYTES, check_url, download_file, file_md5, file_sha256, file_size, part_path, write_error
 from .repset import AUTHORS_ENSEMBLE_FILE, AUTHORS_FILES, AUTHORS_SUBDIR, RepresentationSet
-from .validation import RedrepError, check_float, check_int
+from .validation import RedrepError, check_float, check_int, exception_line
 
 FIGSHARE_ARTICLE = 21153040
 FIGSHARE_VERSION = 2
@@ -50,6 +50,13 @@ FIGSHARE_VERSION = 2
 FILES_URL = f"https://api.figshare.com/v2/articles/{FIGSHARE_ARTICLE}/versions/2"
 #: The whole article (version 2) as one zip.
 ZIP_URL = f"https://figshare.com/ndownloader/articles/{FIGSHARE_ARTICLE}/versions/{FIGSHARE_VERSION}"
+
+#: Where a file's exact size is unknown, its estimate times this (plus :data:`SIZE_SLACK`) bounds what is accepted:
+#: a download or zip member beyond it cannot be the file and is refused before it fills the disk.
+SIZE_MARGIN = 1.5
+SIZE_SLACK = 1 << 20
+#: The most bytes figshare's files listing (a small JSON document) can be.
+LISTING_MAX_BYTES = 16 << 20
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "redrep.download_manifest"
@@ -77,6 +84,11 @@ class KnownFile:
     size: int | None = None
     md5: str | None = None
 
+    @property
+    def max_size(self) -> int:
+        """The most bytes this file can be: its exact size, else the estimate with a margin."""
+        return self.size if self.size is not None else int(self.approx_size * SIZE_MARGIN) + SIZE_SLACK
+
 
 @dataclass(frozen=True)
 class Release:
@@ -93,6 +105,10 @@ class Release:
     def total_approx_size(self) -> int:
         return sum(f.size if f.size is not None else f.approx_size for f in self.files)
 
+    def max_zip_size(self) -> int:
+        """The most bytes the article zip can be: its files at their largest, plus the zip's own records."""
+        return sum(f.max_size for f in self.files) + SIZE_SLACK
+
 
 _PT_OVERHEAD = 2048  # torch.save's zip container around the raw tensor bytes: 1.8-2.5 kB with torch 2.x
 
@@ -104,7 +120,7 @@ def _tensor_file(key: str, shape: tuple[int, ...], itemsize: int) -> KnownFile:
     return KnownFile(AUTHORS_FILES[key], shape, n * itemsize + _PT_OVERHEAD)
 
 
-#: The authors' WRN-28-8 / CIFAR-10 set (SPEC.md). Shapes come from SPEC.md; exact sizes and md5s
+#: The authors' WRN-28-8 / CIFAR-10 set (docs/method.md#inputs), with the shapes given there; exact sizes and md5s
 #: are not published with the article and were not known when this table was written (figshare
 #: was unreachable), so they are None and only the listing's md5s, the zip's CRCs, the shapes and
 #: a load of the whole set verify a download. Fill ``size``/``md5`` once read from the listing.
@@ -151,7 +167,12 @@ class DownloadConfig:
         if self.from_zip is not None:
             self.from_zip = str(self.from_zip)
         if self.url is not None and self.from_zip is not None:
-            raise RedrepError("url and from_zip: expected at most one source, found both (--url and --from-zip)")
+            raise RedrepError("url and from_zip: expected at most one source, found both")
+        if self.url is not None:
+            try:
+                self.url = check_url(self.url)
+            except RedrepError as exc:
+                raise RedrepError(f"url: {exc}") from None
         self.retries = check_int(self.retries, "retries", min_value=0)
         self.backoff = check_float(self.backoff, "backoff", min_value=0.0)
         self.connect_timeout = check_float(self.connect_timeout, "connect_timeout", min_value=1e-3)
@@ -218,7 +239,11 @@ def download_authors(
     path = Path(config.path)
     created = not path.exists()
     try:
-        return _download(config, release, progress, log)
+        if path.exists() and not path.is_dir():
+            raise RedrepError(f"{path}: expected a data folder, found a file")
+        # one download into a folder at a time; the lock also clears a killed run's temporary folders
+        with io.folder_lock(path / AUTHORS_SUBDIR, what="download"):
+            return _download(config, release, progress, log)
     except RedrepError:
         if created and path.is_dir() and not any(path.iterdir()):
             path.rmdir()  # leave no empty data folder behind a failure
@@ -252,7 +277,7 @@ def _download(config, release, progress, log) -> DownloadResult:
         elif any(target.iterdir()):
             raise RedrepError(
                 f"{target}: exists without {MANIFEST_NAME} (not written by `redrep download`); expected a missing "
-                f"or empty folder, use --force to replace it"
+                f"or empty folder, or force to replace it"
             )
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -305,8 +330,8 @@ def verify_manifest(target, release: Release | None = None) -> list[str]:
         entries = doc["files"]
         if doc.get("format") != MANIFEST_FORMAT or not isinstance(entries, dict):
             raise ValueError("not a redrep download manifest")
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        return [f"{MANIFEST_NAME} unreadable ({type(exc).__name__}: {exc})"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        return [f"{MANIFEST_NAME} unreadable ({type(exc).__name__}: {exception_line(exc)})"]
     problems = [f"{n} not in {MANIFEST_NAME}" for n in release.names if n not in entries]
     for name, entry in entries.items():
         f = target / name
@@ -362,12 +387,14 @@ def list_files(files_url: str, **fetch_kw) -> list[RemoteFile]:
     """Read figshare's files listing: a JSON list of ``{name, size, download_url, computed_md5}``,
     or an article (version) record holding that list under ``files``."""
     with tempfile.TemporaryDirectory(prefix="redrep-listing-") as tmp:
-        f = download_file(files_url, Path(tmp) / "files.json", **fetch_kw)
+        f = download_file(files_url, Path(tmp) / "files.json", max_bytes=LISTING_MAX_BYTES, **fetch_kw)
         raw = f.read_bytes()
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RedrepError(f"{files_url}: expected a JSON files listing, could not parse it ({exc})") from None
+    except RecursionError:
+        raise RedrepError(f"{files_url}: expected a JSON files listing, found JSON nested too deeply") from None
     if isinstance(doc, dict) and isinstance(doc.get("files"), list):
         doc = doc["files"]
     if not isinstance(doc, list):
@@ -423,7 +450,15 @@ def _files_route(listing, files_url, path, target, release, config, fetch_kw, sa
         need += (size if size is not None else kf.approx_size) - file_size(part_path(staging / kf.name))
     _check_space(path, need)
     for i, (kf, r, md5, size) in enumerate(todo, 1):
-        download_file(r.url, staging / kf.name, md5=md5, size=size, desc=f"[{i}/{len(todo)}] {kf.name}", **fetch_kw)
+        download_file(
+            r.url,
+            staging / kf.name,
+            md5=md5,
+            size=size,
+            max_bytes=kf.max_size,
+            desc=f"[{i}/{len(todo)}] {kf.name}",
+            **fetch_kw,
+        )
 
     files = {}
     for kf in release.files:
@@ -451,7 +486,7 @@ def _zip_route(url, path, target, release, config, fetch_kw, say) -> dict:
     else:
         _check_space(path, 2 * release.total_approx_size() - file_size(part_path(zpath)))
         say(f"downloading {url}")
-        download_file(url, zpath, desc=ZIP_NAME, **fetch_kw)
+        download_file(url, zpath, desc=ZIP_NAME, max_bytes=release.max_zip_size(), **fetch_kw)
     try:
         files = install_zip(zpath, target, release, source={"method": "zip", "url": url}, config=config)
     except _BadZip as exc:
@@ -489,22 +524,15 @@ def check_zip(zpath, release: Release | None = None) -> dict[str, str]:
                     f"{zpath}: unsafe member path {info.filename!r} (it would be written outside the target "
                     f"folder); refusing the archive"
                 )
-        for info in infos:  # read every member through: the CRC of each is checked at its end
-            if info.is_dir():
-                continue
-            try:
-                with zf.open(info) as f:
-                    while f.read(CHUNK_BYTES):
-                        pass
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError) as exc:
-                raise _BadZip(f"{zpath}: corrupt zip ({info.filename}: {exc})") from None
         by_base: dict[str, list] = {}
         for info in infos:
             if not info.is_dir():
                 by_base.setdefault(PurePosixPath(info.filename).name, []).append(info)
         missing = [n for n in release.names if n not in by_base]
         if missing:
-            raise _BadZip(f"{zpath}: missing member(s) {', '.join(missing)} (expected the authors' files, SPEC.md)")
+            raise _BadZip(
+                f"{zpath}: missing member(s) {', '.join(missing)} (expected the authors' files, docs/method.md#inputs)"
+            )
         out = {}
         for kf in release.files:
             found = by_base[kf.name]
@@ -515,7 +543,21 @@ def check_zip(zpath, release: Release | None = None) -> dict[str, str]:
                 raise _BadZip(
                     f"{zpath}: {info.filename}: size mismatch, expected {kf.size} bytes, found {info.file_size}"
                 )
+            if info.file_size > kf.max_size:
+                raise _BadZip(
+                    f"{zpath}: {info.filename}: {info.file_size} bytes uncompressed, more than the {kf.max_size} "
+                    f"bytes it can be (about {kf.approx_size} expected); refusing the archive"
+                )
             out[kf.name] = info.filename
+        # read the members we take through (bounded above): the CRC of each is checked at its end;
+        # other members are never extracted, so never read
+        for member in out.values():
+            try:
+                with zf.open(member) as f:
+                    while f.read(CHUNK_BYTES):
+                        pass
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError) as exc:
+                raise _BadZip(f"{zpath}: corrupt zip ({member}: {exc})") from None
     return out
 
 
@@ -534,8 +576,10 @@ def install_zip(zpath, target, release: Release | None = None, *, source: dict, 
             raise RedrepError(_space_line(target.parent, free, total))
         with io.atomic_dir(target) as tmp:
             files = {}
+            limits = {kf.name: kf.max_size for kf in release.files}
             for name, member in members.items():
-                files[name] = _extract_member(zf, member, tmp / name, zpath)
+                files[name] = _extract_member(zf, member, tmp / name, zpath, limits[name])
+            io.crash_point("download:extracted")
             try:
                 _check_against_table(files, release, where=str(zpath))
                 check_contents(tmp, release, label=str(zpath))
@@ -545,11 +589,13 @@ def install_zip(zpath, target, release: Release | None = None, *, source: dict, 
     return files
 
 
-def _extract_member(zf: zipfile.ZipFile, member: str, dest: Path, zpath: Path) -> dict:
+def _extract_member(zf: zipfile.ZipFile, member: str, dest: Path, zpath: Path, limit: int) -> dict:
     sha, md5, n = hashlib.sha256(), hashlib.md5(), 0
     try:
         with zf.open(member) as src, open(dest, "wb") as out:
             while block := src.read(CHUNK_BYTES):
+                if n + len(block) > limit:  # the header may lie: count what comes out
+                    raise _BadZip(f"{zpath}: {member}: expands past {limit} bytes, more than it can be")
                 sha.update(block)
                 md5.update(block)
                 n += len(block)
@@ -582,7 +628,9 @@ def check_contents(folder, release: Release | None = None, *, label: str | None 
                 continue
             shape = tuple(_load_pt(folder / kf.name).shape)
             if _squeeze(shape) != _squeeze(kf.shape):
-                raise RedrepError(f"{kf.name}: expected a tensor of shape {kf.shape} (SPEC.md), found {shape}")
+                raise RedrepError(
+                    f"{kf.name}: expected a tensor of shape {kf.shape} (docs/method.md#inputs), found {shape}"
+                )
         RepresentationSet.load_authors(folder)
     except RedrepError as exc:
         msg = str(exc).replace(str(folder) + os.sep, "").replace(str(folder), label)

@@ -16,8 +16,9 @@ import numpy as np
 
 from . import io
 from .data import load_dataset
+from .device import resolve_device
 from .repset import NATIVE_FILES, NATIVE_META, RepresentationSet, update_meta
-from .train import CONFIG_FILE, resolve_device
+from .train import CONFIG_FILE
 from .validation import RedrepError
 
 #: Config fields that must agree between members: what makes runs "of the same kind".

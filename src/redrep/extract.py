@@ -13,7 +13,6 @@ representation set.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +21,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import io
 from .data import load_dataset
+from .device import resolve_device
 from .models import create_model
 from .repset import NATIVE_META, RepresentationSet
 from .train import (
@@ -31,7 +32,6 @@ from .train import (
     list_checkpoints,
     load_checkpoint,
     read_run_config,
-    resolve_device,
 )
 from .validation import RedrepError, check_int
 
@@ -196,7 +196,7 @@ def load_run_model(run_dir, epoch: int | None = None):
     if epoch is None:
         path = checkpoint_path(run_dir)
     else:
-        epoch = check_int(epoch, "epoch", min_value=1)
+        epoch = check_int(epoch, "epoch", min_value=0)  # 0: the network at initialization
         path = checkpoint_path(run_dir, epoch)
         if not path.is_file():
             last = checkpoint_path(run_dir)
@@ -254,8 +254,13 @@ def extract_run(
         last_epoch = load_checkpoint(last_path)["epoch"] if epoch is not None and last_path.is_file() else ep
         out = run_dir / (REPRESENTATIONS_DIR if ep == last_epoch else f"{REPRESENTATIONS_DIR}_epoch_{ep:04d}")
     out = Path(out)
-    carried = _check_output(out, run_dir, ep)
     dev = resolve_device(device)
+    with io.folder_lock(out, what="extract"):
+        return out, _extract_into(out, run_dir, config, model, ep, dev, data_dir, batch_size, progress)
+
+
+def _extract_into(out, run_dir, config, model, ep, dev, data_dir, batch_size, progress) -> RepresentationSet:
+    carried = _check_output(out, run_dir, ep)
     dataset = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir)
     if config.train_subset is not None:
         dataset = dataset.subset_train(config.train_subset)
@@ -288,7 +293,7 @@ def extract_run(
     if carried.get("error_inf") is not None:
         rs.error_inf = carried["error_inf"]
     rs.save(out)
-    return out, rs
+    return rs
 
 
 def _check_output(out: Path, run_dir: Path, epoch: int) -> dict:
@@ -306,14 +311,15 @@ def _check_output(out: Path, run_dir: Path, epoch: int) -> dict:
         if any(out.iterdir()):
             raise RedrepError(
                 f"{out}: expected a new folder or a representation set to replace, found other files "
-                f"(no {NATIVE_META}); choose another --out"
+                f"(no {NATIVE_META}); choose another out folder"
             )
         return {}
     try:
-        doc = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        doc = io.read_json_object(meta_file)
+    except RedrepError:  # a damaged set is replaced; it has nothing to carry over
         return {}
-    meta = doc.get("meta", {}) if isinstance(doc, dict) else {}
+    meta = doc.get("meta", {})
+    meta = meta if isinstance(meta, dict) else {}
     if meta.get("run_dir") == str(run_dir.resolve()) and meta.get("epoch") == epoch and "ensemble" in meta:
         return {"error_inf": doc.get("error_inf"), "meta": {"ensemble": meta["ensemble"]}}
     return {}

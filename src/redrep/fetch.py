@@ -15,7 +15,6 @@ redirect handling), so downloading needs no extra dependency.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import http.client
 import os
@@ -30,13 +29,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, io
 from .validation import RedrepError
 
 CHUNK_BYTES = 1 << 20
 USER_AGENT = f"redrep/{__version__} (+python urllib)"
 #: HTTP statuses worth asking again: the server may recover.
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Requests for one file in all, whatever the server does (progress included), before giving up.
+MAX_ATTEMPTS = 100
 
 
 def file_md5(path) -> str:
@@ -83,6 +84,8 @@ def download_file(
     timeout: tuple[float, float] = (10.0, 60.0),
     progress: bool = True,
     desc: str | None = None,
+    max_bytes: int | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> Path:
     """Download ``url`` to ``dest`` through ``dest.part``; return ``dest``.
 
@@ -100,8 +103,10 @@ def download_file(
     retries : int
         How many times in a row a transient failure (connection refused or
         reset, timeout, HTTP 408/429/5xx, a body cut short) is retried. An
-        attempt that received data resets the count, so a long transfer over
-        a flaky link keeps going as long as it makes progress.
+        attempt that takes the file further than it ever was resets the count,
+        so a long transfer over a flaky link keeps going as long as it makes
+        progress; a server that restarts the file (a 200 to a ``Range``
+        request) and breaks off again makes none.
     backoff : float
         Seconds before the first retry; doubled at each further one.
     timeout : (float, float)
@@ -111,6 +116,12 @@ def download_file(
         Show a tqdm bar on stderr (total from Content-Length when sent).
     desc : str, optional
         Label of the bar; the file name by default.
+    max_bytes : int, optional
+        The most the file can be when ``size`` is not known; a body that
+        announces or sends more is deleted and refused. ``size`` bounds it
+        when given.
+    max_attempts : int
+        Requests in all, whatever the server does, before giving up.
 
     Returns
     -------
@@ -120,15 +131,16 @@ def download_file(
     Raises
     ------
     RedrepError
-        HTTP 4xx (at once), transient failures beyond ``retries``, a
-        size/digest mismatch, a full disk. The ``.part`` file stays for a
+        HTTP 4xx (at once), transient failures beyond ``retries`` or
+        ``max_attempts``, a body larger than the file can be, a size/digest
+        mismatch, a full disk. The ``.part`` file stays for a
         resume unless its content is known to be wrong.
     """
-    if urllib.parse.urlsplit(str(url)).scheme.lower() not in ("http", "https", "file"):
-        raise RedrepError(f"{url}: expected an http(s):// or file:// URL")
+    check_url(url)
     dest = Path(dest)
     part = part_path(dest)
     retries = max(0, int(retries))
+    limit = size if size is not None else max_bytes
     connect_timeout, read_timeout = (float(t) for t in timeout)
     opener = _opener(read_timeout)
     try:
@@ -137,21 +149,30 @@ def download_file(
         raise write_error(exc, dest.parent) from None
 
     failures = 0
+    attempts = 0
+    furthest = file_size(part)  # progress means holding more of the file than ever before
     while True:
+        attempts += 1
         try:
-            done = _attempt(opener, url, part, size, connect_timeout, progress, desc or dest.name)
+            done = _attempt(opener, url, part, size, limit, connect_timeout, progress, desc or dest.name)
         except _Transient as exc:
-            failures = 1 if exc.gained else failures + 1
-            if failures > retries:
-                tries = "1 attempt" if retries == 0 else f"{retries + 1} attempts in a row"
-                kept = file_size(part)
-                if kept:
-                    tries += f"; {kept} bytes kept in {part}, run again to resume"
+            held = file_size(part)
+            failures = 1 if held > furthest else failures + 1
+            furthest = max(furthest, held)
+            if failures > retries or attempts >= max_attempts:
+                if failures > retries:
+                    tries = "1 attempt" if retries == 0 else f"{retries + 1} attempts in a row"
+                else:
+                    tries = f"{attempts} attempts in all"
+                if held:
+                    tries += f"; {held} bytes kept in {part}, run again to resume"
                 raise RedrepError(f"{url}: {exc} ({tries})") from None
             time.sleep(backoff * 2 ** (failures - 1))
             continue
         if done:
             break
+        if attempts >= max_attempts:
+            raise RedrepError(f"{url}: the server kept restarting the transfer ({attempts} attempts in all)")
 
     _verify(part, dest, size=size, md5=md5, sha256=sha256)
     try:
@@ -161,7 +182,7 @@ def download_file(
     return dest
 
 
-def _attempt(opener, url, part, size, connect_timeout, progress, desc) -> bool:
+def _attempt(opener, url, part, size, limit, connect_timeout, progress, desc) -> bool:
     """One request; True when ``part`` holds the whole body, False to ask again at once."""
     offset = file_size(part)
     if size is not None and offset >= size:
@@ -208,6 +229,12 @@ def _attempt(opener, url, part, size, connect_timeout, progress, desc) -> bool:
             offset = 0  # 200 to a Range request: the server cannot resume, start from zero
         length = response.headers.get("Content-Length")
         length = int(length) if length and length.strip().isdigit() else None
+        if limit is not None and length is not None and offset + length > limit:
+            _unlink(part)
+            raise RedrepError(
+                f"{url}: the server announces {offset + length} bytes, more than the {limit} bytes the file can be; "
+                f"expected {_expected(size, limit)}"
+            )
         total = offset + length if length is not None else size
         bar = tqdm(
             total=total,
@@ -234,6 +261,13 @@ def _attempt(opener, url, part, size, connect_timeout, progress, desc) -> bool:
                     raise _Transient(f"connection lost {where} ({_reason(exc)})", received > 0) from None
                 if not block:
                     break
+                if limit is not None and offset + received + len(block) > limit:
+                    f.close()
+                    _unlink(part)  # cannot be the file: nothing to resume
+                    raise RedrepError(
+                        f"{url}: the body goes past {limit} bytes, more than the file can be; "
+                        f"expected {_expected(size, limit)} (deleted {part})"
+                    )
                 try:
                     f.write(block)
                 except OSError as exc:
@@ -264,6 +298,25 @@ def _verify(part: Path, dest: Path, *, size, md5, sha256) -> None:
             raise RedrepError(f"{dest}: {algorithm} mismatch, expected {expected}, found {digest}")
 
 
+def _expected(size, limit) -> str:
+    return f"exactly {size} bytes" if size is not None else f"at most {limit} bytes"
+
+
+def check_url(url) -> str:
+    """An ``http(s)://`` or ``file://`` URL with a host (http) that urllib can parse; one-line error otherwise."""
+    text = str(url)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise RedrepError(f"{text}: expected a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https", "file"):
+        raise RedrepError(f"{text}: expected an http(s):// or file:// URL")
+    if parts.scheme.lower() in ("http", "https") and not parts.hostname:
+        raise RedrepError(f"{text}: expected an http(s):// URL with a host name")
+    return text
+
+
 # --------------------------------------------------------------------- errors
 def _reason(exc) -> str:
     if isinstance(exc, (socket.timeout, TimeoutError)):
@@ -292,10 +345,8 @@ def _connection_error(url: str, reason) -> Exception:
 
 
 def write_error(exc: OSError, path) -> RedrepError:
-    """A one-line error for a failed write: 'no space left' said as such."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return RedrepError(f"no space left on device writing {path}")
-    return RedrepError(f"{path}: cannot write ({exc.strerror or exc})")
+    """A one-line error for a failed write: 'no space left' said as such (see :func:`redrep.io.write_error`)."""
+    return io.write_error(exc, path)
 
 
 # ---------------------------------------------------------------------- utils

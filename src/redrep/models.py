@@ -356,6 +356,6 @@ def create_model(name: str, num_classes: int, in_shape, **options) -> ReadoutInt
     if spec.needs_image and len(in_shape) != 3:
         raise RedrepError(
             f"arch {name}: expected image inputs of shape (channels, height, width), found inputs of shape "
-            f"{in_shape} (use --arch mlp for vector data)"
+            f"{in_shape} (use arch mlp for vector data)"
         )
     return spec.build(num_classes, in_shape, **opts)

@@ -5,9 +5,10 @@
   ``w_c*`` and a right axis in absolute test error; the absolute test error
   when error_inf is unknown;
 * (b) chunk training error, symlog y axis (linear below 1e-2);
-* (c) R^2 (left axis) and the residual mean correlation (right axis), both
-  variants: over all pairs of neurons (published) and over the pairs outside
-  the chunk.
+* (c) every declared metric placed on panel (c) (:mod:`redrep.metrics`):
+  R^2 and held-out R^2 on the left axis, the residual mean correlation on the
+  right, both variants: over all pairs of neurons (published) and over the
+  pairs outside the chunk.
 
 Bands are +/- one standard error of the mean over random chunks. The region
 ``w_c >= w_c*`` is shaded. Figures are built on :class:`matplotlib.figure.Figure`
@@ -34,8 +35,8 @@ from matplotlib.ticker import (
 )
 
 from . import io
-from .summary import ChunkCurves, Summary, summarize
-from .validation import RedrepError
+from .summary import PAPER_EXPONENT, ChunkCurves, Summary, summarize
+from .validation import RedrepError, check_float
 
 #: The authors' file name of the figure (without extension).
 DEFAULT_STEM = "cifar10_wr28_plots"
@@ -43,7 +44,7 @@ FORMATS = ("png", "pdf", "svg")
 DEFAULT_FORMATS = ("png", "pdf")
 #: The guide of panel (a): prefactor * w_c ** exponent (paper, Fig. 3b).
 GUIDE_PREFACTOR = 0.12
-GUIDE_EXPONENT = -0.5
+GUIDE_EXPONENT = PAPER_EXPONENT
 #: Panel (a) starts at this chunk size, as in the paper.
 MIN_CHUNK_SIZE_A = 16
 #: Linear range of the symlog axis of panel (b).
@@ -140,6 +141,8 @@ def three_panel_figure(
     matplotlib.figure.Figure with three panels (``fig.axes[:3]`` are (a), (b), (c) in order;
     the right axes of (a) and (c) follow).
     """
+    min_chunk_size = check_float(min_chunk_size, "min_chunk_size", min_value=0.0)
+    guide_prefactor = check_float(guide_prefactor, "guide_prefactor", min_value=0.0)
     curves = source if isinstance(source, ChunkCurves) else ChunkCurves.from_results(source)
     if summary is None:
         kw = {}
@@ -279,42 +282,66 @@ def _panel_b(ax, curves: ChunkCurves, summary: Summary):
     _legend_below(ax, ncol=2)
 
 
+#: Line styles of the curves of panel (c), by curve name; other declared metrics take :data:`_CYCLE` in turn.
+_STYLES_C = {
+    "r2": {"color": _C_R2, "marker": "o"},
+    "r2_heldout": {"color": "#2a9d8f", "marker": "D", "ls": "--"},
+    "mean_corr": {"color": _C_CORR, "marker": "s"},
+    "mean_corr_outside": {"color": _C_CORR_OUT, "marker": "^", "ls": "--"},
+}
+_CYCLE = ({"color": "#8c564b", "marker": "v"}, {"color": "#e377c2", "marker": "P"}, {"color": "#7f7f7f", "marker": "X"})
+
+
+def _finite_limits(values, lo_default, hi_default):
+    """(min, max) of the finite values, or the defaults when there are none (a layer of width 1, say)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return lo_default, hi_default
+    return float(v.min()), float(v.max())
+
+
 def _panel_c(ax, curves: ChunkCurves, summary: Summary):
-    r2, mc, mo = curves.r2, curves.mean_corr, curves.mean_corr_outside
+    """R^2-like metrics on the left axis, correlations on the right: every declared metric of panel (c)."""
+    placed = [(m, c) for m, c in curves.metrics() if m.panel == "c"]
     ax.set_xscale("log", base=2)
-    xs = np.concatenate([r2.chunk_size, mc.chunk_size])
+    xs = np.concatenate([c.chunk_size for _, c in placed]) if placed else curves.train_error.chunk_size
     xlim = _xlim(xs)
     span = _shade(ax, summary, xlim[1])
-    l_r2 = _band(ax, r2.chunk_size, r2.mean, r2.sem, _C_R2, marker="o", ms=4, label="$R^2$ (left)")
-    l_thr = ax.axhline(summary.r2_min, ls=":", color=_C_R2, lw=1.2, label=f"$R^2$ = {summary.r2_min:g}")
+    ax2 = ax.twinx()
+    handles, extra = [], iter(_CYCLE * 4)
+    left_vals, right_vals = [], []
+    for m, c in placed:
+        style = dict(_STYLES_C.get(m.curve) or next(extra))
+        target = ax if m.axis == "left" else ax2
+        fin = np.isfinite(c.mean)
+        if not fin.any():  # nothing to draw: a correlation of a layer of one neuron, say
+            continue
+        label = f"{m.label} ({m.axis})"
+        handles.append(_band(target, c.chunk_size[fin], c.mean[fin], c.sem[fin], ms=4, label=label, **style))
+        (left_vals if m.axis == "left" else right_vals).append(c.mean[fin])
+        if m.curve == "r2":
+            handles.append(ax.axhline(summary.r2_min, ls=":", color=_C_R2, lw=1.2, label=f"$R^2$ = {summary.r2_min:g}"))
     ax.set_ylabel("$R^2$ of the reconstruction", color=_C_R2)
     ax.tick_params(axis="y", colors=_C_R2)
-    ax.set_ylim(min(0.0, float(np.nanmin(r2.mean)) - 0.05), 1.05)
+    lo, _ = _finite_limits(np.concatenate(left_vals) if left_vals else [], 0.0, 1.0)
+    ax.set_ylim(min(0.0, lo - 0.05), 1.05)
     ax.set_xlabel("chunk size $w_c$")
-    ax2 = ax.twinx()
-    handles = [l_r2, l_thr]
-    handles.append(
-        _band(ax2, mc.chunk_size, mc.mean, mc.sem, _C_CORR, marker="s", ms=4, label="mean corr., all pairs (right)")
-    )
-    if mo is not None:
-        fin = np.isfinite(mo.mean)
-        handles.append(
-            _band(
-                ax2,
-                mo.chunk_size[fin],
-                mo.mean[fin],
-                mo.sem[fin],
-                _C_CORR_OUT,
-                marker="^",
-                ms=4,
-                ls="--",
-                label="mean corr., pairs outside chunk (right)",
-            )
-        )
     ax2.set_ylabel("residual mean |correlation|", color=_C_CORR)
     ax2.tick_params(axis="y", colors=_C_CORR)
-    top = np.nanmax(np.concatenate([mc.mean, mo.mean if mo is not None else mc.mean]))
-    ax2.set_ylim(0.0, max(float(top), 1e-6) * 1.1)
+    _, top = _finite_limits(np.concatenate(right_vals) if right_vals else [], 0.0, 1.0)
+    ax2.set_ylim(0.0, max(top, 1e-6) * 1.1)
+    if not right_vals:
+        ax2.text(
+            0.97,
+            0.03,
+            "no residual correlation: fewer than two neurons",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color="0.3",
+        )
     if span is not None:
         handles.append(span)
     ax.set_xlim(*xlim)
@@ -324,15 +351,15 @@ def _panel_c(ax, curves: ChunkCurves, summary: Summary):
 
 
 # --------------------------------------------------------------------------- files
-def check_formats(formats) -> tuple:
-    """Validate figure formats: a comma-separated string or a sequence of png, pdf, svg."""
+def check_formats(formats, name: str = "formats") -> tuple:
+    """Validate figure formats: a comma-separated string or a sequence of png, pdf, svg (errors name ``name``)."""
     if isinstance(formats, str):
         items = [f.strip().lower().lstrip(".") for f in formats.split(",") if f.strip()]
     else:
         items = [str(f).strip().lower().lstrip(".") for f in formats]
     bad = [f for f in items if f not in FORMATS]
     if bad or not items:
-        raise RedrepError(f"--format: expected a comma-separated list of {', '.join(FORMATS)}, found {formats!r}")
+        raise RedrepError(f"{name}: expected a comma-separated list of {', '.join(FORMATS)}, found {formats!r}")
     return tuple(dict.fromkeys(items))
 
 
@@ -355,7 +382,7 @@ def save_figure(fig: Figure, out_dir, *, stem: str = DEFAULT_STEM, formats=DEFAU
     """
     formats = check_formats(formats)
     if not stem or "/" in stem or stem in (".", ".."):
-        raise RedrepError(f"--name: expected a file name without folder, found {stem!r}")
+        raise RedrepError(f"stem: expected a file name without folder, found {stem!r}")
     blobs = {fmt: figure_bytes(fig, fmt, dpi=dpi) for fmt in formats}
     out_dir = Path(out_dir)
     paths = []

@@ -13,6 +13,7 @@ second or so of importing torch. Anything it does not recognise raises
 from __future__ import annotations
 
 import collections
+import math
 import pickle
 import struct
 import zipfile
@@ -36,6 +37,13 @@ STORAGE_DTYPES = {
 
 class PtFormatError(Exception):
     """The file is not a plain-tensor ``torch.save`` zip this reader understands."""
+
+
+class PtCorruptError(Exception):
+    """The file is in ``torch.save``'s layout but describes an impossible tensor (a crafted or damaged file).
+
+    Not a :class:`PtFormatError`: no other reader should be tried on it.
+    """
 
 
 class _StorageType:
@@ -82,6 +90,34 @@ def _member_offset(path: Path, info: zipfile.ZipInfo) -> int:
     return info.header_offset + 30 + name_len + extra_len
 
 
+#: The most bytes a tensor (as numpy sees it) can span.
+_MAX_BYTES = np.iinfo(np.intp).max
+
+
+def _check_view(storage: _Storage, offset: int, size: tuple, stride: tuple) -> int:
+    """The number of elements of the view, after checking it against its storage (Python ints: no overflow)."""
+    if len(size) != len(stride):
+        raise PtCorruptError(f"size {size} and stride {stride} differ in length")
+    if any(n < 0 for n in size):
+        raise PtCorruptError(f"negative size {size}")
+    if any(st < 0 for st in stride) or offset < 0:
+        raise PtCorruptError(f"negative stride {stride} or offset {offset}")
+    if storage.numel < 0:
+        raise PtCorruptError(f"negative storage size {storage.numel}")
+    numel = math.prod(size)
+    if numel * storage.dtype.itemsize > _MAX_BYTES:
+        raise PtCorruptError(f"size {size} is too large ({numel} elements)")
+    if numel == 0:
+        return 0
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride))
+    if last >= storage.numel:
+        raise PtCorruptError(
+            f"the view (offset {offset}, size {size}, stride {stride}) reaches outside its storage "
+            f"of {storage.numel} elements"
+        )
+    return numel
+
+
 def load_pt(path) -> np.ndarray:
     """The tensor of a ``torch.save`` file as a read-only, memory-mapped numpy array.
 
@@ -90,6 +126,8 @@ def load_pt(path) -> np.ndarray:
     PtFormatError
         When the file is not a zip-format ``.pt`` holding one plain tensor of a
         numpy-representable dtype, in little-endian byte order.
+    PtCorruptError
+        When it is, but its sizes, strides or offset do not fit its storage.
     OSError
         When the file cannot be read.
     """
@@ -115,6 +153,8 @@ def load_pt(path) -> np.ndarray:
         if not (isinstance(obj, tuple) and len(obj) == 5 and obj[0] == "tensor"):
             raise PtFormatError(f"the file holds a {type(obj).__name__}, not a tensor")
         _, storage, offset, size, stride = obj
+        if not isinstance(storage, _Storage):
+            raise PtFormatError(f"unsupported storage {type(storage).__name__}")
         try:
             info = zf.getinfo(f"{prefix}data/{storage.key}")
         except KeyError:
@@ -127,13 +167,10 @@ def load_pt(path) -> np.ndarray:
                 f"storage {storage.key} holds {info.file_size} bytes, expected {storage.numel * itemsize}"
             )
         data_offset = _member_offset(path, info)
-    numel = int(np.prod(size, dtype=np.int64))
+    numel = _check_view(storage, offset, size, stride)
     if numel == 0:
         return np.zeros(size, dtype=storage.dtype)
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-    if offset < 0 or last >= storage.numel or any(s < 0 for s in stride):
-        raise PtFormatError("tensor view outside its storage")
-    contiguous = tuple(int(np.prod(size[i + 1 :], dtype=np.int64)) for i in range(len(size)))
+    contiguous = tuple(math.prod(size[i + 1 :]) for i in range(len(size)))
     if all(st == c or n == 1 for st, c, n in zip(stride, contiguous, size)):
         return np.memmap(path, dtype=storage.dtype, mode="r", offset=data_offset + offset * itemsize, shape=size)
     flat = np.memmap(path, dtype=storage.dtype, mode="r", offset=data_offset, shape=(storage.numel,))

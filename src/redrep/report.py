@@ -1,13 +1,17 @@
-"""A self-contained HTML report of a chunk analysis.
+"""Self-contained HTML pages: the report of a chunk analysis, the report of a width sweep.
 
-One file that opens in a browser with no server and no network: figures are
-embedded as base64 data URIs, tables are plain HTML, the style sheet is
-inline. It holds the summary (``w_c*``, decay exponent, number of clones), a
-plain-language reading, the figures, the results by chunk size, the tidy
-results table, and the input with its metadata, parameters and versions.
+Every page is rendered from a Jinja2 template shipped in the package
+(``redrep/templates/``) that extends the one layout ``base.html``, which
+inlines the one stylesheet ``style.css``. Pages open in a browser with no
+server and no network: figures are embedded as base64 data URIs, there are
+no scripts and no external fonts. Python passes plain data (rows, strings,
+data URIs); the templates decide the markup. :func:`render_page` is the entry
+point for any page, this module's and others'.
 
-:func:`write_report` takes extra figures and extra sections, so commands that
-produce more than one results folder (e.g. a width sweep) can reuse it.
+The analysis report holds the summary (``w_c*``, decay exponent, number of
+clones), a plain-language reading, the figures, the results by chunk size
+(one column per declared metric, :mod:`redrep.metrics`), the tidy results
+table, and the input with its metadata, parameters and versions.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from __future__ import annotations
 import base64
 import math
 from datetime import datetime, timezone
-from html import escape
+from functools import lru_cache
 from pathlib import Path
 
+from markupsafe import Markup
 from matplotlib.figure import Figure
 
 from . import __version__, io
@@ -30,24 +35,60 @@ REPORT_NAME = "report.html"
 _MAX_LIST = 16
 _MAX_STR = 400
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; }
-h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
-.sub { color: #666; margin-top: 0; }
-table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
-th, td { border: 1px solid #d8d8d8; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }
-th { background: #f3f3f3; }
-td.k, th.k { text-align: left; font-family: ui-monospace, Menlo, Consolas, monospace; }
-td.t { text-align: left; }
-tr.crit td { background: #eaf6ea; }
-.note { color: #8a1c00; }
-figure { margin: 1em 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #555; font-size: 0.92em; }
-details summary { cursor: pointer; color: #1f5fa8; }
-"""
+
+# --------------------------------------------------------------------------- templates
+@lru_cache(maxsize=1)
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("redrep", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,  # a missing context value is a bug, not an empty string
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["num"] = lambda v, digits=6: v if isinstance(v, str) else fmt_number(v, digits)
+    env.filters["data_uri"] = image_data_uri
+    env.globals["version"] = __version__
+    return env
+
+
+def base_context() -> dict:
+    """What ``base.html`` adds to every page besides ``title``: the redrep version and the time of writing."""
+    return {"version": __version__, "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def render_page(template: str, **context) -> str:
+    """Render a page template of the package (one that extends ``base.html``) to an HTML string.
+
+    Parameters
+    ----------
+    template : str
+        File name under ``redrep/templates/`` ("report.html", "sweep.html", or a page of another module).
+    **context
+        Plain data for the template. ``base.html`` expects ``title`` (text; or the page overrides
+        the block ``title``) and takes an optional ``subtitle``; the page fills the block ``content``
+        (and may override ``head``, ``header``, ``footer``). Text is escaped; wrap caller-built
+        markup in :class:`markupsafe.Markup`. ``macros.html`` offers ``table``, ``figures`` and
+        ``sentences``; the filter ``num`` formats numbers as :func:`fmt_number` does (``x | num(4)``),
+        ``data_uri`` embeds a Figure or image bytes (:func:`image_data_uri`).
+
+    Returns
+    -------
+    str, the whole page; images must already be data URIs (:func:`image_data_uri`).
+    """
+    import jinja2
+
+    try:
+        tpl = _environment().get_template(template)
+    except jinja2.TemplateNotFound:
+        raise RedrepError(f"template: expected a file of redrep/templates/, found no {template!r}") from None
+    try:
+        return tpl.render(**{**base_context(), "subtitle": "", **context})
+    except jinja2.UndefinedError as exc:
+        raise RedrepError(f"{template}: expected every value the page uses, found {exc.message}") from None
 
 
 # --------------------------------------------------------------------------- small builders
@@ -64,20 +105,11 @@ def fmt_number(v, digits: int = 6) -> str:
 
 
 def html_table(header, rows, *, left_cols=(0,), row_classes=None) -> str:
-    """An HTML table; cells are escaped text (numbers formatted with :func:`fmt_number`)."""
-    out = ["<table>", "<thead><tr>"]
-    for j, h in enumerate(header):
-        out.append(f'<th class="k">{escape(str(h))}</th>' if j in left_cols else f"<th>{escape(str(h))}</th>")
-    out.append("</tr></thead><tbody>")
-    for i, row in enumerate(rows):
-        cls = f' class="{escape(row_classes[i])}"' if row_classes and row_classes[i] else ""
-        out.append(f"<tr{cls}>")
-        for j, cell in enumerate(row):
-            text = cell if isinstance(cell, str) else fmt_number(cell)
-            out.append(f'<td class="k">{escape(text)}</td>' if j in left_cols else f"<td>{escape(text)}</td>")
-        out.append("</tr>")
-    out.append("</tbody></table>")
-    return "".join(out)
+    """An HTML table (the ``table`` macro of ``macros.html``); cells are escaped, numbers formatted."""
+    tpl = _environment().from_string(
+        '{% import "macros.html" as ui %}{{ ui.table(header, rows, left=left, classes=classes) }}'
+    )
+    return Markup(tpl.render(header=list(header), rows=[list(r) for r in rows], left=left_cols, classes=row_classes))
 
 
 def image_data_uri(image) -> str:
@@ -120,8 +152,9 @@ def _kv_table(d: dict, prefix: str = "") -> list:
     return rows
 
 
-# --------------------------------------------------------------------------- sections
-def summary_html(summary: Summary, curves: ChunkCurves) -> str:
+# --------------------------------------------------------------------------- the data of the pages
+def summary_rows(summary: Summary, curves: ChunkCurves) -> list:
+    """(quantity, value) pairs of the summary table."""
     exp = "n/a"
     if summary.exponent is not None:
         exp = fmt_number(summary.exponent, 4)
@@ -129,7 +162,7 @@ def summary_html(summary: Summary, curves: ChunkCurves) -> str:
             exp += f" ± {fmt_number(summary.exponent_se, 2)}"
     fit_sizes = ", ".join(str(w) for w in summary.fit_chunk_sizes) or "n/a"
     full = curves.test_error
-    rows = [
+    return [
         ("layer width W", summary.width),
         ("critical chunk size w_c*", "none" if summary.w_c_star is None else summary.w_c_star),
         ("  thresholds", f"training error ≤ {summary.train_error_max:g}, R² ≥ {summary.r2_min:g}"),
@@ -139,69 +172,63 @@ def summary_html(summary: Summary, curves: ChunkCurves) -> str:
         ("error_inf (large-ensemble test error)", "absent" if summary.error_inf is None else summary.error_inf),
         (f"test error of the largest chunk (w_c = {int(full.chunk_size[-1])})", float(full.mean[-1])),
     ]
-    out = [html_table(("quantity", "value"), rows, left_cols=(0,))]
-    for note in summary.notes:
-        out.append(f'<p class="note">{escape(note)}</p>')
-    return "".join(out)
 
 
-def by_size_html(curves: ChunkCurves, summary: Summary) -> str:
-    """Wide table: one row per chunk size, mean ± sem of every curve."""
-    named = [
-        ("training error", curves.train_error),
-        ("test error", curves.test_error),
-        ("R²", curves.r2),
-        ("mean corr. (all pairs)", curves.mean_corr),
-    ]
-    if curves.mean_corr_outside is not None:
-        named.append(("mean corr. (outside chunk)", curves.mean_corr_outside))
+def by_size_data(curves: ChunkCurves, summary: Summary) -> dict:
+    """The wide table: one row per chunk size, mean ± sem of every declared metric present (as shown: errors)."""
+    named = curves.metrics()
     sizes = sorted({float(w) for _, c in named for w in c.chunk_size})
     rows, classes = [], []
     for w in sizes:
         row = [str(int(w))]
-        for _, c in named:
+        for m, c in named:
             i = [k for k, x in enumerate(c.chunk_size) if x == w]
             if not i:
                 row.append("")
                 continue
-            m, s = c.mean[i[0]], c.sem[i[0]]
-            if math.isfinite(s) and s <= 1e-12 * max(1.0, abs(m)):
-                s = 0.0  # identical chunks (w_c = W): rounding noise, not an uncertainty
-            row.append(f"{fmt_number(m, 5)} ± {fmt_number(s, 2)}" if math.isfinite(s) else fmt_number(m, 5))
+            mean, sem = c.mean[i[0]], c.sem[i[0]]
+            if math.isfinite(sem) and sem <= 1e-12 * max(1.0, abs(mean)):
+                sem = 0.0  # identical chunks (w_c = W): rounding noise, not an uncertainty
+            text = fmt_number(mean, m.digits)
+            row.append(f"{text} ± {fmt_number(sem, 2)}" if math.isfinite(sem) and math.isfinite(mean) else text)
         rows.append(row)
         classes.append("crit" if summary.w_c_star is not None and w >= summary.w_c_star else "")
-    header = ["chunk size"] + [n for n, _ in named]
-    note = (
-        f"<p>Mean ± standard error over random chunks. Shaded rows: w_c ≥ w_c* = {summary.w_c_star}.</p>"
-        if summary.w_c_star is not None
-        else "<p>Mean ± standard error over random chunks.</p>"
-    )
-    return note + html_table(header, rows, left_cols=(0,), row_classes=classes)
+    return {
+        "header": ["chunk size"] + [m.label for m, _ in named],
+        "rows": rows,
+        "classes": classes,
+        "w_c_star": summary.w_c_star,
+        "descriptions": [(m.label, m.description, f"docs/method.md#{m.anchor}") for m, _ in named],
+    }
 
 
-def tidy_html(results) -> str:
+def tidy_data(results) -> dict:
     header = ("metric", "split", "chunk_size", "mean", "std", "sem", "n")
-    rows = [tuple(r[k] for k in header) for r in results.rows]
-    table = html_table(header, rows, left_cols=(0, 1))
-    return f"<details open><summary>results.csv ({len(rows)} rows; accuracy, not error)</summary>{table}</details>"
+    return {"header": header, "rows": [[r[k] for k in header] for r in results.rows]}
 
 
-def input_html(doc: dict) -> str:
+def input_data(doc: dict) -> list:
+    """The input, parameters, versions and timings of ``results.json`` as titled (key, value) tables."""
     out = []
     inp = doc.get("input")
     if isinstance(inp, dict):
-        out.append("<h3>Input</h3>" + html_table(("key", "value"), _kv_table(inp), left_cols=(0, 1)))
+        out.append({"title": "Input", "rows": _kv_table(inp)})
     for key, title in (("params", "Parameters"), ("versions", "Versions"), ("timings_s", "Timings (s)")):
         v = doc.get(key)
         if isinstance(v, dict) and v:
-            out.append(f"<h3>{title}</h3>" + html_table(("key", "value"), _kv_table(v), left_cols=(0, 1)))
-    if doc.get("created"):
-        out.append(f"<p>Results created {escape(str(doc['created']))}.</p>")
-    return "".join(out) or "<p>No input metadata in results.json.</p>"
+            out.append({"title": title, "rows": _kv_table(v)})
+    return out
 
 
-# --------------------------------------------------------------------------- the document
-def render_report(
+def _figures(items) -> list:
+    return [{"caption": caption or "", "src": image_data_uri(image)} for caption, image in items]
+
+
+def _markup_sections(sections) -> list:
+    return [{"title": str(t), "html": Markup(h)} for t, h in sections]
+
+
+def report_context(
     results,
     *,
     curves: ChunkCurves | None = None,
@@ -213,8 +240,8 @@ def render_report(
     title: str | None = None,
     train_error_max: float | None = None,
     r2_min: float | None = None,
-) -> str:
-    """The report as an HTML string; see :func:`write_report` for the parameters."""
+) -> dict:
+    """The plain data of ``report.html`` (see :func:`write_report` for the parameters)."""
     curves = curves if curves is not None else ChunkCurves.from_results(results)
     if summary is None:
         kw = {k: v for k, v in (("train_error_max", train_error_max), ("r2_min", r2_min)) if v is not None}
@@ -229,41 +256,26 @@ def render_report(
                 three_panel_figure(curves, summary),
             )
         ]
-    figures = list(figures) + list(extra_figures)
-    title = title or f"redrep report: {curves.label or results.path}"
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{escape(title)}</h1>",
-        f'<p class="sub">Results folder <code>{escape(str(results.path))}</code>; report written by redrep '
-        f"{escape(__version__)} on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.</p>",
-        *(f"<h2>{escape(t)}</h2>{h}" for t, h in lead_sections),
-        '<h2 id="summary">Summary</h2>',
-        summary_html(summary, curves),
-        '<h2 id="reading">What the numbers say</h2><ul>',
-        *(f"<li>{escape(s)}</li>" for s in reading(summary, curves)),
-        "</ul>",
-        '<h2 id="figures">Figures</h2>',
-    ]
-    for caption, image in figures:
-        parts.append(
-            f'<figure><img alt="{escape(caption or "figure")}" src="{image_data_uri(image)}">'
-            f"<figcaption>{escape(caption or '')}</figcaption></figure>"
-        )
-    parts += [
-        '<h2 id="by-size">Results by chunk size</h2>',
-        by_size_html(curves, summary),
-        '<h2 id="tidy">Tidy results table</h2>',
-        tidy_html(results),
-        '<h2 id="input">Input and metadata</h2>',
-        input_html(results.doc),
-    ]
-    for sec_title, sec_html in sections:
-        parts.append(f"<h2>{escape(sec_title)}</h2>{sec_html}")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    doc = results.doc
+    return {
+        "title": title or f"redrep report: {curves.label or results.path}",
+        "subtitle": f"Results folder {results.path}.",
+        "summary_rows": summary_rows(summary, curves),
+        "notes": list(summary.notes),
+        "reading": reading(summary, curves),
+        "figures": _figures(list(figures) + list(extra_figures)),
+        "by_size": by_size_data(curves, summary),
+        "tidy": tidy_data(results),
+        "inputs": input_data(doc),
+        "created": str(doc["created"]) if doc.get("created") else "",
+        "lead_sections": _markup_sections(lead_sections),
+        "sections": _markup_sections(sections),
+    }
+
+
+def render_report(results, **kw) -> str:
+    """The report as an HTML string; see :func:`write_report` for the parameters."""
+    return render_page("report.html", **report_context(results, **kw))
 
 
 def write_report(
@@ -291,24 +303,123 @@ def write_report(
         Replaces the default three-panel figure. An image is a matplotlib Figure,
         PNG or SVG bytes, or a (mime type, bytes) pair.
     extra_figures : list of (caption, image), shown after ``figures``
-    sections : list of (title, html), appended at the end; ``html`` is inserted as is
-        (the caller escapes its own text)
+    sections : list of (title, html), appended at the end; ``html`` is markup inserted as is
+        (the caller escapes its own text; new pages should rather extend ``report.html``)
     lead_sections : list of (title, html), the same, placed first, before the summary
     title : the page title
     train_error_max, r2_min : thresholds of ``w_c*`` when ``summary`` is absent
     """
     out_path = Path(out_path) if out_path is not None else Path(results.path) / REPORT_NAME
-    text = render_report(
+    text = render_page(
+        "report.html",
+        **report_context(
+            results,
+            curves=curves,
+            summary=summary,
+            figures=figures,
+            extra_figures=extra_figures,
+            sections=sections,
+            lead_sections=lead_sections,
+            title=title,
+            train_error_max=train_error_max,
+            r2_min=r2_min,
+        ),
+    )
+    io.write_text(out_path, text)
+    return out_path
+
+
+# --------------------------------------------------------------------------- the sweep report
+#: Columns of the sweep report's table of training runs.
+RUN_COLUMNS = ("width", "seed", "test_error", "train_error", "zero_train_error_epoch", "epochs", "seconds")
+
+
+def _pm(mean, sem) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.4g}" + (f" ± {sem:.2g}" if sem is not None and math.isfinite(sem) else "")
+
+
+def width_table_data(table, widest: int) -> dict:
+    """The paper's Fig. 3a numbers, compactly: mean ± sem over seeds per width (the CSV has every column).
+
+    ``table`` is the list of per-width dicts of :func:`redrep.sweep.width_table`.
+    """
+    header = (
+        "W",
+        "full network: test error",
+        f"chunk of the W = {widest} net: test error",
+        "full network: training error",
+        "chunk: training error",
+        "seeds",
+    )
+    rows = [
+        [
+            str(r["width"]),
+            _pm(r["full_test_mean"], r["full_test_sem"]),
+            _pm(r["chunk_test_mean"], r["chunk_test_sem"]),
+            _pm(r["full_train_mean"], r["full_train_sem"]),
+            _pm(r["chunk_train_mean"], r["chunk_train_sem"]),
+            str(r["full_n"]),
+        ]
+        for r in table
+    ]
+    return {"header": header, "rows": rows}
+
+
+def _cell(v):
+    """A table cell: lists and strings as text, numbers and None as they are (the template formats them)."""
+    return str(v) if isinstance(v, (list, tuple, dict, str)) else v
+
+
+def write_sweep_report(
+    results,
+    out_path,
+    *,
+    sweep_reading,
+    width_table,
+    widest: int,
+    runs,
+    config: dict,
+    curves: ChunkCurves | None = None,
+    summary: Summary | None = None,
+    figures=None,
+    extra_figures=(),
+    lead_sections=(),
+    sections=(),
+    title: str | None = None,
+) -> Path:
+    """Write the sweep report (``sweep.html``): the report of the widest network's analysis, led by the sweep.
+
+    Parameters
+    ----------
+    results : Results of the widest network's analysis (seed 0)
+    out_path : path of the HTML file
+    sweep_reading : list of str, plain sentences on what the sweep shows
+    width_table : list of per-width dicts (:func:`redrep.sweep.width_table`)
+    widest : int, the widest W of the sweep
+    runs : list of per-run dicts (keys of :data:`RUN_COLUMNS`)
+    config : dict, the sweep configuration (``SweepConfig.to_dict()``)
+    curves, summary, figures, extra_figures, title : as for :func:`write_report`
+    lead_sections : list of (title, markup), placed after the width table (a clones section, say)
+    sections : list of (title, markup), placed at the end
+    """
+    context = report_context(
         results,
         curves=curves,
         summary=summary,
         figures=figures,
         extra_figures=extra_figures,
-        sections=sections,
         lead_sections=lead_sections,
+        sections=sections,
         title=title,
-        train_error_max=train_error_max,
-        r2_min=r2_min,
     )
-    io.write_text(out_path, text)
+    context.update(
+        sweep_reading=list(sweep_reading),
+        width=width_table_data(width_table, widest),
+        runs={"header": RUN_COLUMNS, "rows": [[_cell(r.get(k)) for k in RUN_COLUMNS] for r in runs]},
+        config_rows=[(k, _cell(v)) for k, v in config.items()],
+    )
+    out_path = Path(out_path)
+    io.write_text(out_path, render_page("sweep.html", **context))
     return out_path

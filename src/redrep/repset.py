@@ -259,6 +259,14 @@ class RepresentationSet:
         """
         path = Path(path)
         owned = {*NATIVE_FILES.values(), NATIVE_META}
+        try:
+            with io.folder_lock(path, what="save"):
+                self._save_into(path, owned, batch_rows)
+        except OSError as exc:
+            raise io.write_error(exc, path) from None
+        return path
+
+    def _save_into(self, path: Path, owned: set, batch_rows: int) -> None:
         # other entries (results/ of `redrep analyze`, say) stay in the folder
         with io.atomic_dir(path, keep=lambda name: name not in owned) as tmp:
             for key in ("features_train", "features_test"):
@@ -276,7 +284,6 @@ class RepresentationSet:
                 "meta": {k: v for k, v in self.meta.items() if k not in ("source", "layout")},
             }
             io.write_json(tmp / NATIVE_META, meta_doc)
-        return path
 
     def describe(self) -> dict:
         """A JSON-ready summary: sizes, error_inf and metadata."""
@@ -341,12 +348,14 @@ def _load_npy(path: Path, mmap_mode=None) -> np.ndarray:
 
 def _load_pt(path: Path) -> np.ndarray:
     """A tensor saved by torch: memory-mapped without torch when possible, else through ``torch.load``."""
-    from .ptfile import PtFormatError, load_pt
+    from .ptfile import PtCorruptError, PtFormatError, load_pt
 
     try:
         return load_pt(path)
     except PtFormatError:
         pass  # another layout (legacy, compressed, bfloat16...): let torch read it
+    except PtCorruptError as exc:
+        raise RedrepError(f"{path}: expected a torch tensor file, found a damaged one ({exc})") from None
     except OSError as exc:
         raise RedrepError(f"{path}: expected a torch tensor file, could not read it ({exc})") from None
     import torch

@@ -2,8 +2,10 @@
 
 A results folder holds:
 
-* the authors' four arrays, each of shape (2, n_sizes), row 0 the chunk sizes
-  and row 1 the means (:data:`AUTHORS_RESULT_FILES`);
+* one array per metric, ``<metric>_<split>.npy``, of shape (2, n_sizes), row 0
+  the chunk sizes and row 1 the means (:func:`result_file_names`); for the
+  authors' published set, the authors' names as well
+  (:data:`AUTHORS_RESULT_FILES`), which their plotting script reads;
 * ``results.csv``: tidy, one row per metric x split x chunk size with the
   columns of :data:`CSV_COLUMNS`;
 * ``results.json``: the input, parameters, seed, versions, timings and
@@ -23,15 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, io
+from . import metrics as _metrics
 from .validation import RedrepError
 
-#: (metric, split) -> the authors' file name.
-AUTHORS_RESULT_FILES = {
-    ("accuracy", "train"): "acc_chunk_c10_train_wr28_8.npy",
-    ("accuracy", "test"): "acc_chunk_c10_test_wr28_8.npy",
-    ("r2", "test"): "r2_c10_test_wr28_8.npy",
-    ("mean_corr", "test"): "mean_corr_c10_test_wr28_8.npy",
-}
+#: (metric, split) -> the authors' file name, for the metrics that have one.
+AUTHORS_RESULT_FILES = {m.key: m.authors_file for m in _metrics.METRICS if m.authors_file}
 CSV_NAME = "results.csv"
 JSON_NAME = "results.json"
 CSV_COLUMNS = ("metric", "split", "chunk_size", "mean", "std", "sem", "n")
@@ -63,20 +61,63 @@ def _fmt(v):
     return v
 
 
+def result_file_names(metric, *, authors: bool) -> list[str]:
+    """The ``.npy`` names of a :class:`~redrep.metrics.Metric`: the neutral one, then the authors' when asked."""
+    names = [metric.file_name]
+    if authors and metric.authors_file:
+        names.append(metric.authors_file)
+    return names
+
+
+def is_authors_layout(repset) -> bool:
+    """Whether ``repset`` is the authors' published set (its results keep the authors' file names too)."""
+    return getattr(repset, "meta", {}).get("layout") == "authors"
+
+
+def read_result_array(path, name: str, split: str = "test") -> np.ndarray:
+    """The (2, n_sizes) array of one metric in a results folder, under its neutral or its authors' name.
+
+    Raises :class:`RedrepError` when neither file exists or the array is not of that shape.
+    """
+    path = Path(path)
+    m = _metrics.by_key().get((name, split))
+    candidates = [f"{name}_{split}.npy"] + ([m.authors_file] if m is not None and m.authors_file else [])
+    for cand in candidates:
+        f = path / cand
+        if f.is_file():
+            try:
+                arr = np.load(f, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise RedrepError(f"{f}: could not read it as a .npy array ({exc})") from None
+            if arr.ndim != 2 or arr.shape[0] != 2:
+                raise RedrepError(f"{f}: expected an array of shape (2, n_sizes), found shape {arr.shape}")
+            return arr
+    raise RedrepError(f"{path}: expected {' or '.join(candidates)} for metric {name!r} on {split}, found neither")
+
+
 def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> dict:
     """Write the result files of a fitted :class:`~redrep.analysis.ChunkAnalysis`.
 
-    Each file is written atomically. Returns the JSON document written.
+    The whole folder is built aside and swapped in at once (entries that are
+    not result files, such as figures and a report, are kept), under the
+    folder's lock (:func:`redrep.io.folder_lock`): a concurrent writer fails
+    at once, and a reader never sees files of two analyses side by side.
+    Returns the JSON document written.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # every name a result file can have, so that none of an earlier analysis survives beside the new ones
+    owned = {CSV_NAME, JSON_NAME}
+    for m in _metrics.registry():
+        owned.update(result_file_names(m, authors=True))
     sizes = np.asarray(analysis.chunk_sizes_, dtype=np.float64)
+    arrays = {}
     files = {}
-    for key, name in AUTHORS_RESULT_FILES.items():
-        io.save_npy(out_dir / name, np.stack([sizes, analysis.mean(*key)]))
-        files[f"{key[0]}_{key[1]}"] = name
-    rows = analysis.to_rows()
-    io.write_text(out_dir / CSV_NAME, rows_to_csv(rows))
+    for m in _metrics.registry():
+        if m.key not in analysis.values_:
+            continue
+        for name in result_file_names(m, authors=is_authors_layout(repset)):
+            arrays[name] = np.stack([sizes, analysis.mean(*m.key)])
+        files[f"{m.name}_{m.split}"] = m.file_name
     doc = {
         "tool": "redrep",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -91,14 +132,44 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
             "block_rows": int(analysis.block_rows),
             "device": getattr(analysis, "device_", "cpu"),
         },
+        # the last bits of R^2 depend on the block size and on how many threads the BLAS sums over
+        "threads": thread_info(),
         "versions": package_versions(),
         "timings_s": {k: round(v, 4) for k, v in analysis.timings_.items()},
         "files": {**files, "csv": CSV_NAME},
     }
     if extra:
         doc.update(extra)
-    io.write_json(out_dir / JSON_NAME, _clean_nan(doc))
+    with io.folder_lock(out_dir, what="analyze"):
+        try:
+            with io.atomic_dir(out_dir, keep=lambda name: name not in owned) as tmp:
+                for name, arr in arrays.items():
+                    np.save(tmp / name, arr, allow_pickle=False)
+                (tmp / CSV_NAME).write_text(rows_to_csv(analysis.to_rows()), encoding="utf-8")
+                io.crash_point("results:half-written")
+                io.write_json(tmp / JSON_NAME, _clean_nan(doc))
+                io.crash_point("results:before-swap")
+        except OSError as exc:
+            raise io.write_error(exc, out_dir) from None
     return doc
+
+
+def thread_info() -> dict:
+    """Thread counts behind the numbers: each BLAS/OpenMP pool (threadpoolctl) and torch's, if loaded."""
+    out: dict = {}
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        pass
+    else:
+        out["pools"] = [
+            {"api": d.get("internal_api"), "num_threads": d.get("num_threads"), "version": d.get("version")}
+            for d in threadpool_info()
+        ]
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch"] = int(torch.get_num_threads())
+    return out
 
 
 def _clean_nan(obj):
@@ -129,6 +200,10 @@ class Results:
     @property
     def error_inf(self):
         return self.doc.get("error_inf")
+
+    def has(self, metric: str, split: str = "test") -> bool:
+        """Whether the table holds rows of this metric and split (older folders lack newer metrics)."""
+        return any(r["metric"] == metric and r["split"] == split for r in self.rows)
 
     def series(self, metric: str, split: str = "test"):
         """Arrays (chunk_size, mean, std, sem, n) for one metric and split, by chunk size."""

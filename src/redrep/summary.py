@@ -22,11 +22,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import metrics as _metrics
 from .validation import RedrepError, check_float
 
 #: Default thresholds of the critical chunk size.
 TRAIN_ERROR_MAX = 0.0
 R2_MIN = 0.95
+#: The decay exponent of averaging independent noisy clones (paper, Fig. 3b).
+PAPER_EXPONENT = -0.5
+#: A decay exponent whose standard error is at least this is "not resolved": the uncertainty is as large as
+#: the w_c^(-1/2) it would test (docs/method.md#decay-exponent).
+EXPONENT_UNRESOLVED_SE = 0.5
 #: Slack on the comparisons, so that a mean written to CSV and read back still compares as computed.
 _TOL = 1e-12
 
@@ -71,48 +77,90 @@ class Curve:
         return np.array([self.mean[idx[float(w)]] if float(w) in idx else np.nan for w in sizes])
 
 
-@dataclass(frozen=True)
 class ChunkCurves:
-    """The curves of the three-panel figure, as errors (1 - accuracy).
+    """The curves of a chunk analysis, one per declared metric (:mod:`redrep.metrics`), accuracies as errors.
+
+    Parameters
+    ----------
+    train_error, test_error, r2, mean_corr, mean_corr_outside : Curve, optional
+        The curves of the metrics with those ``curve`` names, by keyword or in this order.
+    error_inf : float or None, the test error of a large ensemble
+    width : int or None, the layer width W (default: the largest chunk size)
+    label : str, a short name of the input for titles
+    curves : dict of curve name -> Curve, optional
+        The curves of any other declared metric (``r2_heldout``, say).
 
     Attributes
     ----------
-    train_error, test_error, r2, mean_corr : Curve
-    mean_corr_outside : Curve or None (absent in results without it)
-    error_inf : float or None, the test error of a large ensemble
-    width : int, the layer width W
-    label : str, a short name of the input for titles
+    curves : dict of curve name -> Curve, in the order of :data:`redrep.metrics.METRICS`,
+        only the metrics present
+    <curve name> : Curve or None for every declared metric (``curves.test_error``, ``curves.r2_heldout``):
+        None when the results lack it. The training and test errors and R^2 are always present.
+    error_inf, width, label : as given
     """
 
-    train_error: Curve
-    test_error: Curve
-    r2: Curve
-    mean_corr: Curve
-    mean_corr_outside: Curve | None = None
-    error_inf: float | None = None
-    width: int | None = None
-    label: str = ""
+    _NAMED = ("train_error", "test_error", "r2", "mean_corr", "mean_corr_outside")
 
-    def __post_init__(self):
-        if self.error_inf is not None:
-            check_float(self.error_inf, "error_inf", min_value=0.0, max_value=1.0)
-        if self.width is None:
-            # a results.json without the input's width: the largest chunk is the whole layer by default
-            object.__setattr__(self, "width", int(self.train_error.chunk_size.max()))
+    def __init__(self, *args, error_inf=None, width=None, label: str = "", curves=None, **named):
+        if len(args) > len(self._NAMED):
+            raise TypeError(f"ChunkCurves takes at most {len(self._NAMED)} curves by position")
+        given = dict(curves or {})
+        given.update({k: v for k, v in zip(self._NAMED, args)})
+        declared = _metrics.by_curve()
+        unknown = sorted(set(named) - set(declared))
+        if unknown:
+            raise TypeError(f"ChunkCurves: no declared metric with curve name(s) {', '.join(unknown)}")
+        given.update(named)
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            raise RedrepError(f"curves: expected curve names of declared metrics, found {', '.join(unknown)}")
+        ordered = {k: given[k] for k in declared if given.get(k) is not None}
+        for m in declared.values():
+            if m.required and m.curve not in ordered:
+                raise RedrepError(f"curves: expected a curve of {m.label} ({m.name}, {m.split}), found none")
+        self.curves = ordered
+        if error_inf is not None:
+            error_inf = check_float(error_inf, "error_inf", min_value=0.0, max_value=1.0)
+        self.error_inf = error_inf
+        # without the input's width, the largest chunk is the whole layer
+        self.width = int(width) if width is not None else int(ordered["train_error"].chunk_size.max())
+        self.label = label
+
+    def __getattr__(self, name):
+        # only reached for attributes not set in __init__: curves of declared metrics
+        if name.startswith("_") or name == "curves":
+            raise AttributeError(name)
+        if name in _metrics.by_curve():
+            return self.__dict__.get("curves", {}).get(name)
+        raise AttributeError(f"ChunkCurves has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        if "label" in self.__dict__:  # set once in __init__, then frozen like the dataclasses around it
+            raise AttributeError("ChunkCurves is immutable")
+        object.__setattr__(self, name, value)
+
+    def metrics(self):
+        """The declared metrics present, in declaration order, as ``(Metric, Curve)`` pairs."""
+        declared = _metrics.by_curve()
+        return [(declared[k], c) for k, c in self.curves.items()]
 
     @classmethod
     def from_results(cls, results) -> ChunkCurves:
-        """Curves of a :class:`~redrep.results.Results` (one-line error if a metric is missing)."""
+        """Curves of a :class:`~redrep.results.Results`: every declared metric it holds.
 
-        def curve(metric, split, *, error=False):
-            s = results.series(metric, split)
-            mean = 1.0 - s["mean"] if error else s["mean"]
-            return Curve.from_arrays(s["chunk_size"], mean, s["sem"], name=f"{metric} ({split})")
-
-        try:
-            outside = curve("mean_corr_outside", "test")
-        except RedrepError:
-            outside = None
+        A required metric that is missing gives a one-line error; the others
+        (a metric declared after the folder was written, say) are left out.
+        """
+        curves = {}
+        for m in _metrics.registry():
+            if not results.has(m.name, m.split):
+                if m.required:
+                    results.series(m.name, m.split)  # raises the one-line error naming the file
+                continue
+            s = results.series(m.name, m.split)
+            curves[m.curve] = Curve.from_arrays(
+                s["chunk_size"], m.shown(s["mean"]), s["sem"], name=f"{m.name} ({m.split})"
+            )
         doc = results.doc
         inp = doc.get("input") if isinstance(doc.get("input"), dict) else {}
         width = inp.get("width")
@@ -125,11 +173,7 @@ class ChunkCurves:
                 f"{results.path}/results.json: expected error_inf to be a number in [0, 1] or null, found {error_inf!r}"
             )
         return cls(
-            train_error=curve("accuracy", "train", error=True),
-            test_error=curve("accuracy", "test", error=True),
-            r2=curve("r2", "test"),
-            mean_corr=curve("mean_corr", "test"),
-            mean_corr_outside=outside,
+            curves=curves,
             error_inf=None if error_inf is None else float(error_inf),
             width=width,
             label=label,
@@ -373,7 +417,7 @@ def reading(summary: Summary, curves: ChunkCurves) -> list[str]:
                 f"Above w_c*, test error - error_inf falls like w_c^{e:.2f} (two chunk sizes, no uncertainty); "
                 "averaging independent noisy clones would give w_c^-0.5."
             )
-        elif se >= 0.5:
+        elif se >= EXPONENT_UNRESOLVED_SE:
             out.append(
                 f"Above w_c*, the fit of test error - error_inf against w_c gives the exponent {e:.2f} +/- {se:.2f}: "
                 "the decay is not resolved (the uncertainty is as large as the w_c^-0.5 it would test); more "
@@ -381,7 +425,9 @@ def reading(summary: Summary, curves: ChunkCurves) -> list[str]:
             )
         else:
             verdict = (
-                "consistent with" if abs(e + 0.5) <= 2 * se else ("steeper than" if e < -0.5 else "shallower than")
+                "consistent with"
+                if abs(e - PAPER_EXPONENT) <= 2 * se
+                else ("steeper than" if e < PAPER_EXPONENT else "shallower than")
             )
             out.append(
                 f"Above w_c*, test error - error_inf falls like w_c^({e:.2f} +/- {se:.2f}) "

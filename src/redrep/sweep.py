@@ -1,4 +1,4 @@
-"""Width sweeps: the paper's experiment end to end.
+"""Width sweeps: the paper's experiment end to end, in three stages.
 
 A sweep trains networks that differ only in width W (every hidden layer of an
 MLP, or the widening factor k = W / 64 of a Wide-ResNet), several seeds each;
@@ -8,42 +8,71 @@ network with chunk sizes equal to the sweep widths; and compares, width by
 width, a full network of width W with chunks of W neurons of the widest one
 (paper, Fig. 3a).
 
+The stages:
+
+plan (:func:`plan_sweep`)
+    the (width, seed) runs, each a :class:`~redrep.executors.RunTask` with its folder and training config;
+run (:func:`run_stage`)
+    submit the runs that are neither finished nor already queued or running to an executor
+    (local worker processes or SLURM, see :mod:`redrep.executors`), and wait for them;
+collect (:func:`collect_sweep`)
+    ensemble, chunk analyses (:func:`analyse_runs`), CSVs, figures and report from the finished runs.
+
 Layout of a sweep folder::
 
-    sweep.json              config, per-run metrics, error_inf, summary
+    sweep.json              version, config, job ids of submitted runs, per-run metrics, error_inf, summary
     sweep.csv               tidy: source (full | chunk), width, seed, test_error, train_error
     width_comparison.csv    per width: mean and sem over seeds of both sources
-    runs/w<W>_s<seed>/      one training run each (config, log, checkpoints, representations/)
+    runs/w<W>_s<seed>/      one training run each (config, log, checkpoints, representations/, run.json)
+    slurm/<job id>/         submitit's job folders: submission script, pickled task, logs (SLURM only)
     analysis/seed<seed>/    chunk analysis of the widest network of that seed
     figures/                width_comparison.{png,pdf}, chunks.{png,pdf}
     report.html             everything above, in one self-contained page
 
-Runs already finished are skipped, so an interrupted sweep resumes where it
-stopped.
+Running the same sweep again skips finished runs, leaves queued and running
+ones alone, resubmits failed or missing ones and collects once all are finished.
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import io as _stdio
-import json
 import math
 import os
+import socket
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import io
 from .analysis import ChunkAnalysis
+from .executors import (
+    FAILED,
+    FINISHED,
+    MISSING,
+    QUEUED,
+    RUN_RESULT,
+    RUNNING,
+    LocalExecutor,
+    RunStatus,
+    RunTask,
+    SlurmExecutor,
+    local_devices,
+    read_run_result,
+)
 from .repset import NATIVE_META, RepresentationSet
 from .results import load_results, write_results
+from .summary import EXPONENT_UNRESOLVED_SE
+from .train import RESUME_FREE_FIELDS, TrainConfig
 from .validation import RedrepError, check_float, check_int
 
 SWEEP_FILE = "sweep.json"
+#: Layout version of sweep.json; a folder written with another one is refused.
+SWEEP_VERSION = 2
+#: Where submitit keeps its job folders, inside the sweep folder.
+SLURM_DIR = "slurm"
 #: Architectures whose width a sweep can set, and how: option name and W -> value.
 WIDTH_OPTIONS = {
     "mlp": ("width", lambda w: int(w)),
@@ -52,35 +81,31 @@ WIDTH_OPTIONS = {
     "wide_resnet28": ("widening_factor", lambda w: w / 64),
     "wide_resnet40": ("widening_factor", lambda w: w / 64),
 }
-#: Fields of SweepConfig that may change when a sweep is resumed.
-RESUME_FREE = ("jobs", "device", "amp", "data_dir", "acc_rep", "r2_rep", "analysis_seed", "progress")
+#: Fields of SweepConfig that may change when a sweep is resumed (and those of its training template).
+RESUME_FREE = ("jobs", "acc_rep", "r2_rep", "analysis_seed", "progress")
+#: Training-template fields that a sweep sets per run, so the template's own value does not matter.
+PER_RUN_FIELDS = ("seed", "width", "widening_factor")
+
+
+def _default_template() -> TrainConfig:
+    # the demo's recipe: parity-digits, 3-hidden-layer MLPs; the last epoch kept only (a sweep holds many runs)
+    return TrainConfig(dataset="parity-digits", arch="mlp", depth=3, lr=0.05, checkpoint_epochs=())
 
 
 @dataclass
 class SweepConfig:
     """A family of training runs that differ in width and seed, and how they are analysed.
 
-    Training fields mean what they mean in :class:`redrep.train.TrainConfig`;
-    ``seeds`` is the number of seeds (0, 1, ..., seeds - 1); ``depth`` is the
-    number of hidden layers of an MLP.
+    ``train`` is the template of every run: a :class:`redrep.train.TrainConfig`
+    whose seed and width (``width`` of an mlp, ``widening_factor`` of a
+    Wide-ResNet) each run sets; ``seeds`` is the number of seeds (0, 1, ...,
+    seeds - 1); ``jobs`` the number of runs trained at once by the local
+    executor.
     """
 
-    dataset: str = "parity-digits"
-    arch: str = "mlp"
+    train: TrainConfig = field(default_factory=_default_template)
     widths: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
     seeds: int = 3
-    depth: int | None = 3
-    data_dir: str | None = "data"
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 0.05
-    lr_min: float = 1e-5
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    train_subset: int | None = None
-    device: str = "auto"
-    amp: bool | None = None
     acc_rep: int = 100
     r2_rep: int = 40
     analysis_seed: int = 0
@@ -88,10 +113,11 @@ class SweepConfig:
     progress: bool = field(default=True, compare=False)
 
     def validated(self) -> SweepConfig:
-        if self.arch not in WIDTH_OPTIONS:
-            raise RedrepError(
-                f"arch: expected one of {', '.join(WIDTH_OPTIONS)} for a width sweep, found {self.arch!r}"
-            )
+        if not isinstance(self.train, TrainConfig):
+            raise RedrepError(f"train: expected a TrainConfig template, found {type(self.train).__name__}")
+        arch = self.train.arch
+        if arch not in WIDTH_OPTIONS:
+            raise RedrepError(f"arch: expected one of {', '.join(WIDTH_OPTIONS)} for a width sweep, found {arch!r}")
         try:
             widths = sorted({check_int(w, "widths", min_value=1) for w in self.widths})
         except TypeError:
@@ -103,61 +129,62 @@ class SweepConfig:
         check_int(self.acc_rep, "acc_rep", min_value=1)
         check_int(self.r2_rep, "r2_rep", min_value=1)
         check_int(self.analysis_seed, "analysis_seed", min_value=0)
-        check_float(self.lr, "lr", min_value=0.0)
-        if self.arch != "mlp" and self.depth is not None:
-            raise RedrepError(f"depth: only the mlp takes a depth; {self.arch} fixes its own, found {self.depth}")
+        check_float(self.train.lr, "lr", min_value=0.0)
+        if arch != "mlp" and self.train.depth is not None:
+            raise RedrepError(f"depth: only the mlp takes a depth; {arch} fixes its own, found {self.train.depth}")
         out = replace(self, widths=tuple(widths), seeds=seeds, jobs=jobs)
-        for w in widths:  # every run config must be valid before anything is trained
-            out.train_config(w, 0).validated()
-        return out
+        checked = [out.train_config(w, 0).validated() for w in widths]  # every run valid before anything trains
+        return replace(out, train=replace(checked[0], seed=0, width=self.train.width, widening_factor=None))
 
-    def train_config(self, width: int, seed: int):
-        from .train import TrainConfig
-
-        option, value = WIDTH_OPTIONS[self.arch]
-        kw = {option: value(width)}
-        if self.arch == "mlp":
-            kw["depth"] = self.depth
-        return TrainConfig(
-            dataset=self.dataset,
-            data_dir=self.data_dir,
-            arch=self.arch,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            lr_min=self.lr_min,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            label_smoothing=self.label_smoothing,
-            seed=seed,
-            device=self.device,
-            amp=self.amp,
-            train_subset=self.train_subset,
-            checkpoint_epochs=(),  # the last epoch only: a sweep holds many runs
-            **kw,
-        )
+    def train_config(self, width: int, seed: int) -> TrainConfig:
+        """The TrainConfig of the run of this width and seed."""
+        option, value = WIDTH_OPTIONS[self.train.arch]
+        return replace(self.train, seed=seed, **{option: value(width)})
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("progress")
-        d["widths"] = list(self.widths)
-        return d
+        return {
+            "train": self.train.to_dict(),
+            "widths": list(self.widths),
+            "seeds": self.seeds,
+            "acc_rep": self.acc_rep,
+            "r2_rep": self.r2_rep,
+            "analysis_seed": self.analysis_seed,
+            "jobs": self.jobs,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> SweepConfig:
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        if "widths" in d:
-            d["widths"] = tuple(d["widths"])
-        return cls(**d)
+    def from_dict(cls, d: dict, *, where: str = "config") -> SweepConfig:
+        if not isinstance(d, dict) or not isinstance(d.get("train"), dict):
+            raise RedrepError(f"{where}: expected a sweep config with its training template, found none")
+        known = {f.name for f in fields(cls)} - {"train", "progress"}
+        kw = {k: v for k, v in d.items() if k in known}
+        if "widths" in kw:
+            kw["widths"] = tuple(kw["widths"])
+        return cls(train=TrainConfig.from_dict(d["train"], where=f"{where}: train"), **kw)
+
+    def differences(self, other: SweepConfig) -> list[str]:
+        """What ``other`` changes that a resumed sweep cannot (widths may grow; devices may change)."""
+        diffs = [
+            f"{k}: {getattr(self, k)!r} -> {getattr(other, k)!r}"
+            for k in ("seeds",)
+            if k not in RESUME_FREE and getattr(self, k) != getattr(other, k)
+        ]
+        a, b = self.train.to_dict(), other.train.to_dict()
+        free = set(RESUME_FREE_FIELDS) | set(PER_RUN_FIELDS)
+        diffs += [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in free and a[k] != b.get(k)]
+        return diffs
 
 
 def run_name(width: int, seed: int) -> str:
     return f"w{width:05d}_s{seed}"
 
 
-def _train_and_extract(config_dict: dict, width: int, seed: int, run_dir: str, threads: int | None) -> dict:
-    """One run: train (or resume, or skip if finished), then extract; returns its final metrics."""
+# ---------------------------------------------------------------- one run
+def train_and_extract(task: RunTask, *, device: str | None = None, threads: int | None = None) -> dict:
+    """One run: train (or resume, or skip if finished), then extract, then write its metrics to run.json.
+
+    ``device`` overrides the config's (the local executor gives each worker its own GPU).
+    """
     import torch
 
     from .extract import extract_run
@@ -165,29 +192,32 @@ def _train_and_extract(config_dict: dict, width: int, seed: int, run_dir: str, t
 
     if threads:
         torch.set_num_threads(threads)
-    sweep = SweepConfig.from_dict(config_dict)
-    cfg = sweep.train_config(width, seed)
+    cfg = TrainConfig.from_dict(task.train_config, where="train_config")
+    if device is not None:
+        cfg = replace(cfg, device=device)
     t0 = time.perf_counter()
-    result = train(cfg, run_dir, progress=False)
-    trained = result.resumed_from < cfg.epochs
-    rep = Path(run_dir) / "representations"
+    result = train(cfg, task.run_dir, progress=False)
+    rep = Path(task.run_dir) / "representations"
     meta = _read_meta(rep)
     if meta is None or meta.get("epoch") != cfg.epochs:
-        extract_run(run_dir, out=rep, device=cfg.device, progress=False)
+        extract_run(task.run_dir, out=rep, device=cfg.device, progress=False)
         meta = _read_meta(rep)
     # errors of the extracted layer through the readout, in float32 like the chunks' (the
     # training loop's evaluation may run under autocast on a GPU)
-    return {
-        "width": width,
-        "seed": seed,
-        "run": str(Path(run_dir).name),
+    out = {
+        "width": task.width,
+        "seed": task.seed,
+        "run": task.name,
         "test_error": 1.0 - float(meta["test_accuracy"]),
         "train_error": 1.0 - float(meta["train_accuracy"]),
         "zero_train_error_epoch": result.zero_train_error_epoch,
         "epochs": result.epochs_done,
-        "trained_now": trained,
-        "seconds": time.perf_counter() - t0,
+        "resumed_from_epoch": result.resumed_from,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "device": cfg.device,
     }
+    io.write_json(Path(task.run_dir) / RUN_RESULT, out)
+    return out
 
 
 def _read_meta(set_dir: Path) -> dict | None:
@@ -195,34 +225,249 @@ def _read_meta(set_dir: Path) -> dict | None:
     if not f.is_file():
         return None
     try:
-        return json.loads(f.read_text(encoding="utf-8")).get("meta", {})
-    except (OSError, ValueError):
+        return io.read_json_object(f, "the meta of a representation set").get("meta", {})
+    except RedrepError:
         return None
 
 
-def _check_resume(out: Path, config: SweepConfig) -> None:
+# ---------------------------------------------------------------- state
+def read_state(out) -> dict | None:
+    """The sweep's state file (sweep.json) as a dict, None for a new folder; refuses another layout version."""
+    out = Path(out)
     f = out / SWEEP_FILE
     if not f.is_file():
-        if out.exists() and any(p.name not in ("runs",) for p in out.iterdir()) and not (out / "runs").is_dir():
+        if out.exists() and any(p.name != "runs" for p in out.iterdir()) and not (out / "runs").is_dir():
             raise RedrepError(
                 f"{out}: expected a new or empty folder or a redrep sweep (with {SWEEP_FILE}), "
                 f"found other files; choose another --out"
             )
-        return
+        return None
     doc = io.read_json_object(f, "the JSON of a redrep sweep")
-    try:
-        old = SweepConfig.from_dict(doc["config"])
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise RedrepError(f"{f}: expected the JSON of a redrep sweep with its config, found none ({exc})") from None
-    diffs = [
-        f"{k.name}: {getattr(old, k.name)!r} -> {getattr(config, k.name)!r}"
-        for k in fields(SweepConfig)
-        if k.name not in RESUME_FREE and k.name != "widths" and getattr(old, k.name) != getattr(config, k.name)
-    ]
+    if doc.get("version") != SWEEP_VERSION:
+        found = doc.get("version", "none")
+        raise RedrepError(
+            f"{f}: expected a redrep sweep of layout version {SWEEP_VERSION}, found version {found} "
+            f"(written by an older redrep); re-run the sweep into a new folder"
+        )
+    doc.setdefault("jobs", {})
+    return doc
+
+
+def _check_resume(state: dict | None, out: Path, config: SweepConfig) -> None:
+    if state is None:
+        return
+    old = SweepConfig.from_dict(state.get("config"), where=str(out / SWEEP_FILE))
+    diffs = old.differences(config)
     if diffs:
         raise RedrepError(
             f"{out}: holds a sweep with another config ({'; '.join(diffs)}); "
             f"expected the same options to resume it, or choose another --out"
+        )
+
+
+def _write_state(out: Path, config: SweepConfig, state: dict | None, **kw) -> dict:
+    doc = dict(state or {})
+    doc.update(version=SWEEP_VERSION, config=config.to_dict(), **kw)
+    doc.setdefault("jobs", {})
+    io.write_json(out / SWEEP_FILE, doc)
+    return doc
+
+
+# ---------------------------------------------------------------- plan
+def plan_sweep(config: SweepConfig, out) -> list[RunTask]:
+    """Every (width, seed) run of the sweep, widest first (the longest runs start first)."""
+    out = Path(out)
+    return [
+        RunTask(
+            name=run_name(w, s),
+            width=w,
+            seed=s,
+            run_dir=str(out / "runs" / run_name(w, s)),
+            train_config=config.train_config(w, s).to_dict(),
+        )
+        for w in sorted(config.widths, reverse=True)
+        for s in range(config.seeds)
+    ]
+
+
+# ---------------------------------------------------------------- run
+def _pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
+
+
+def _executor_for(name: str, out: Path, current):
+    if current is not None and current.name == name:
+        return current
+    if name == "slurm":
+        return SlurmExecutor(out / SLURM_DIR)
+    return LocalExecutor()
+
+
+def run_statuses(out, tasks: list[RunTask], state: dict | None, *, executor=None) -> dict[str, RunStatus]:
+    """What each planned run is doing: finished (its run.json is there), queued, running, failed or missing.
+
+    Runs submitted to SLURM are looked up there (one sacct call); a run of a local
+    driver that has ended is failed ("interrupted") unless it finished.
+    """
+    out = Path(out)
+    jobs = (state or {}).get("jobs", {})
+    epochs = {t.name: t.train_config["epochs"] for t in tasks}
+    result: dict[str, RunStatus] = {}
+    by_executor: dict[str, dict] = {}
+    for t in tasks:
+        res = read_run_result(t.run_dir)
+        h = jobs.get(t.name)
+        if res is not None and res.get("epochs") == epochs[t.name]:
+            log = (h or {}).get("log")
+            result[t.name] = RunStatus(
+                FINISHED, "", (h or {}).get("job_id"), log if log and Path(log).is_file() else None
+            )
+        elif h is None:
+            started = (Path(t.run_dir) / "checkpoints").is_dir()
+            result[t.name] = RunStatus(MISSING, "interrupted" if started else "not submitted")
+        else:
+            by_executor.setdefault(h.get("executor", "local"), {})[t.name] = h
+    for name, handles in by_executor.items():
+        ex = _executor_for(name, out, executor)
+        if name == "local" and ex is not executor:
+            # submitted by another driver: going on only while that driver lives (on this machine)
+            for n, h in handles.items():
+                alive = h.get("host") == socket.gethostname() and h.get("driver") != os.getpid()
+                alive = alive and _pid_alive(h.get("driver"))
+                if alive:
+                    started = (out / "runs" / n / "checkpoints").is_dir()
+                    result[n] = RunStatus(RUNNING if started else QUEUED, "by another driver", None, h.get("log"))
+                else:
+                    log = h.get("log") if h.get("log") and Path(h["log"]).is_file() else None
+                    detail = "failed, see its log" if log else "interrupted (its driver ended)"
+                    result[n] = RunStatus(FAILED, detail, None, log)
+            continue
+        for n, st in ex.status(handles).items():
+            if st.state == FINISHED:  # the job ended, but the run wrote no result
+                st = RunStatus(FAILED, "the job ended without the run's result", st.job_id, st.log)
+            result[n] = st
+    return {t.name: result[t.name] for t in tasks}
+
+
+def status_line(name: str, st: RunStatus) -> str:
+    """One line of ``redrep sweep-status``: run, state (and why), job id, log."""
+    state = st.state + (f" ({st.detail})" if st.detail else "")
+    return f"{name}  {state:<40}  job {st.job_id or '-'}  log {st.log or '-'}"
+
+
+def run_stage(
+    tasks: list[RunTask],
+    out,
+    config: SweepConfig,
+    state: dict | None,
+    executor,
+    *,
+    wait: bool = True,
+    timeout: float | None = None,
+    log=print,
+) -> tuple[dict[str, RunStatus], dict, set[str]]:
+    """Submit what is neither finished, queued nor running; wait for everything unless ``wait`` is False.
+
+    Returns the final statuses, the updated state and the names submitted now.
+    """
+    out = Path(out)
+    statuses = run_statuses(out, tasks, state, executor=executor)
+    todo = [t for t in tasks if statuses[t.name].state in (FAILED, MISSING)]
+    active = [t.name for t in tasks if statuses[t.name].state in (QUEUED, RUNNING)]
+    n_done = sum(s.state == FINISHED for s in statuses.values())
+    retry = [t.name for t in todo if statuses[t.name].state == FAILED]
+    log(
+        f"{len(tasks)} runs: {n_done} finished, {len(active)} queued or running, {len(todo)} to run now"
+        + (f" (again: {', '.join(retry)})" if retry else "")
+        + (f" on {executor.name}" if todo else "")
+    )
+    state = dict(state or {})
+    jobs = dict(state.get("jobs", {}))
+    if todo:
+        handles = executor.submit(todo)
+        for name, h in handles.items():
+            jobs[name] = {**h, "executor": executor.name, "driver": os.getpid(), "host": socket.gethostname()}
+    if todo or not (out / SWEEP_FILE).is_file():
+        state = _write_state(out, config, state, status="running", jobs=jobs)
+    submitted = {t.name for t in todo}
+    if not wait:
+        if executor.name == "local" and todo:
+            log("the local executor runs in this process: --no-wait applies to SLURM only; running now")
+        else:
+            return run_statuses(out, tasks, state, executor=executor), state, submitted
+    from tqdm.auto import tqdm
+
+    waiting = [t.name for t in tasks if t.name in submitted or t.name in active]
+    bar = tqdm(
+        total=len(tasks),
+        initial=n_done,
+        desc="finished runs",
+        unit="run",
+        disable=not config.progress,
+        dynamic_ncols=True,
+    )
+    try:
+        by_executor: dict[str, dict] = {}
+        for n in waiting:
+            by_executor.setdefault(jobs[n].get("executor", "local"), {})[n] = jobs[n]
+        for name, handles in by_executor.items():
+            ex = _executor_for(name, out, executor)
+            if name == "local" and ex is not executor:
+                continue  # another local driver's runs: nothing to wait on from here
+            ex.wait(handles, on_done=lambda _n, _s: bar.update(1), timeout=timeout)
+    finally:
+        bar.close()
+        executor.shutdown()
+    return run_statuses(out, tasks, state, executor=executor), state, submitted
+
+
+# ---------------------------------------------------------------- collect
+def analyse_runs(config: SweepConfig, out: Path, runs: list[dict]) -> tuple[dict[int, Path], list[dict]]:
+    """The per-run analyses of the collect stage: the chunk analysis of each finished widest network.
+
+    ``runs`` are the finished runs' results (run.json). Returns seed -> analysis folder, and
+    the tidy chunk rows (source, width, seed, test_error, train_error) of Fig. 3a.
+    This is the place for further per-run analyses (one per finished run of any width).
+    """
+    widest = max(config.widths)
+    analyses, chunk_rows = {}, []
+    for r in sorted((r for r in runs if r["width"] == widest), key=lambda r: r["seed"]):
+        s = r["seed"]
+        rs = RepresentationSet.load(out / "runs" / r["run"] / "representations")
+        an = ChunkAnalysis(
+            chunk_sizes=list(config.widths),
+            acc_rep=config.acc_rep,
+            r2_rep=config.r2_rep,
+            random_state=config.analysis_seed,
+            progress=False,
+            device=config.train.device,
+        ).fit(rs)
+        adir = out / "analysis" / f"seed{s}"
+        write_results(an, rs, adir, extra={"sweep": str(out), "seed": s})
+        analyses[s] = adir
+        test, train = an.mean("accuracy", "test"), an.mean("accuracy", "train")
+        for i, w in enumerate(an.chunk_sizes_):
+            chunk_rows.append(
+                {"source": "chunk", "width": int(w), "seed": s, "test_error": 1 - test[i], "train_error": 1 - train[i]}
+            )
+    return analyses, chunk_rows
+
+
+def check_collectable(config: SweepConfig, statuses: dict[str, RunStatus]) -> None:
+    """Refuse to aggregate while a width has no finished run: one line naming the runs it lacks."""
+    lacking = []
+    for w in sorted(config.widths):
+        names = [run_name(w, s) for s in range(config.seeds)]
+        if not any(statuses[n].state == FINISHED for n in names):
+            lacking.append(f"W = {w} ({', '.join(f'{n} {statuses[n].state}' for n in names)})")
+    if lacking:
+        raise RedrepError(
+            f"cannot collect the sweep: no finished run at {'; '.join(lacking)}; "
+            f"re-run the same command to submit the failed or missing runs (see redrep sweep-status)"
         )
 
 
@@ -238,6 +483,7 @@ class SweepResult:
     table : list of per-width dicts (width, full_test_mean, full_test_sem, chunk_test_mean, ...)
     summary : dict (w_c*, exponent, number of clones) of the first seed's widest network
     report : path of report.html
+    missing : runs not finished (failed), left out of this aggregate
     """
 
     out: Path
@@ -247,77 +493,114 @@ class SweepResult:
     summary: dict
     report: Path
     figures: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
 
 
-def run_sweep(config: SweepConfig, out, *, log=print) -> SweepResult:
-    """Train, extract, ensemble, analyse, plot and report a width sweep into ``out``."""
+def run_sweep(
+    config: SweepConfig,
+    out,
+    *,
+    executor=None,
+    wait: bool = True,
+    timeout: float | None = None,
+    log=print,
+) -> SweepResult | None:
+    """Plan, run and collect a width sweep into ``out``.
+
+    Parameters
+    ----------
+    config : SweepConfig
+    out : sweep folder; one that holds this sweep already is resumed
+    executor : a :class:`~redrep.executors.LocalExecutor` or :class:`~redrep.executors.SlurmExecutor`;
+        None: ``config.jobs`` local workers on ``config.train.device``
+    wait : wait for the submitted runs (False: submit and return None unless all are finished)
+    timeout : seconds to wait at most; runs still queued or running then give a RedrepError
+    log : receives one-line messages
+
+    Returns
+    -------
+    SweepResult, or None when not waiting and runs are still queued or running
+    """
     config = config.validated()
     out = Path(out)
-    _check_resume(out, config)
+    _check_resume(read_state(out), out, config)
+    if executor is None:
+        executor = LocalExecutor(config.jobs, local_devices(resolve_local_device(config.train.device), config.jobs))
+    # one driver per sweep folder: two would submit the same runs
+    with io.folder_lock(out, what="sweep"):
+        return _run_sweep_locked(config, out, executor, wait=wait, timeout=timeout, log=log)
+
+
+def _run_sweep_locked(config: SweepConfig, out: Path, executor, *, wait, timeout, log) -> SweepResult | None:
+    state = read_state(out)  # again, under the lock
     out.mkdir(parents=True, exist_ok=True)
-    io.write_json(out / SWEEP_FILE, {"config": config.to_dict(), "status": "training"})
     t_start = time.perf_counter()
-    tasks = [(w, s) for w in sorted(config.widths, reverse=True) for s in range(config.seeds)]
-    threads = max(1, (os.cpu_count() or 1) // config.jobs) if config.jobs > 1 else None
+    tasks = plan_sweep(config, out)
+    statuses, state, submitted = run_stage(tasks, out, config, state, executor, wait=wait, timeout=timeout, log=log)
+    t_run = time.perf_counter() - t_start
+    pending = [n for n, s in statuses.items() if s.state in (QUEUED, RUNNING)]
+    failed = [n for n, s in statuses.items() if s.state in (FAILED, MISSING)]
+    if pending:
+        if not wait:
+            log(f"{len(pending)} runs queued or running; see redrep sweep-status {out}; re-run to collect")
+            return None
+        raise RedrepError(
+            f"timed out after {t_run:.0f} s with {len(pending)} runs still queued or running "
+            f"({', '.join(pending)}); re-run the same command later to collect"
+        )
+    for n in failed:
+        log(f"run {status_line(n, statuses[n])}")
+    check_collectable(config, statuses)
     runs = []
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(tasks), desc="training runs", unit="run", disable=not config.progress, dynamic_ncols=True)
-    try:
-        args = [(config.to_dict(), w, s, str(out / "runs" / run_name(w, s)), threads) for w, s in tasks]
-        if config.jobs == 1:
-            for a in args:
-                runs.append(_train_and_extract(*a))
-                bar.update(1)
-        else:
-            with ProcessPoolExecutor(max_workers=config.jobs) as pool:
-                futures = [pool.submit(_train_and_extract, *a) for a in args]
-                for fut in as_completed(futures):
-                    runs.append(fut.result())
-                    bar.update(1)
-    finally:
-        bar.close()
+    for t in tasks:
+        if statuses[t.name].state == FINISHED:
+            r = read_run_result(t.run_dir)
+            runs.append({**r, "trained_now": t.name in submitted})
     runs.sort(key=lambda r: (r["width"], r["seed"]))
-    t_train = time.perf_counter() - t_start
     n_new = sum(r["trained_now"] for r in runs)
-    log(f"{len(runs)} runs ready ({n_new} trained now, {len(runs) - n_new} already finished) in {t_train:.0f} s")
+    log(f"{len(runs)} runs ready ({n_new} trained now, {len(runs) - n_new} already finished) in {t_run:.0f} s")
+    result = collect_sweep(config, out, runs, state, missing=failed, log=log, t_run=t_run)
+    if failed:
+        raise RedrepError(
+            f"{len(failed)} runs failed ({', '.join(failed)}): the report at {result.report} leaves them out; "
+            f"re-run the same command to resubmit them"
+        )
+    return result
 
+
+def resolve_local_device(name: str) -> str:
+    """The device the local runs use, resolved once: ``cpu``, ``cuda`` or ``cuda:N`` (checked to exist).
+
+    The one place where a sweep resolves a device name.
+    """
+    from .device import resolve_device
+
+    return resolve_device(name)
+
+
+def collect_sweep(
+    config: SweepConfig, out, runs: list[dict], state: dict | None, *, missing=(), log=print, t_run: float = 0.0
+) -> SweepResult:
+    """Ensemble, chunk analyses, CSVs, figures and report from the finished ``runs`` (their run.json)."""
+    out = Path(out)
+    t_start = time.perf_counter()
     widest = max(config.widths)
-    sets = {s: out / "runs" / run_name(widest, s) / "representations" for s in range(config.seeds)}
+    wide = sorted(r["seed"] for r in runs if r["width"] == widest)
+    sets = {s: out / "runs" / run_name(widest, s) / "representations" for s in wide}
     error_inf, ensemble = None, None
-    if config.seeds >= 2:
+    if len(wide) >= 2:
         from .ensemble import ensemble_error, store_error_inf
 
-        ens = ensemble_error([sets[s] for s in range(config.seeds)])
+        ens = ensemble_error([sets[s] for s in wide])
         for s in sets:
             store_error_inf(sets[s], ens)
         error_inf, ensemble = ens.error_inf, ens.to_dict()
-        log(f"ensemble of the {config.seeds} widest networks (W = {widest}): error_inf = {error_inf:.4f}")
+        log(f"ensemble of the {len(wide)} widest networks (W = {widest}): error_inf = {error_inf:.4f}")
     else:
-        log("one seed: no ensemble, error_inf unknown")
+        log("one finished seed of the widest network: no ensemble, error_inf unknown")
 
     t0 = time.perf_counter()
-    chunk_rows = []
-    analyses = {}
-    for s in range(config.seeds):
-        rs = RepresentationSet.load(sets[s])
-        an = ChunkAnalysis(
-            chunk_sizes=list(config.widths),
-            acc_rep=config.acc_rep,
-            r2_rep=config.r2_rep,
-            random_state=config.analysis_seed,
-            progress=False,
-            device=config.device,
-        ).fit(rs)
-        adir = out / "analysis" / f"seed{s}"
-        write_results(an, rs, adir, extra={"sweep": str(out), "seed": s})
-        analyses[s] = adir
-        test = an.mean("accuracy", "test")
-        train = an.mean("accuracy", "train")
-        for i, w in enumerate(an.chunk_sizes_):
-            chunk_rows.append(
-                {"source": "chunk", "width": int(w), "seed": s, "test_error": 1 - test[i], "train_error": 1 - train[i]}
-            )
+    analyses, chunk_rows = analyse_runs(config, out, runs)
     t_analysis = time.perf_counter() - t0
 
     tidy = [
@@ -335,16 +618,19 @@ def run_sweep(config: SweepConfig, out, *, log=print) -> SweepResult:
     io.write_text(out / "width_comparison.csv", _csv(table, tuple(table[0])))
 
     from .plots import save_figure, three_panel_figure, width_figure
-    from .report import write_report
+    from .report import write_sweep_report
     from .summary import ChunkCurves, summarize
 
-    main_results = load_results(analyses[0])
+    first = min(analyses)
+    main_results = load_results(analyses[first])
     curves = ChunkCurves.from_results(main_results)
     summ = summarize(curves)
     summary = summ.to_dict()
     main_results.update_json(summary=summary)
     col = {k: np.array([row[k] for row in table], dtype=float) for k in table[0]}
-    label = f"{config.dataset}, {config.arch}" + (f" depth {config.depth}" if config.arch == "mlp" else "")
+    t = config.train
+    label = f"{t.dataset}, {t.arch}" + (f" depth {t.depth}" if t.arch == "mlp" else "")
+    n_seeds = len({r["seed"] for r in runs})
     fig_w = width_figure(
         col["width"],
         (col["full_test_mean"], col["full_test_sem"]),
@@ -354,46 +640,43 @@ def run_sweep(config: SweepConfig, out, *, log=print) -> SweepResult:
         error_inf=error_inf,
         widest=widest,
         title=f"{label}: full networks of width W against chunks of W neurons of the W = {widest} network "
-        f"({config.seeds} seed{'s' if config.seeds > 1 else ''})",
+        f"({n_seeds} seed{'s' if n_seeds > 1 else ''})",
     )
     fig_c = three_panel_figure(main_results, summ)
     figures = save_figure(fig_w, out / "figures", stem="width_comparison")
     figures += save_figure(fig_c, out / "figures", stem="chunks")
 
     reading = sweep_reading(table, error_inf, summary, widest)
-    doc = {
-        "config": config.to_dict(),
-        "status": "done",
-        "runs": runs,
-        "error_inf": error_inf,
-        "ensemble": ensemble,
-        "width_comparison": table,
-        "summary": summary,
-        "reading": reading,
-        "analysis": {str(s): str(p.relative_to(out)) for s, p in analyses.items()},
-        "timings_s": {
-            "training": round(t_train, 2),
+    if missing:
+        reading.append(f"Left out because they did not finish: {', '.join(missing)}.")
+    doc = _write_state(
+        out,
+        config,
+        state,
+        status="partial" if missing else "done",
+        runs=runs,
+        missing=list(missing),
+        error_inf=error_inf,
+        ensemble=ensemble,
+        width_comparison=table,
+        summary=summary,
+        reading=reading,
+        analysis={str(s): str(p.relative_to(out)) for s, p in analyses.items()},
+        timings_s={
+            "runs": round(t_run, 2),
             "analysis": round(t_analysis, 2),
-            "total": round(time.perf_counter() - t_start, 2),
+            "collect": round(time.perf_counter() - t_start, 2),
         },
-    }
-    io.write_json(out / SWEEP_FILE, doc)
-    lead = [
-        ("What the sweep shows", "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in reading) + "</ul>"),
-        ("Full networks against chunks, by width", _width_html(table, widest)),
-    ]
-    sections = [
-        (
-            "Training runs",
-            _table(
-                runs, keys=("width", "seed", "test_error", "train_error", "zero_train_error_epoch", "epochs", "seconds")
-            ),
-        ),
-        ("Sweep configuration", _table([config.to_dict()], transpose=True)),
-    ]
-    report = write_report(
+    )
+    del doc
+    report = write_sweep_report(
         main_results,
         out / "report.html",
+        sweep_reading=reading,
+        width_table=table,
+        widest=widest,
+        runs=runs,
+        config=_flat_config(config),
         curves=curves,
         summary=summ,
         figures=[
@@ -403,12 +686,16 @@ def run_sweep(config: SweepConfig, out, *, log=print) -> SweepResult:
                 fig_w,
             )
         ],
-        extra_figures=[(f"Chunk analysis of the W = {widest} network, seed 0.", fig_c)],
-        sections=sections,
-        lead_sections=lead,
+        extra_figures=[(f"Chunk analysis of the W = {widest} network, seed {first}.", fig_c)],
         title=f"redrep sweep: {label}",
     )
-    return SweepResult(out, runs, error_inf, table, summary, report, figures)
+    return SweepResult(out, runs, error_inf, table, summary, report, figures, list(missing))
+
+
+def _flat_config(config: SweepConfig) -> dict:
+    d = config.to_dict()
+    train = d.pop("train")
+    return {**d, **{k: v for k, v in train.items() if k not in PER_RUN_FIELDS}}
 
 
 def width_table(tidy, widths) -> list[dict]:
@@ -476,7 +763,7 @@ def sweep_reading(table, error_inf, summary, widest) -> list[str]:
     if wcs:
         msg = f"The critical chunk size is w_c* = {wcs}, so the widest layer holds about {widest / wcs:g} clones"
         exp, se = summary.get("exponent"), summary.get("exponent_se")
-        if exp is not None and se is not None and se < 0.5:
+        if exp is not None and se is not None and se < EXPONENT_UNRESOLVED_SE:
             msg += f"; above it, test error - error_inf decays like w_c^({exp:.2f} ± {se:.2f}) (the paper: -1/2)."
         elif exp is not None:
             msg += (
@@ -507,53 +794,6 @@ def _csv(rows, cols) -> str:
     return buf.getvalue()
 
 
-def _table(rows, keys=None, transpose=False) -> str:
-    """Rows of dicts as an HTML table (the report's own table style); ``transpose`` for one row of settings."""
-    from .report import html_table
-
-    if not rows:
-        return "<p>none</p>"
-    keys = keys or tuple(rows[0])
-    if transpose:
-        return html_table(("setting", "value"), [(k, _cell(rows[0].get(k))) for k in keys])
-    return html_table(keys, [[_cell(r.get(k)) for k in keys] for r in rows])
-
-
-def _width_html(table, widest) -> str:
-    """The Fig. 3a numbers as a compact table: mean ± sem over seeds (the CSV has every column)."""
-    from .report import html_table
-
-    def pm(m, se):
-        if m is None or not math.isfinite(m):
-            return "n/a"
-        return f"{m:.4g}" + (f" ± {se:.2g}" if se is not None and math.isfinite(se) else "")
-
-    header = (
-        "W",
-        "full network: test error",
-        f"chunk of the W = {widest} net: test error",
-        "full network: training error",
-        "chunk: training error",
-        "seeds",
-    )
-    rows = [
-        (
-            str(r["width"]),
-            pm(r["full_test_mean"], r["full_test_sem"]),
-            pm(r["chunk_test_mean"], r["chunk_test_sem"]),
-            pm(r["full_train_mean"], r["full_train_sem"]),
-            pm(r["chunk_train_mean"], r["chunk_train_sem"]),
-            str(r["full_n"]),
-        )
-        for r in table
-    ]
-    return html_table(header, rows) + "<p>Mean ± standard error over seeds; all columns in width_comparison.csv.</p>"
-
-
-def _cell(v):
-    return str(v) if isinstance(v, (list, tuple, str)) or v is None else v
-
-
 def demo_config(
     *, quick: bool = False, data_dir: str | None = "data", jobs: int | None = None, progress: bool = True
 ) -> SweepConfig:
@@ -564,24 +804,14 @@ def demo_config(
     paper's signatures showed on this budget: chunks of the widest network fit
     the training set from 256 neurons on and match full networks of the same
     width. MNIST-1D and digits at the same cost showed no chunk below the full
-    layer fitting the training set (see the README).
+    layer fitting the training set (see the README). These are
+    :class:`SweepConfig`'s defaults.
     """
     if jobs is None:
         jobs = min(2, os.cpu_count() or 1)
-    full = SweepConfig(
-        dataset="parity-digits",
-        arch="mlp",
-        depth=3,
-        widths=(16, 32, 64, 128, 256, 512, 1024),
-        seeds=3,
-        epochs=200,
-        lr=0.05,
-        acc_rep=100,
-        r2_rep=40,
-        data_dir=data_dir,
-        jobs=jobs,
-        progress=progress,
-    )
+    full = SweepConfig(train=replace(_default_template(), data_dir=data_dir), jobs=jobs, progress=progress)
     if quick:
-        return replace(full, widths=(16, 32, 64, 128), seeds=2, epochs=30, acc_rep=20, r2_rep=10)
+        return replace(
+            full, train=replace(full.train, epochs=30), widths=(16, 32, 64, 128), seeds=2, acc_rep=20, r2_rep=10
+        )
     return full

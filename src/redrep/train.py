@@ -1,6 +1,6 @@
 """Training with the authors' recipe, on CPU or GPU, resumable.
 
-The recipe (SPEC.md): SGD with momentum 0.9, lr 0.1, weight decay 5e-4,
+The recipe (docs/method.md#published-values): SGD with momentum 0.9, lr 0.1, weight decay 5e-4,
 batch 128, cosine annealing to 1e-5 over 200 epochs (one step per epoch),
 cross-entropy with optional label smoothing, random crops and flips for
 CIFAR. Every value is a field of :class:`TrainConfig` and can be changed.
@@ -11,7 +11,7 @@ A run directory holds::
     metrics.jsonl          one JSON line per epoch
     summary.json           progress, the epoch where training error reached 0, devices, versions
     checkpoints/last.pt    the latest epoch (what a resumed run starts from)
-    checkpoints/epoch_NNNN.pt  kept at the SPEC epochs and the last one
+    checkpoints/epoch_NNNN.pt  kept at epoch 0 (the initialization), the paper's checkpoint epochs and the last
 
 Checkpoints hold the config, model, optimizer and gradient-scaler states, the
 epoch, the metrics so far and every random-number state, and are written
@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import platform
 import random
 import shutil
@@ -41,6 +42,8 @@ from tqdm.auto import tqdm
 
 from . import __version__, io
 from .data import DATASETS, Dataset, load_dataset
+from .device import check_device_name
+from .device import resolve_device as _resolve_device_name
 from .models import check_arch, create_model, resolve_model_options
 from .validation import RedrepError, check_float, check_int, exception_line
 
@@ -56,8 +59,6 @@ CHECKPOINT_FORMAT = "redrep.checkpoint"
 
 #: Config fields that may differ when a run is resumed: where and how it runs, not what it computes.
 RESUME_FREE_FIELDS = ("device", "amp", "data_dir", "eval_batch_size")
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -122,7 +123,7 @@ class TrainConfig:
         if self.amp not in (None, True, False):
             raise RedrepError(f"amp: expected true, false or none (auto), found {self.amp!r}")
         try:
-            ckpts = tuple(sorted({check_int(e, "checkpoint_epochs", min_value=1) for e in self.checkpoint_epochs}))
+            ckpts = tuple(sorted({check_int(e, "checkpoint_epochs", min_value=0) for e in self.checkpoint_epochs}))
         except TypeError:
             raise RedrepError(
                 f"checkpoint_epochs: expected a list of epochs, found {self.checkpoint_epochs!r}"
@@ -163,20 +164,9 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------- devices
-def check_device_name(name: str) -> str:
-    if not isinstance(name, str) or not (name in DEVICES or name.startswith("cuda:")):
-        raise RedrepError(f"device: expected one of {', '.join(DEVICES)} (or cuda:N), found {name!r}")
-    return name
-
-
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' is CUDA when available, else the CPU; asking for CUDA without one is an error."""
-    check_device_name(name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RedrepError(f"device: expected a CUDA device for {name!r}, found none (use --device cpu or auto)")
-    return torch.device(name)
+    """:func:`redrep.device.resolve_device` as a torch.device (the one device decision lives there)."""
+    return torch.device(_resolve_device_name(name))
 
 
 def resolve_amp(amp: bool | None, device: torch.device) -> torch.dtype | None:
@@ -189,7 +179,7 @@ def resolve_amp(amp: bool | None, device: torch.device) -> torch.dtype | None:
     if not amp:
         return None
     if device.type != "cuda":
-        raise RedrepError(f"amp: mixed precision needs a CUDA device, found {device} (leave --amp unset for auto)")
+        raise RedrepError(f"amp: mixed precision needs a CUDA device, found {device} (leave amp unset for auto)")
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
@@ -255,11 +245,7 @@ def read_run_config(run_dir) -> TrainConfig:
     f = Path(run_dir) / CONFIG_FILE
     if not f.is_file():
         raise RedrepError(f"{run_dir}: expected a run directory holding {CONFIG_FILE}, found none")
-    try:
-        d = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RedrepError(f"{f}: expected a JSON training config, could not parse it ({exc})") from None
-    return TrainConfig.from_dict(d, where=str(f))
+    return TrainConfig.from_dict(io.read_json_object(f, "a JSON training config"), where=str(f))
 
 
 def config_differences(old: TrainConfig, new: TrainConfig, ignore=RESUME_FREE_FIELDS) -> list[str]:
@@ -376,10 +362,34 @@ def _zero_error(metrics: dict) -> bool:
 
 
 # --------------------------------------------------------------------- loop
+@dataclass
+class _Session:
+    """What one call of :func:`train` works with, set up once by :func:`_setup`."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    autocast: Callable
+    dataset: Dataset
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    gen: torch.Generator
+    criterion: torch.nn.Module
+    history: list
+    zero_epoch: int | None
+    start: int
+    model_info: dict
+    env: dict
+    keep: set
+
+
 def train(
     config: TrainConfig,
     run_dir,
     *,
+    device: str | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     log: Callable[[str], None] | None = None,
@@ -389,12 +399,14 @@ def train(
     A run directory that already holds a run with the same config resumes
     from its last checkpoint (fields in :data:`RESUME_FREE_FIELDS` may
     differ); a different config is an error, and so is a non-empty folder
-    that is not a run.
+    that is not a run. The folder is locked while training
+    (:func:`redrep.io.folder_lock`): a second training into it fails at once.
 
     Parameters
     ----------
     config : TrainConfig
     run_dir : folder of the run
+    device : an already-resolved device name (:func:`redrep.device.resolve_device`); None resolves ``config.device``
     progress : show progress bars on stderr
     on_epoch_end : called as ``on_epoch_end(epoch, metrics)`` after each epoch is saved
     log : receives one-line messages (what is trained where, when training error reaches 0)
@@ -405,23 +417,72 @@ def train(
     """
     config = config.validated()
     run_dir = Path(run_dir)
-    ckpt = _existing_run(run_dir, config)
-    if ckpt is not None and ckpt["epoch"] >= config.epochs:
-        return _result_from_checkpoint(run_dir, config, ckpt)
+    log = log or (lambda _msg: None)
+    with io.folder_lock(run_dir, what="train"):
+        ckpt = _existing_run(run_dir, config)
+        if ckpt is not None and ckpt["epoch"] >= config.epochs:
+            return _result_from_checkpoint(run_dir, config, ckpt)
+        s = _setup(config, run_dir, ckpt, device)
+        log(
+            f"{config.arch} (W = {s.model_info['num_features']}, {s.model_info['num_params']:,} parameters) on "
+            f"{config.dataset} ({s.dataset.n_train} train / {s.dataset.n_test} test), device {s.device}, "
+            f"amp {s.env['amp_dtype'] or 'off'}, epochs {s.start + 1}-{config.epochs}"
+            + (f" (resumed after epoch {s.start})" if s.start else "")
+        )
+        s.dataset = s.dataset.to(s.device)
+        bar = tqdm(
+            total=config.epochs, initial=s.start, desc="epochs", unit="ep", disable=not progress, file=sys.stderr
+        )
+        try:
+            if s.start == 0:
+                _save_epoch(s, 0, None)  # the network at initialization, the null baseline of later analyses
+            for epoch in range(s.start + 1, config.epochs + 1):
+                metrics = _train_epoch(s, epoch, progress)
+                io.crash_point(f"train:epoch:{epoch}:trained")
+                s.history.append(metrics)
+                if s.zero_epoch is None and _zero_error(metrics):
+                    s.zero_epoch = epoch
+                    log(f"epoch {epoch}: training error reached 0")
+                _save_epoch(s, epoch, metrics)
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{metrics['train_loss']:.3f}",
+                    train=f"{metrics['train_eval_acc'] or metrics['train_acc']:.3f}",
+                    test=f"{metrics['test_acc']:.3f}",
+                )
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, metrics)
+        finally:
+            bar.close()
+    return TrainResult(
+        run_dir, config, config.epochs, s.history, s.zero_epoch, s.start, str(s.device), s.env["amp_dtype"]
+    )
 
-    device = resolve_device(config.device)
+
+def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | None) -> _Session:
+    """Device, data, model, optimizer and random states of a fresh run, or restored from ``ckpt``.
+
+    Writes ``config.json`` first (atomically), then the metrics log as the
+    checkpoint has it, so that a kill at any point leaves a resumable folder.
+    """
+    device = torch.device(resolve_device(config.device if device is None else device))
     amp_dtype = resolve_amp(config.amp, device)
-    autocast = autocast_context(device, amp_dtype)
     dataset = load_dataset(config.dataset, config.data_dir)
     if config.train_subset is not None:
         dataset = dataset.subset_train(config.train_subset)
+    _check_model_fits(config, dataset, device)
 
     seed_everything(config.seed)
-    model = create_model(config.arch, dataset.num_classes, dataset.in_shape, **config.model_options)
+    model = _create_model(config, dataset)
     gen = torch.Generator().manual_seed(config.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model = model.to(device)
+    try:
+        model = model.to(device)
+    except (RuntimeError, MemoryError) as exc:  # out of GPU memory
+        raise RedrepError(
+            f"{_size_option(config)}: the network does not fit on {device} ({exception_line(exc)})"
+        ) from None
     if device.type == "cuda" and len(dataset.in_shape) == 3:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
@@ -440,9 +501,13 @@ def train(
         history = list(ckpt["history"])
         zero_epoch = ckpt.get("zero_train_error_epoch")
         start = int(ckpt["epoch"])
-    # the metrics log is rewritten from the checkpoint: a kill may have left an extra or half line
-    io.write_text(run_dir / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in history))
-    io.write_json(run_dir / CONFIG_FILE, config.to_dict())
+    try:
+        io.write_json(run_dir / CONFIG_FILE, config.to_dict())
+        io.crash_point("train:config-written")
+        # the metrics log is rewritten from the checkpoint: a kill may have left an extra or half line
+        io.write_text(run_dir / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in history))
+    except OSError as exc:
+        raise io.write_error(exc, run_dir) from None
     model_info = {
         "num_features": int(model.num_features),
         "num_params": int(sum(p.numel() for p in model.parameters())),
@@ -459,121 +524,179 @@ def train(
         "redrep": __version__,
         "python": sys.version.split()[0],
     }
-
-    log = log or (lambda _msg: None)
-    log(
-        f"{config.arch} (W = {model_info['num_features']}, {model_info['num_params']:,} parameters) on "
-        f"{config.dataset} ({dataset.n_train} train / {dataset.n_test} test), device {device}, "
-        f"amp {env['amp_dtype'] or 'off'}, epochs {start + 1}-{config.epochs}"
-        + (f" (resumed after epoch {start})" if start else "")
+    return _Session(
+        config=config,
+        run_dir=run_dir,
+        device=device,
+        amp_dtype=amp_dtype,
+        autocast=autocast_context(device, amp_dtype),
+        dataset=dataset,
+        model=model,
+        optimizer=optimizer,
+        scaler=scaler,
+        gen=gen,
+        criterion=torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        history=history,
+        zero_epoch=zero_epoch,
+        start=start,
+        model_info=model_info,
+        env=env,
+        keep={0, *(e for e in config.checkpoint_epochs if e <= config.epochs), config.epochs},
     )
-    dataset = dataset.to(device)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    keep = {e for e in config.checkpoint_epochs if e <= config.epochs} | {config.epochs}
+
+
+def _train_epoch(s: _Session, epoch: int, progress: bool) -> dict:
+    """One epoch of SGD over the shuffled training set, then the evaluations; returns its metrics."""
+    config, dataset, model, device = s.config, s.dataset, s.model, s.device
+    t0 = time.perf_counter()
+    lr = cosine_lr(epoch - 1, config.epochs, config.lr, config.lr_min)
+    for g in s.optimizer.param_groups:
+        g["lr"] = lr
+    model.train()
     n = dataset.n_train
+    perm = torch.randperm(n, generator=s.gen).to(device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     n_batches = math.ceil(n / config.batch_size)
-    bar = tqdm(total=config.epochs, initial=start, desc="epochs", unit="ep", disable=not progress, file=sys.stderr)
+    batches = tqdm(range(n_batches), desc=f"epoch {epoch}", leave=False, disable=not progress, file=sys.stderr)
+    for b in batches:
+        idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
+        xb = dataset.prepare(dataset.x_train[idx], augment=True, generator=s.gen)
+        xb = _to_model_layout(xb)
+        yb = dataset.y_train[idx]
+        with s.autocast():
+            out = model(xb)
+            loss = s.criterion(out, yb)
+        s.optimizer.zero_grad(set_to_none=True)
+        s.scaler.scale(loss).backward()
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+        loss_sum += loss.detach().double() * yb.shape[0]
+        correct += (out.detach().argmax(1) == yb).sum()
+    train_loss = float(loss_sum) / n
+    if not math.isfinite(train_loss):
+        raise RedrepError(
+            f"training diverged at epoch {epoch} (train loss {train_loss}): expected a finite loss; "
+            f"lower lr (now {config.lr})"
+        )
+    train_seconds = time.perf_counter() - t0
+    metrics = {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": train_loss,
+        "train_acc": int(correct) / n,
+        "train_eval_loss": None,
+        "train_eval_acc": None,
+    }
+    kw = dict(batch_size=config.eval_batch_size, autocast=s.autocast)
+    if config.eval_train:
+        metrics["train_eval_loss"], metrics["train_eval_acc"] = evaluate(
+            model, dataset, dataset.x_train, dataset.y_train, **kw
+        )
+    metrics["test_loss"], metrics["test_acc"] = evaluate(model, dataset, dataset.x_test, dataset.y_test, **kw)
+    metrics["train_seconds"] = train_seconds
+    metrics["seconds"] = time.perf_counter() - t0
+    return metrics
+
+
+def _save_epoch(s: _Session, epoch: int, metrics: dict | None) -> None:
+    """Checkpoint after ``epoch`` (0: before any step), then its metrics line and the summary.
+
+    The checkpoint comes first: a kill before the metrics line is appended
+    is repaired on resume, which rewrites the log from the checkpoint.
+    """
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "config": s.config.to_dict(),
+        "epoch": epoch,
+        "model": s.model.state_dict(),
+        "optimizer": s.optimizer.state_dict(),
+        "scaler": s.scaler.state_dict(),
+        "rng": _rng_states(s.gen, s.device),
+        "history": s.history,
+        "zero_train_error_epoch": s.zero_epoch,
+        "model_info": s.model_info,
+    }
     try:
-        for epoch in range(start + 1, config.epochs + 1):
-            t0 = time.perf_counter()
-            lr = cosine_lr(epoch - 1, config.epochs, config.lr, config.lr_min)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            model.train()
-            perm = torch.randperm(n, generator=gen).to(device)
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            batches = tqdm(range(n_batches), desc=f"epoch {epoch}", leave=False, disable=not progress, file=sys.stderr)
-            for b in batches:
-                idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
-                xb = dataset.prepare(dataset.x_train[idx], augment=True, generator=gen)
-                xb = _to_model_layout(xb)
-                yb = dataset.y_train[idx]
-                with autocast():
-                    out = model(xb)
-                    loss = criterion(out, yb)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += loss.detach().double() * yb.shape[0]
-                correct += (out.detach().argmax(1) == yb).sum()
-            train_loss = float(loss_sum) / n
-            if not math.isfinite(train_loss):
-                raise RedrepError(
-                    f"training diverged at epoch {epoch} (train loss {train_loss}): expected a finite loss; "
-                    f"lower --lr (now {config.lr})"
-                )
-            train_seconds = time.perf_counter() - t0
-            metrics = {
-                "epoch": epoch,
-                "lr": lr,
-                "train_loss": train_loss,
-                "train_acc": int(correct) / n,
-                "train_eval_loss": None,
-                "train_eval_acc": None,
-            }
-            if config.eval_train:
-                tl, ta = evaluate(
-                    model,
-                    dataset,
-                    dataset.x_train,
-                    dataset.y_train,
-                    batch_size=config.eval_batch_size,
-                    autocast=autocast,
-                )
-                metrics["train_eval_loss"], metrics["train_eval_acc"] = tl, ta
-            metrics["test_loss"], metrics["test_acc"] = evaluate(
-                model, dataset, dataset.x_test, dataset.y_test, batch_size=config.eval_batch_size, autocast=autocast
-            )
-            metrics["train_seconds"] = train_seconds
-            metrics["seconds"] = time.perf_counter() - t0
-            history.append(metrics)
-            if zero_epoch is None and _zero_error(metrics):
-                zero_epoch = epoch
-                log(f"epoch {epoch}: training error reached 0")
-            state = {
-                "format": CHECKPOINT_FORMAT,
-                "version": 1,
-                "config": config.to_dict(),
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": _rng_states(gen, device),
-                "history": history,
-                "zero_train_error_epoch": zero_epoch,
-                "model_info": model_info,
-            }
-            _save_checkpoint(run_dir, state, keep_epoch=epoch in keep)
-            with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+        _save_checkpoint(s.run_dir, state, keep_epoch=epoch in s.keep)
+        io.crash_point(f"train:epoch:{epoch}:checkpointed")
+        if metrics is not None:
+            with open(s.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(metrics) + "\n")
-            _write_summary(run_dir, config, epoch, history, zero_epoch, model_info, env)
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{train_loss:.3f}",
-                train=f"{metrics['train_eval_acc'] or metrics['train_acc']:.3f}",
-                test=f"{metrics['test_acc']:.3f}",
-            )
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, metrics)
-    finally:
-        bar.close()
-    return TrainResult(run_dir, config, config.epochs, history, zero_epoch, start, str(device), env["amp_dtype"])
+        _write_summary(s.run_dir, s.config, epoch, s.history, s.zero_epoch, s.model_info, s.env)
+    except OSError as exc:
+        raise io.write_error(exc, s.run_dir) from None
+
+
+def _size_option(config: TrainConfig) -> str:
+    """The option that sets the network's size, for messages."""
+    return "width" if config.width is not None else "widening_factor"
+
+
+def _create_model(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
+    try:
+        return create_model(config.arch, dataset.num_classes, dataset.in_shape, **config.model_options)
+    except (RuntimeError, MemoryError) as exc:  # an allocation the size check let through
+        raise RedrepError(
+            f"{_size_option(config)}: could not allocate the network {config.arch} "
+            f"({_size_option(config)}={getattr(config, _size_option(config))}): {exception_line(exc)}"
+        ) from None
+
+
+#: Bytes per parameter during training: float32 weights, gradients and SGD momentum.
+_TRAIN_BYTES_PER_PARAM = 12
+
+
+def _check_model_fits(config: TrainConfig, dataset: Dataset, device: torch.device) -> None:
+    """Refuse a network whose parameters alone exceed the device's memory, before allocating any of it."""
+    with torch.device("meta"):  # shapes only: no memory, no random numbers drawn
+        model = create_model(config.arch, dataset.num_classes, dataset.in_shape, **config.model_options)
+    n = sum(p.numel() for p in model.parameters())
+    need = n * _TRAIN_BYTES_PER_PARAM
+    have = device_memory(device)
+    if have is not None and need > have:
+        opt = _size_option(config)
+        raise RedrepError(
+            f"{opt}: {config.arch} with {opt}={getattr(config, opt)} has {n:,} parameters, about "
+            f"{need / 1e9:,.1f} GB with gradients and momentum; expected it to fit the {have / 1e9:,.1f} GB "
+            f"of {device} (choose a smaller {opt})"
+        )
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Total memory in bytes of ``device`` (the machine's RAM for the CPU); None where unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _existing_run(run_dir: Path, config: TrainConfig) -> dict | None:
-    """The last checkpoint of a compatible run in ``run_dir``, None for a fresh run; errors otherwise."""
+    """The last checkpoint of a compatible run in ``run_dir``, None for a fresh run; errors otherwise.
+
+    Called under the folder's lock: temporary files of a killed writer are
+    removed, and a folder killed at its very first start (a metrics log and
+    no config or checkpoint) starts over.
+    """
     if not run_dir.exists():
         return None
     if not run_dir.is_dir():
         raise RedrepError(f"{run_dir}: expected a run directory, found a file")
+    io.remove_stale_temps(run_dir)
+    io.remove_stale_temps(run_dir / CHECKPOINT_DIR)
     if not (run_dir / CONFIG_FILE).is_file():
-        if any(run_dir.iterdir()):
+        if not _first_start_leftovers(run_dir):
             raise RedrepError(
                 f"{run_dir}: expected a new or empty folder or a redrep run (with {CONFIG_FILE}), "
-                f"found other files; choose another --out"
+                f"found other files; choose another out folder"
             )
+        for name in (METRICS_FILE, SUMMARY_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+        if (run_dir / CHECKPOINT_DIR).is_dir():
+            (run_dir / CHECKPOINT_DIR).rmdir()
         return None
     last = checkpoint_path(run_dir)
     ckpt = load_checkpoint(last) if last.is_file() else None
@@ -582,9 +705,24 @@ def _existing_run(run_dir: Path, config: TrainConfig) -> dict | None:
     if diffs:
         raise RedrepError(
             f"{run_dir}: holds a run with another config ({'; '.join(diffs)}); "
-            f"expected the same options to resume it, or choose another --out"
+            f"expected the same options to resume it, or choose another out folder"
         )
     return ckpt
+
+
+def _first_start_leftovers(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds only what a run killed before its config was written can leave.
+
+    That is a metrics log, a summary and an empty checkpoints folder: no
+    checkpoint, so nothing was trained that could be lost.
+    """
+    for p in run_dir.iterdir():
+        if p.name in (METRICS_FILE, SUMMARY_FILE) and p.is_file():
+            continue
+        if p.name == CHECKPOINT_DIR and p.is_dir() and not any(p.iterdir()):
+            continue
+        return False
+    return True
 
 
 def _save_checkpoint(run_dir: Path, state: dict, *, keep_epoch: bool) -> None:
@@ -592,12 +730,18 @@ def _save_checkpoint(run_dir: Path, state: dict, *, keep_epoch: bool) -> None:
     if keep_epoch:
         kept = checkpoint_path(run_dir, state["epoch"])
         with io.atomic_path(kept) as tmp:
-            torch.save(state, tmp)
+            _torch_save(state, tmp)
         with io.atomic_path(last) as tmp:
             shutil.copyfile(kept, tmp)
     else:
         with io.atomic_path(last) as tmp:
-            torch.save(state, tmp)
+            _torch_save(state, tmp)
+
+
+def _torch_save(state: dict, path: Path) -> None:
+    # through a Python file, so a full disk is an OSError (ENOSPC) rather than torch's RuntimeError
+    with open(path, "wb") as f:
+        torch.save(state, f)
 
 
 def _write_summary(run_dir, config, epoch, history, zero_epoch, model_info, env) -> None:

@@ -10,8 +10,10 @@ exit status 2, with no traceback.
 from __future__ import annotations
 
 import ast
+import errno
 import importlib
 import importlib.util
+import re
 from pathlib import Path
 
 import click
@@ -31,6 +33,7 @@ COMMAND_MODULES = (
     "report",
     "example",
     "sweep",
+    "sweep_status",
     "demo",
 )
 
@@ -44,10 +47,10 @@ class RedrepGroup(click.Group):
     """
 
     def list_commands(self, ctx):
-        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
+        return sorted(set(super().list_commands(ctx)) | {m.replace("_", "-") for m in COMMAND_MODULES})
 
     def get_command(self, ctx, cmd_name):
-        if cmd_name in COMMAND_MODULES and cmd_name not in self.commands:
+        if cmd_name.replace("-", "_") in COMMAND_MODULES and cmd_name not in self.commands:
             self.add_command(importlib.import_module(_module_name(cmd_name)).command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
@@ -55,7 +58,7 @@ class RedrepGroup(click.Group):
         limit = formatter.width - 6 - max(len(name) for name in self.list_commands(ctx))
         rows = []
         for name in self.list_commands(ctx):
-            if name in self.commands or name not in COMMAND_MODULES:
+            if name in self.commands or name.replace("-", "_") not in COMMAND_MODULES:
                 cmd = self.get_command(ctx, name)
                 if cmd is not None and not cmd.hidden:
                     rows.append((name, cmd.get_short_help_str(limit)))
@@ -69,11 +72,10 @@ class RedrepGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RedrepError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {user_paths(_with_flag(ctx, str(exc)))}", err=True)
             ctx.exit(2)
         except OSError as exc:
-            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-            click.echo(f"Error: {exc.strerror or exc}{where}", err=True)
+            click.echo(f"Error: {os_error_line(exc)}", err=True)
             ctx.exit(2)
 
 
@@ -103,6 +105,40 @@ def main():
     Train networks, extract the last hidden layer, measure how its neurons
     split into redundant chunks, and plot and report the result.
     """
+
+
+def _with_flag(ctx, message: str) -> str:
+    """A library message that names a parameter (``weight_decay: ...``) gets the command's flag for it at its end."""
+    m = re.match(r"^([a-z][a-z0-9_]*)(?=: )", message)
+    name = ctx.invoked_subcommand
+    if m is None or name is None:
+        return message
+    try:
+        command = ctx.command.get_command(ctx, name)
+    except Exception:  # noqa: BLE001 - only a nicer message is at stake
+        return message
+    for param in getattr(command, "params", ()):
+        flags = [o for o in param.opts if o.startswith("--")]
+        if param.name == m.group(1) and flags and flags[0] != "--" + m.group(1):
+            return f"{message} [{flags[0]}]"
+    return message
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: a full disk said as such, the path the user knows."""
+    where = f": {user_paths(str(exc.filename))}" if getattr(exc, "filename", None) else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on device{where}"
+    return f"{exc.strerror or exc}{where}"
+
+
+#: A hidden temporary entry of redrep.io (``.NAME.abc123.tmp``), to be named as the ``NAME`` it becomes.
+_TEMP_PART = re.compile(r"(^|[/\\\s'\"(])\.([^/\\\s]+?)\.[A-Za-z0-9_]{8}\.(?:tmp|old)(?![\w.-])")
+
+
+def user_paths(text: str) -> str:
+    """``text`` with redrep's temporary names (``.NAME.*.tmp``) replaced by the user's ``NAME``."""
+    return _TEMP_PART.sub(lambda m: m.group(1) + m.group(2), text)
 
 
 def parse_int_list(value: str | None, option: str) -> list[int] | None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from ..analysis import ChunkAnalysis
+from ..device import resolve_device
+from ..io import folder_lock
 from ..repset import AUTHORS_SUBDIR, RepresentationSet
 from ..results import write_results
 from ..validation import RedrepError
@@ -65,9 +67,11 @@ from . import data_path_option, int_list_callback
 def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, block_rows, device, quiet):
     """Chunk accuracy, R^2 and residual correlation of a representation set.
 
-    Writes the authors' four .npy files, a tidy results.csv and results.json.
+    Writes one .npy array per metric (and the authors' file names for their set),
+    a tidy results.csv and results.json.
     """
     t0 = time.perf_counter()
+    device = resolve_device(device)  # once, before any work
     if repr_dir is not None:
         repset = RepresentationSet.load(repr_dir)
         out_dir = out if out is not None else repr_dir / "results"
@@ -90,20 +94,23 @@ def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, bloc
         progress=not quiet,
         device=device,
     )
-    analysis.fit(repset)
-    analysis.timings_["total"] = time.perf_counter() - t0
-    write_results(analysis, repset, out_dir)
+    # locked from the start: a second writer fails at once rather than after its own analysis
+    with folder_lock(out_dir, what="analyze"):
+        analysis.fit(repset)
+        analysis.timings_["total"] = time.perf_counter() - t0
+        write_results(analysis, repset, out_dir)
     if not quiet:
         _print_summary(analysis, out_dir)
 
 
 def _print_summary(analysis, out_dir):
-    click.echo("chunk size  train err  test err   R^2      mean corr  (outside)")
-    tr = analysis.mean("accuracy", "train")
-    te = analysis.mean("accuracy", "test")
-    r2 = analysis.mean("r2")
-    mc = analysis.mean("mean_corr")
-    mo = analysis.mean("mean_corr_outside")
-    for i, w in enumerate(analysis.chunk_sizes_):
-        click.echo(f"{w:>10d}  {1 - tr[i]:9.4f}  {1 - te[i]:8.4f}  {r2[i]:7.4f}  {mc[i]:9.4f}  {mo[i]:9.4f}")
+    """One line per chunk size, one column per declared metric computed (accuracies shown as errors)."""
+    from ..metrics import registry
+
+    shown = [m for m in registry() if m.key in analysis.values_]
+    means = [m.shown(analysis.mean(*m.key)) for m in shown]
+    widths = [max(9, len(m.label)) for m in shown]
+    click.echo("chunk size  " + "  ".join(f"{m.label:>{w}}" for m, w in zip(shown, widths)))
+    for i, size in enumerate(analysis.chunk_sizes_):
+        click.echo(f"{size:>10d}  " + "  ".join(f"{v[i]:>{w}.4f}" for v, w in zip(means, widths)))
     click.echo(f"results written to {out_dir} in {analysis.timings_['total']:.1f} s")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from ..sweep import demo_config, run_sweep
+from ..executors import LocalExecutor, local_devices
+from ..sweep import demo_config, resolve_local_device, run_sweep
 from .sweep import echo_result
 
 
@@ -37,11 +39,15 @@ from .sweep import echo_result
 def command(out, quick, data_dir, jobs, quiet):
     """Run a width sweep on bundled offline data and write figures and an HTML report."""
     config = demo_config(quick=quick, data_dir=str(data_dir), jobs=jobs, progress=not quiet).validated()
+    dev = resolve_local_device(config.train.device)
+    config = replace(config, train=replace(config.train, device=dev))
+    t = config.train
     click.echo(
-        f"demo{' (quick)' if quick else ''}: {config.dataset}, {config.arch} with {config.depth} hidden layers of "
-        f"width W in {', '.join(map(str, config.widths))}; {config.seeds} seeds, {config.epochs} epochs each"
+        f"demo{' (quick)' if quick else ''}: {t.dataset}, {t.arch} with {t.depth} hidden layers of "
+        f"width W in {', '.join(map(str, config.widths))}; {config.seeds} seeds, {t.epochs} epochs each"
     )
     t0 = time.perf_counter()
-    result = run_sweep(config, out, log=click.echo)
+    executor = LocalExecutor(config.jobs, local_devices(dev, config.jobs))
+    result = run_sweep(config, out, executor=executor, log=click.echo)
     echo_result(result)
     click.echo(f"done in {time.perf_counter() - t0:.0f} s; open {result.report} in a browser")

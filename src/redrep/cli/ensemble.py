@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..device import resolve_device
 from ..ensemble import ensemble_error, store_error_inf
 
 
@@ -19,7 +20,7 @@ from ..ensemble import ensemble_error, store_error_inf
     help="Store error_inf in this native set's meta.json (read by analyze and plot).",
 )
 @click.option("--epoch", type=int, default=None, help="Checkpoint epoch of the runs  [default: their last]")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--data-dir", default=None, help="Where the dataset is now  [default: each run's --data-dir]")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Samples per forward pass.")
 def command(members, into, epoch, device, data_dir, batch_size):
@@ -28,7 +29,7 @@ def command(members, into, epoch, device, data_dir, batch_size):
     Members must be different networks (different seeds) of the same
     architecture, dataset and recipe, on the same test set.
     """
-    res = ensemble_error(members, epoch=epoch, device=device, data_dir=data_dir, batch_size=batch_size)
+    res = ensemble_error(members, epoch=epoch, device=resolve_device(device), data_dir=data_dir, batch_size=batch_size)
     for path, err in zip(res.members, res.member_errors):
         click.echo(f"{err:.4f}  {path}")
     mean = sum(res.member_errors) / len(res.member_errors)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..device import resolve_device
 from ..extract import extract_run
 
 
@@ -18,7 +19,7 @@ from ..extract import extract_run
     default=None,
     help="Set folder  [default: RUN_DIR/representations; RUN_DIR/representations_epoch_NNNN for an earlier epoch]",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--data-dir", default=None, help="Where the dataset is now  [default: the run's --data-dir]")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Samples per forward pass.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
@@ -29,7 +30,13 @@ def command(run_dir, epoch, out, device, data_dir, batch_size, quiet):
     is what `redrep analyze --repr` reads.
     """
     path, rs = extract_run(
-        run_dir, epoch=epoch, out=out, device=device, data_dir=data_dir, batch_size=batch_size, progress=not quiet
+        run_dir,
+        epoch=epoch,
+        out=out,
+        device=resolve_device(device),
+        data_dir=data_dir,
+        batch_size=batch_size,
+        progress=not quiet,
     )
     m = rs.meta
     click.echo(

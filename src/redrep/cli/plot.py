@@ -9,6 +9,7 @@ import click
 from ..plots import DEFAULT_STEM, MIN_CHUNK_SIZE_A, check_formats, save_figure, three_panel_figure
 from ..results import load_results
 from ..summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, summarize
+from ..validation import RedrepError, check_float
 from . import data_path_option
 
 
@@ -39,8 +40,15 @@ def results_options(f):
     return f
 
 
+def check_options(**flags):
+    """Validate float options by their flag (``check_options(**{"--r2-min": (value, min, max)})``)."""
+    for flag, (value, lo, hi) in flags.items():
+        check_float(value, flag, min_value=lo, max_value=hi)
+
+
 def load_and_summarize(path, results_dir, train_error_max, r2_min):
     """Read the results and compute the summary (the callers store it in results.json)."""
+    check_options(**{"--train-error-max": (train_error_max, 0.0, 1.0), "--r2-min": (r2_min, None, 1.0)})
     results = load_results(results_dir if results_dir is not None else path / "results")
     curves = ChunkCurves.from_results(results)
     summary = summarize(curves, train_error_max=train_error_max, r2_min=r2_min)
@@ -85,9 +93,12 @@ def command(path, results_dir, train_error_max, r2_min, out, formats, stem, min_
     Also stores the critical chunk size w_c*, the decay exponent above it and
     the number of clones W / w_c* in results.json under "summary".
     """
-    formats = check_formats(formats)
+    formats = check_formats(formats, name="--format")
+    check_options(**{"--min-chunk-size": (min_chunk_size, 0.0, None)})
     results, curves, summary = load_and_summarize(path, results_dir, train_error_max, r2_min)
     fig = three_panel_figure(curves, summary, min_chunk_size=min_chunk_size)
+    if not stem or "/" in stem or stem in (".", ".."):
+        raise RedrepError(f"--name: expected a file name without folder, found {stem!r}")
     paths = save_figure(fig, out, stem=stem, formats=formats, dpi=dpi)
     results.update_json(summary=summary.to_dict())
     if not quiet:

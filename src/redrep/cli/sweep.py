@@ -1,21 +1,25 @@
-"""``redrep sweep``: train a width family, analyse it, plot and report."""
+"""``redrep sweep``: train a width family (locally or on SLURM), analyse it, plot and report."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from ..sweep import SweepConfig, run_sweep
+from ..executors import LocalExecutor, SlurmExecutor, SlurmOptions, local_devices, parse_slurm_params
+from ..sweep import SLURM_DIR, SweepConfig, resolve_local_device, run_sweep
 from . import int_list_callback
 
 _D = SweepConfig()  # the defaults live in the config, once
+_T = _D.train
+_S = SlurmOptions()
 
 
 @click.command("sweep")
 @click.option(
     "--dataset",
-    default=_D.dataset,
+    default=_T.dataset,
     show_default=True,
     help="cifar10, cifar100, digits, parity-digits, mnist1d or synthetic.",
 )
@@ -28,7 +32,7 @@ _D = SweepConfig()  # the defaults live in the config, once
 )
 @click.option(
     "--arch",
-    default=_D.arch,
+    default=_T.arch,
     show_default=True,
     help="mlp (all hidden layers at width W) or wide_resnet16/22/28/40 (k = W/64).",
 )
@@ -40,19 +44,57 @@ _D = SweepConfig()  # the defaults live in the config, once
     help="Comma-separated widths W of the last hidden layer.",
 )
 @click.option("--seeds", type=int, default=_D.seeds, show_default=True, help="Seeds per width (0 .. N-1).")
-@click.option("--depth", type=int, default=None, help=f"Hidden layers of the mlp [default: {_D.depth}].")
-@click.option("--epochs", type=int, default=_D.epochs, show_default=True)
-@click.option("--batch-size", type=int, default=_D.batch_size, show_default=True)
-@click.option("--lr", type=float, default=_D.lr, show_default=True)
-@click.option("--weight-decay", type=float, default=_D.weight_decay, show_default=True)
-@click.option("--label-smoothing", type=float, default=_D.label_smoothing, show_default=True)
+@click.option("--depth", type=int, default=None, help=f"Hidden layers of the mlp [default: {_T.depth}].")
+@click.option("--epochs", type=int, default=_T.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=_T.batch_size, show_default=True)
+@click.option("--lr", type=float, default=_T.lr, show_default=True)
+@click.option("--weight-decay", type=float, default=_T.weight_decay, show_default=True)
+@click.option("--label-smoothing", type=float, default=_T.label_smoothing, show_default=True)
 @click.option("--train-subset", type=int, default=None, help="Train on a fixed subset of this many samples.")
-@click.option("--device", default=_D.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default=_T.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision [default: on for CUDA, off for CPU].")
 @click.option("--acc-rep", "--acc_rep", "acc_rep", type=int, default=_D.acc_rep, show_default=True)
 @click.option("--r2-rep", "--r2_rep", "r2_rep", type=int, default=_D.r2_rep, show_default=True)
 @click.option("--analysis-seed", type=int, default=_D.analysis_seed, show_default=True, help="Seed of the chunk draws.")
-@click.option("--jobs", type=int, default=_D.jobs, show_default=True, help="Runs trained in parallel processes.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "slurm"]),
+    default="local",
+    show_default=True,
+    help="Where the runs train: local processes, or one SLURM job-array task per run (submitit).",
+)
+@click.option(
+    "--jobs",
+    type=int,
+    default=_D.jobs,
+    show_default=True,
+    help="Local executor: runs trained in parallel processes (each on its own GPU when there are several).",
+)
+@click.option("--slurm-partition", default=None, help="SLURM partition of the jobs.")
+@click.option("--slurm-time", type=int, default=_S.time_min, show_default=True, help="Time limit per run, minutes.")
+@click.option("--slurm-gpus", type=int, default=None, help="GPUs per run [default: 1 for a CNN, 0 for the mlp].")
+@click.option("--slurm-cpus", type=int, default=_S.cpus, show_default=True, help="CPU cores per run.")
+@click.option("--slurm-mem-gb", type=float, default=None, help="Memory per run, GB [default: the partition's].")
+@click.option(
+    "--slurm-param",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Another sbatch parameter (account, qos, constraint, ...); repeatable.",
+)
+@click.option("--max-parallel", type=int, default=None, help="SLURM: at most this many runs at once (array throttle).")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for the runs and collect; --no-wait submits (SLURM) and returns.",
+)
+@click.option(
+    "--wait-timeout",
+    type=float,
+    default=None,
+    help="Stop waiting after this many minutes (SLURM runs go on, local ones stop; re-run to collect) "
+    "[default: no limit].",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Sweep folder.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def command(
@@ -73,20 +115,34 @@ def command(
     acc_rep,
     r2_rep,
     analysis_seed,
+    executor,
     jobs,
+    slurm_partition,
+    slurm_time,
+    slurm_gpus,
+    slurm_cpus,
+    slurm_mem_gb,
+    slurm_param,
+    max_parallel,
+    wait,
+    wait_timeout,
     out,
     quiet,
 ):
     """Train networks that differ only in width (several seeds), then compare full networks
-    with chunks of the widest one; resumes an interrupted sweep."""
+    with chunks of the widest one.
+
+    Re-running the same command resumes: finished runs are kept, queued or running
+    ones are left alone, failed or missing ones are run again, and the sweep is
+    collected once every run has finished.
+    """
     if depth is None and arch == "mlp":
-        depth = _D.depth
-    config = SweepConfig(
+        depth = _T.depth
+    train = replace(
+        _T,
         dataset=dataset,
         data_dir=str(data_dir),
         arch=arch,
-        widths=tuple(widths),
-        seeds=seeds,
         depth=depth,
         epochs=epochs,
         batch_size=batch_size,
@@ -96,14 +152,62 @@ def command(
         train_subset=train_subset,
         device=device,
         amp=amp,
+    )
+    config = SweepConfig(
+        train=train,
+        widths=tuple(widths),
+        seeds=seeds,
         acc_rep=acc_rep,
         r2_rep=r2_rep,
         analysis_seed=analysis_seed,
         jobs=jobs,
         progress=not quiet,
-    )
-    result = run_sweep(config, out, log=click.echo)
-    echo_result(result)
+    ).validated()
+    if wait_timeout is not None and not wait_timeout > 0:
+        raise click.BadParameter(f"expected minutes > 0, found {wait_timeout}", param_hint="--wait-timeout")
+    slurm_given = [
+        flag
+        for flag, value, default in (
+            ("--slurm-partition", slurm_partition, None),
+            ("--slurm-time", slurm_time, _S.time_min),
+            ("--slurm-gpus", slurm_gpus, None),
+            ("--slurm-cpus", slurm_cpus, _S.cpus),
+            ("--slurm-mem-gb", slurm_mem_gb, None),
+            ("--slurm-param", slurm_param or None, None),
+            ("--max-parallel", max_parallel, None),
+        )
+        if value != default
+    ]
+    if executor != "slurm" and slurm_given:
+        raise click.BadParameter(
+            f"{', '.join(slurm_given)} given, expected with --executor slurm only", param_hint="--executor"
+        )
+    if executor == "slurm":
+        for flag, value in (("--slurm-time", slurm_time), ("--slurm-cpus", slurm_cpus)):
+            if value < 1:
+                raise click.BadParameter(f"expected an integer >= 1, found {value}", param_hint=flag)
+        for flag, value in (("--slurm-gpus", slurm_gpus), ("--max-parallel", max_parallel)):
+            if value is not None and value < (0 if flag == "--slurm-gpus" else 1):
+                raise click.BadParameter(f"expected a non-negative integer, found {value}", param_hint=flag)
+        options = SlurmOptions(
+            partition=slurm_partition,
+            time_min=slurm_time,
+            gpus=slurm_gpus,
+            cpus=slurm_cpus,
+            mem_gb=slurm_mem_gb,
+            params=parse_slurm_params(slurm_param),
+            max_parallel=max_parallel,
+        )
+        # the device is resolved on each compute node: this machine (a login node) may have no GPU
+        ex = SlurmExecutor(out / SLURM_DIR, options, arch=arch)
+    else:
+        dev = resolve_local_device(device)  # once, here; the workers get their own device from it
+        config = replace(config, train=replace(config.train, device=dev))
+        ex = LocalExecutor(config.jobs, local_devices(dev, config.jobs))
+    timeout = None if wait_timeout is None else wait_timeout * 60
+    result = run_sweep(config, out, executor=ex, wait=wait, timeout=timeout, log=click.echo)
+    if result is not None:
+        echo_result(result)
 
 
 def echo_result(result):

@@ -9,6 +9,7 @@ import click
 from tqdm.auto import tqdm
 
 from ..data import DATASETS
+from ..device import resolve_device
 from ..models import MODELS
 from ..train import CONFIG_FILE, TrainConfig, read_run_config, train
 from . import int_list_callback
@@ -46,7 +47,7 @@ def _int_list(ctx, param, value):
 @click.option("--weight-decay", type=float, default=None, help=f"[default: {_D.weight_decay}]")
 @click.option("--label-smoothing", type=float, default=None, help=f"[default: {_D.label_smoothing}]")
 @click.option("--seed", type=int, default=None, help=f"[default: {_D.seed}]")
-@click.option("--device", default=None, help="auto (CUDA when present), cpu or cuda  [default: auto]")
+@click.option("--device", default=None, help="auto (CUDA when present), cpu, cuda or cuda:N  [default: auto]")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision  [default: on for CUDA, off for CPU]")
 @click.option("--train-subset", type=int, default=None, help="Train on a fixed random subset of N samples.")
 @click.option(
@@ -83,7 +84,8 @@ def command(run_dir, quiet, **options):
         if not quiet:
             tqdm.write(msg, file=sys.stderr)
 
-    result = train(config, run_dir, progress=not quiet, log=log)
+    device = resolve_device(config.device)  # once, here; the run's config keeps what was asked for
+    result = train(config, run_dir, device=device, progress=not quiet, log=log)
     cfg = result.config
     final = result.final
     if result.resumed_from >= cfg.epochs:
