@@ -8,7 +8,7 @@ logits within a few float32 units of a tie, where its answer depends on the bloc
 and the number of threads; the counts here depend on none of them. A float32 product gives the
 logits fast together with a rigorous bound on its rounding error, and the few (sample, chunk)
 pairs whose margin lies within the bound are decided again exactly. The method is described in
-docs/method.md ("Chunk accuracies").
+docs/method.md ("Chunk accuracies: one pass, exact").
 
 The fast pass
 -------------
