@@ -184,6 +184,13 @@ def print_cost_model(cost: dict, timings: dict, peak: dict, n_train, n_test, wid
     f32, f64 = peak["float32"], peak["float64"]
     n = n_train + n_test
     acc_t = timings.get("accuracy_train", 0) + timings.get("accuracy_test", 0)
+    gram = (
+        f"  gram matrix: N_test*W^2 = {cost['gram'] / 1e9:.2f} G float64: {cost['gram'] / f64:.2f} s at peak, "
+        f"{timings.get('gram_test', float('nan')):.2f} s measured"
+    )
+    if "gram_train" in timings:  # the held-out R^2 needs the training set's too
+        g = n_train * width**2
+        gram += f"; training set N_train*W^2 = {g / 1e9:.2f} G: {g / f64:.2f} s at peak, {timings['gram_train']:.2f} s"
     print(f"machine: float32 products {f32 / 1e9:.0f} GFMA/s, float64 {f64 / 1e9:.0f} GFMA/s (all cores, measured now)")
     print(
         f"cost model (N={n}, W={width}, C={n_classes}, acc-rep {acc_rep}, r2-rep {r2_rep}), one line per part:\n"
@@ -191,8 +198,7 @@ def print_cost_model(cost: dict, timings: dict, peak: dict, n_train, n_test, wid
         f"({cost['accuracies_useful'] / 1e9:.1f} G if every chunk cost only its own size): "
         f"{cost['accuracies'] / f32:.2f} s at the measured peak, {acc_t:.2f} s measured "
         f"({100 * cost['accuracies'] / f32 / max(acc_t, 1e-9):.0f}% of peak)\n"
-        f"  gram matrix: N_test*W^2 = {cost['gram'] / 1e9:.2f} G float64: {cost['gram'] / f64:.2f} s at peak, "
-        f"{timings.get('gram_test', float('nan')):.2f} s measured\n"
+        f"{gram}\n"
         f"  regression: r2_rep*sum_w (w^3/3 + 4*W*w^2 + W^2*w) = {cost['regression'] / 1e9:.1f} G float64: "
         f"{cost['regression'] / f64:.2f} s at peak, {timings.get('regression_test', float('nan')):.2f} s measured\n"
         f"  loading: N*W*4 bytes = {n * width * 4 / 1e9:.2f} GB"
@@ -300,7 +306,7 @@ def bench_scaling(work: Path):
         dt, gb = peak_rss_of([*args, "-q"])
         t = read_timings(out)
         acc_t = t.get("accuracy_train", 0) + t.get("accuracy_test", 0)
-        reg_t = t.get("gram_test", 0) + t.get("regression_test", 0)
+        reg_t = t.get("gram_test", 0) + t.get("gram_train", 0) + t.get("regression_test", 0)
         cost = cost_model(n_train, n_test, width, n_classes, acc_rep, r2_rep)
         print(
             f"| {axis} | {n_train + n_test:,} | {width} | {n_classes} | {acc_rep} | {r2_rep} | {dt:.1f} | {acc_t:.1f} "
