@@ -1,20 +1,29 @@
-"""Speed and memory of `redrep analyze` on paper-shaped data.
+"""Speed and memory of `redrep analyze` on paper-shaped data, and how they scale.
 
 1. Speed: synthetic representations shaped like the authors' WRN-28-8 /
-   CIFAR-10 set (50000 x 512 train, 10000 x 512 test, 10 classes, written in
-   their .pt layout) are analysed end to end by `redrep analyze --r2-rep 40
-   --acc-rep 100` in a subprocess, and by a baseline that follows the authors'
-   algorithm (a ridge fit per chunk with scikit-learn, a gather per chunk for
-   the accuracies). Both times and their ratio are printed; target >= 50x.
+   CIFAR-10 set (50000 x W train, 10000 x W test, 10 classes, written in
+   their .pt layout; W = 512 unless --width) are analysed end to end by
+   `redrep analyze --r2-rep 40 --acc-rep 100` in a subprocess, and by a
+   baseline that follows the authors' algorithm (a ridge fit per chunk with
+   scikit-learn, a gather per chunk for the accuracies). Both times, their
+   ratio (target >= 50x), the time of each part (from results.json) and the
+   cost model of each part against the machine's matrix-product throughput,
+   measured in the same run, are printed. The baseline runs at W = 512 only,
+   unless --baseline.
 2. Memory: peak RSS of `redrep analyze` on a memory-mapped 400000 x 2048
    float32 training set (3.3 GB on disk); target < 1.5 GB.
+3. --scaling (instead of 1 and 2): time and peak memory as N, W, C and
+   acc-rep grow, one `redrep analyze` per row on memory-mapped native sets,
+   printed as the README's table (about 10 minutes on 2 cores).
 
-Usage: python benchmarks/bench_analyze.py [--skip-memory] [--skip-speed] [--workdir DIR]
+Usage: python benchmarks/bench_analyze.py [--width W] [--baseline] [--skip-memory] [--skip-speed]
+       [--scaling] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -132,16 +141,99 @@ def peak_rss_of(args) -> tuple[float, float]:
     return dt, kb / 2**20
 
 
-def bench_speed(work: Path):
-    data = work / "speed"
+def matmul_throughput() -> dict:
+    """Multiply-adds per second of large float32 and float64 matrix products on this machine, all threads."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for dtype, shape in ((np.float32, (4096, 513, 2048)), (np.float64, (2048, 2048, 2048))):
+        m, k, n = shape
+        a, b = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+        a @ b
+        best = min(_timed(lambda a=a, b=b: a @ b) for _ in range(3))
+        out[np.dtype(dtype).name] = m * k * n / best
+    return out
+
+
+def _timed(f) -> float:
     t0 = time.perf_counter()
-    write_authors_set(data / "download_repr")
-    print(f"wrote paper-shaped data (50000 x 512 train, 10000 x 512 test) in {time.perf_counter() - t0:.1f} s")
+    f()
+    return time.perf_counter() - t0
+
+
+def cost_model(n_train, n_test, width, n_classes, acc_rep, r2_rep) -> dict:
+    """Multiply-adds of each part of `redrep analyze` with default chunk sizes, as the implementation does them.
+
+    accuracies: N C acc_rep sum_w (w + 1) for chunks of at most W/4 neurons (gathered), (W + 1) for larger
+    ones (masked product; the chunk of all W neurons once), in float32. regression: per chunk a Cholesky
+    w^3/3, four triangular solves W w^2 and a rank-2w update W^2 w, in float64. gram: N_test W^2, float64.
+    """
+    sizes = sorted({width >> i for i in range(width.bit_length())})
+    n = n_train + n_test
+    per_sample = sum((1 if w == width else acc_rep) * ((w + 1) if 4 * w <= width else (width + 1)) for w in sizes)
+    useful = sum((1 if w == width else acc_rep) * w for w in sizes)
+    reg = sum((1 if w == width else r2_rep) * (w**3 / 3 + 4 * width * w**2 + width**2 * w) for w in sizes)
+    return {
+        "accuracies": n * n_classes * per_sample,
+        "accuracies_useful": n * n_classes * useful,
+        "regression": reg,
+        "gram": n_test * width**2,
+    }
+
+
+def print_cost_model(cost: dict, timings: dict, peak: dict, n_train, n_test, width, n_classes, acc_rep, r2_rep):
+    f32, f64 = peak["float32"], peak["float64"]
+    n = n_train + n_test
+    acc_t = timings.get("accuracy_train", 0) + timings.get("accuracy_test", 0)
+    gram = (
+        f"  gram matrix: N_test*W^2 = {cost['gram'] / 1e9:.2f} G float64: {cost['gram'] / f64:.2f} s at peak, "
+        f"{timings.get('gram_test', float('nan')):.2f} s measured"
+    )
+    if "gram_train" in timings:  # the held-out R^2 needs the training set's too
+        g = n_train * width**2
+        gram += f"; training set N_train*W^2 = {g / 1e9:.2f} G: {g / f64:.2f} s at peak, {timings['gram_train']:.2f} s"
+    print(f"machine: float32 products {f32 / 1e9:.0f} GFMA/s, float64 {f64 / 1e9:.0f} GFMA/s (all cores, measured now)")
+    print(
+        f"cost model (N={n}, W={width}, C={n_classes}, acc-rep {acc_rep}, r2-rep {r2_rep}), one line per part:\n"
+        f"  accuracies: N*C*acc_rep*sum_w min(w+1, W+1) = {cost['accuracies'] / 1e9:.1f} G float32 multiply-adds "
+        f"({cost['accuracies_useful'] / 1e9:.1f} G if every chunk cost only its own size): "
+        f"{cost['accuracies'] / f32:.2f} s at the measured peak, {acc_t:.2f} s measured "
+        f"({100 * cost['accuracies'] / f32 / max(acc_t, 1e-9):.0f}% of peak)\n"
+        f"{gram}\n"
+        f"  regression: r2_rep*sum_w (w^3/3 + 4*W*w^2 + W^2*w) = {cost['regression'] / 1e9:.1f} G float64: "
+        f"{cost['regression'] / f64:.2f} s at peak, {timings.get('regression_test', float('nan')):.2f} s measured\n"
+        f"  loading: N*W*4 bytes = {n * width * 4 / 1e9:.2f} GB"
+    )
+
+
+def read_timings(results_dir: Path) -> dict:
+    found = sorted(results_dir.rglob("results.json"))
+    if not found:
+        return {}
+    return json.loads(found[0].read_text()).get("timings_s", {})
+
+
+def bench_speed(work: Path, width=512, run_baseline=None):
+    data = work / f"speed{width}"
+    t0 = time.perf_counter()
+    write_authors_set(data / "download_repr", width=width)
+    print(f"wrote paper-shaped data (50000 x {width} train, 10000 x {width} test) in {time.perf_counter() - t0:.1f} s")
     cmd = [sys.executable, "-m", "redrep", "analyze", "--path", str(data), "--r2-rep", "40", "--acc-rep", "100", "-q"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     t_ours = time.perf_counter() - t0
+    timings = read_timings(data / "results")
     print(f"redrep analyze (end to end, new process): {t_ours:.2f} s")
+    parts = ", ".join(f"{k} {v:.2f} s" for k, v in timings.items() if k != "total")
+    print(
+        f"  by part: {parts}; start-up and loading {t_ours - sum(v for k, v in timings.items() if k != 'total'):.2f} s"
+    )
+    peak = matmul_throughput()
+    print_cost_model(cost_model(50000, 10000, width, 10, 100, 40), timings, peak, 50000, 10000, width, 10, 100, 40)
+    if run_baseline is None:
+        run_baseline = width == 512
+    if not run_baseline:
+        print("baseline skipped (it runs at W = 512 by default; --baseline to run it here)")
+        return
     t0 = time.perf_counter()
     sizes, acc, r2s, corrs = baseline(data / "download_repr")
     t_base = time.perf_counter() - t0
@@ -149,6 +241,80 @@ def bench_speed(work: Path):
     print(f"speed-up: {t_base / t_ours:.1f}x (target >= 50x)")
     res = np.load(data / "results" / "r2_c10_test_wr28_8.npy")
     print(f"max |R^2 difference| between the two (different random chunks): {np.max(np.abs(res[1] - r2s)):.4f}")
+
+
+def write_native_set(folder: Path, n_train, n_test, width, n_classes, seed=0, slab=20_000):
+    """A memory-mapped native set with clone structure and a least-squares readout, written slab by slab."""
+    rng = np.random.default_rng(seed)
+    n_latent = 64
+    means = rng.standard_normal((n_classes, n_latent)).astype(np.float32) * 1.5
+    latent_of_neuron = rng.integers(0, n_latent, width)
+    folder.mkdir(parents=True, exist_ok=True)
+    readout = None
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = rng.integers(0, n_classes, n)
+        np.save(folder / f"labels_{split}.npy", y)
+        f = np.lib.format.open_memmap(folder / f"features_{split}.npy", mode="w+", dtype=np.float32, shape=(n, width))
+        for s in range(0, n, slab):
+            x = clone_features(rng, min(slab, n - s), means, latent_of_neuron, y[s : s + slab])
+            if readout is None:  # fitted on the first slab: enough for realistic margins
+                onehot = np.eye(n_classes)[y[s : s + slab]]
+                xm = np.hstack([x, np.ones((len(x), 1), np.float32)]).astype(np.float64)
+                readout = np.linalg.lstsq(xm, onehot, rcond=None)[0]
+            f[s : s + slab] = x
+        f.flush()
+        del f
+    np.save(folder / "readout_weight.npy", readout[:-1].T.astype(np.float32))
+    np.save(folder / "readout_bias.npy", readout[-1].astype(np.float32))
+    (folder / "meta.json").write_text('{"format": "redrep.representation_set", "format_version": 1}\n')
+
+
+#: (axis, n_train, n_test, width, n_classes, acc_rep, r2_rep) of the scaling table.
+SCALING = (
+    ("base", 50_000, 10_000, 512, 10, 100, 40),
+    ("N", 240_000, 10_000, 512, 10, 100, 40),
+    ("N", 990_000, 10_000, 512, 10, 100, 40),
+    ("W", 50_000, 10_000, 1024, 10, 100, 40),
+    ("W", 50_000, 10_000, 2048, 10, 100, 40),
+    ("W", 50_000, 10_000, 4096, 10, 100, 10),
+    # the logits grow as C: 1000 classes cost some 100x, so this axis runs on 5000 + 5000 samples
+    ("C", 5_000, 5_000, 512, 10, 100, 40),
+    ("C", 5_000, 5_000, 512, 100, 100, 40),
+    ("C", 5_000, 5_000, 512, 1000, 100, 40),
+    ("acc-rep", 50_000, 10_000, 512, 10, 300, 40),
+    ("acc-rep", 50_000, 10_000, 512, 10, 1000, 40),
+)
+
+
+def bench_scaling(work: Path):
+    peak = matmul_throughput()
+    print(
+        f"machine: float32 products {peak['float32'] / 1e9:.0f} GFMA/s, float64 {peak['float64'] / 1e9:.0f} GFMA/s; "
+        f"{os.cpu_count()} CPUs (shared: other processes may have run too)"
+    )
+    print(
+        "| grows | N | W | C | acc-rep | r2-rep | total s | accuracies s | regression s | peak RSS GB "
+        "| accuracy G FMA | accuracy % of float32 peak |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for axis, n_train, n_test, width, n_classes, acc_rep, r2_rep in SCALING:
+        folder = work / f"scale_{n_train}_{width}_{n_classes}"
+        if not (folder / "meta.json").exists():
+            write_native_set(folder, n_train, n_test, width, n_classes)
+        out = work / f"out_{n_train}_{width}_{n_classes}_{acc_rep}"
+        args = ["analyze", "--repr", str(folder), "--out", str(out), "--acc-rep", str(acc_rep), "--r2-rep", str(r2_rep)]
+        dt, gb = peak_rss_of([*args, "-q"])
+        t = read_timings(out)
+        acc_t = t.get("accuracy_train", 0) + t.get("accuracy_test", 0)
+        reg_t = t.get("gram_test", 0) + t.get("gram_train", 0) + t.get("regression_test", 0)
+        cost = cost_model(n_train, n_test, width, n_classes, acc_rep, r2_rep)
+        print(
+            f"| {axis} | {n_train + n_test:,} | {width} | {n_classes} | {acc_rep} | {r2_rep} | {dt:.1f} | {acc_t:.1f} "
+            f"| {reg_t:.1f} | {gb:.2f} | {cost['accuracies'] / 1e9:.0f} "
+            f"| {100 * cost['accuracies'] / peak['float32'] / max(acc_t, 1e-9):.0f}% |",
+            flush=True,
+        )
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def bench_memory(work: Path, n=400_000, width=2048, n_test=10_000):
@@ -178,18 +344,24 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--width", type=int, default=512, choices=(512, 1024, 2048), help="layer width of the speed data")
+    p.add_argument("--baseline", action="store_true", default=None, help="run the baseline at any width")
+    p.add_argument("--scaling", action="store_true", help="the scaling table instead of the speed and memory runs")
     p.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = p.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="redrep-bench-"))
     try:
+        if args.scaling:
+            bench_scaling(work)
+            return
         if not args.skip_speed:
-            bench_speed(work)
+            bench_speed(work, args.width, args.baseline)
         if not args.skip_memory:
             bench_memory(work)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
-    os.sys.stdout.flush()
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -8,8 +8,20 @@ networks", NeurIPS 2022 (arXiv 2106.03485).
 
 __version__ = "0.1.0"
 
-from .analysis import ChunkAnalysis, default_chunk_sizes  # noqa: E402
-from .repset import RepresentationSet  # noqa: E402
 from .validation import RedrepError  # noqa: E402
+
+# imported on first use, so that `import redrep.cli` (and `redrep --help`) stays light
+_LAZY = {"ChunkAnalysis": "analysis", "default_chunk_sizes": "analysis", "RepresentationSet": "repset"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["ChunkAnalysis", "RepresentationSet", "RedrepError", "default_chunk_sizes", "__version__"]

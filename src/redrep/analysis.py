@@ -32,6 +32,7 @@ from scipy.linalg.blas import dgemm, dsyrk, dtrsm
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from . import metrics as _metrics
+from .accuracy import _count_correct_torch, chunk_accuracy  # noqa: F401  (re-exported)
 from .validation import (
     RedrepError,
     check_chunk_sizes,
@@ -44,10 +45,6 @@ from .validation import (
 CORR_EPS = 1e-8
 #: Largest ridge penalty: alpha^2 times a scatter of float32 features (at most about 1e83 per sample) stays finite.
 MAX_ALPHA = 1e100
-#: Target size in bytes of one block of logits in the accuracy pass.
-_LOGIT_BLOCK_BYTES = 32 * 2**20
-#: Chunks of at most W / _GATHER_BELOW neurons gather their rows instead of a masked product with all W.
-_GATHER_BELOW = 128
 
 
 def default_chunk_sizes(width: int) -> list[int]:
@@ -112,165 +109,6 @@ def _page_releaser(arr):
 
 
 # --------------------------------------------------------------------------- accuracy
-def _count_correct(logits: np.ndarray, labels: np.ndarray, samples_first: bool) -> np.ndarray:
-    """Correct predictions of ``logits`` of shape (A, C, B), counted over the samples.
-
-    With ``samples_first`` the samples run along A (``labels`` of shape (A,))
-    and the counts along B; otherwise the reverse. The prediction is the first
-    class of largest logit, as ``argmax`` takes it, but computed class by class
-    on contiguous slabs, several times faster than an ``argmax`` over a short axis.
-    """
-    n_a, n_classes, n_b = logits.shape
-    top = logits[:, 0, :].copy()
-    for c in range(1, n_classes):
-        np.maximum(top, logits[:, c, :], out=top)
-    if samples_first:
-        own = logits[np.arange(n_a), labels, :]
-        lab = labels[:, None]
-    else:
-        own = logits[:, labels, np.arange(n_b)]
-        lab = labels[None, :]
-    n_top = np.zeros(top.shape, dtype=np.int16)
-    for c in range(n_classes):
-        n_top += logits[:, c, :] == top
-    is_top = own == top
-    counts = (is_top & (n_top == 1)).sum(axis=0 if samples_first else 1)
-    tied = np.nonzero(is_top & (n_top > 1))
-    if tied[0].size:  # exact ties (all-zero ReLU features, say): the first maximum wins
-        first = logits[tied[0], :, tied[1]].argmax(axis=1) == np.broadcast_to(lab, top.shape)[tied]
-        np.add.at(counts, tied[1] if samples_first else tied[0], first)
-    return counts
-
-
-def chunk_accuracy(
-    features,
-    labels,
-    weight,
-    bias,
-    chunks,
-    *,
-    block_rows: int = 8192,
-    name: str = "features",
-    progress=None,
-    device: str = "cpu",
-) -> np.ndarray:
-    """Accuracy of the trained readout restricted to each chunk.
-
-    Parameters
-    ----------
-    features : ndarray of shape (N, W), possibly memory-mapped
-    labels : ndarray of shape (N,)
-    weight : ndarray of shape (C, W)
-    bias : ndarray of shape (C,)
-    chunks : sequence of integer index arrays (each a chunk of distinct neurons)
-    block_rows : rows of ``features`` read at a time (at most)
-    progress : optional callable ``progress(n_rows)`` called after each block
-    device : "cpu" (numpy) or a torch CUDA device ("cuda", "cuda:1"), see :func:`resolve_device`
-
-    Returns
-    -------
-    ndarray of shape (len(chunks),), float64 accuracies. Ties between logits go
-    to the first class, as with ``argmax``.
-
-    Notes
-    -----
-    All chunks are evaluated in one pass over the data; identical chunks
-    (every chunk of size W, for instance) are evaluated once. Chunks of more
-    than W/128 neurons go through one matrix product with the stacked, masked
-    readouts ``M[:, c*K + k] = weight[c] * mask_k``; smaller ones gather their
-    rows of the transposed block, which costs in proportion to the chunk size
-    rather than to W.
-    """
-    weight = np.asarray(weight, dtype=np.float32)
-    bias = np.asarray(bias, dtype=np.float32)
-    labels = np.asarray(labels)
-    n_classes, width = weight.shape
-    keys = {}
-    index = np.empty(len(chunks), dtype=np.int64)
-    uniq = []
-    for i, c in enumerate(chunks):
-        c = np.sort(np.asarray(c, dtype=np.int64))
-        k = c.tobytes()
-        if k not in keys:
-            keys[k] = len(uniq)
-            uniq.append(c)
-        index[i] = keys[k]
-    dense = [k for k, c in enumerate(uniq) if _GATHER_BELOW * len(c) > width]
-    n_dense = len(dense)
-    small = {}  # size -> unique chunk ids, gathered
-    for k, c in enumerate(uniq):
-        if _GATHER_BELOW * len(c) <= width:
-            small.setdefault(len(c), []).append(k)
-    # class-major columns: logits of a block reshape to (rows, C, K)
-    stacked = np.zeros((width, n_classes, n_dense), dtype=np.float32)
-    for i, k in enumerate(dense):
-        c = uniq[k]
-        stacked[c, :, i] = weight[:, c].T
-    stacked = stacked.reshape(width, n_classes * n_dense)
-    groups = []
-    for ids in small.values():
-        idx = np.stack([uniq[k] for k in ids])  # (r, size)
-        groups.append((np.asarray(ids), idx, np.ascontiguousarray(weight[:, idx].transpose(1, 0, 2))))  # (r, C, size)
-    if device != "cpu":
-        correct = _count_correct_torch(features, labels, weight, bias, uniq, block_rows, name, progress, device)
-        return correct[index] / features.shape[0]
-    correct = np.zeros(len(uniq), dtype=np.int64)
-    # keep the logits of one block near _LOGIT_BLOCK_BYTES
-    widest_group = max([n_dense] + [len(g[0]) for g in groups])
-    rows = max(64, min(block_rows, _LOGIT_BLOCK_BYTES // (4 * max(1, widest_group) * n_classes)))
-    bias_col = bias[None, :, None]
-    for start, block in iter_blocks(features, rows, np.float32, name):
-        lab = labels[start : start + block.shape[0]]
-        if dense:
-            logits = (block @ stacked).reshape(block.shape[0], n_classes, n_dense)
-            logits += bias_col
-            correct[dense] += _count_correct(logits, lab, samples_first=True)
-        if groups:
-            blockT = np.ascontiguousarray(block.T)  # (W, b): a chunk's neurons are whole rows
-            for ids, idx, wg in groups:
-                xg = blockT[idx]  # (r, size, b)
-                if idx.shape[1] <= 8:  # a few multiply-adds beat numpy's batched product of tiny matrices
-                    logits = wg[:, :, 0, None] * xg[:, None, 0, :]
-                    for t in range(1, idx.shape[1]):
-                        logits += wg[:, :, t, None] * xg[:, None, t, :]
-                else:
-                    logits = np.matmul(wg, xg)  # (r, C, b)
-                logits += bias_col
-                correct[ids] += _count_correct(logits, lab, samples_first=False)
-        if progress is not None:
-            progress(block.shape[0])
-    return correct[index] / features.shape[0]
-
-
-def _count_correct_torch(features, labels, weight, bias, chunks, block_rows, name, progress, device):
-    """Correct predictions of every chunk, with torch on ``device``: the masked-readout product for all chunks.
-
-    Blocks are read, checked and copied on the CPU as in the numpy path, then
-    moved to the device. ``torch.argmax`` returns the first maximum, as numpy's.
-    """
-    import torch
-
-    dev = torch.device(device)
-    n_classes, width = weight.shape
-    k = len(chunks)
-    stacked = np.zeros((width, n_classes, k), dtype=np.float32)
-    for i, c in enumerate(chunks):
-        stacked[c, :, i] = weight[:, c].T
-    stacked = torch.from_numpy(stacked.reshape(width, n_classes * k)).to(dev)
-    bias_t = torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32)).to(dev)[None, :, None]
-    labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(dev)
-    correct = torch.zeros(k, dtype=torch.int64, device=dev)
-    rows = max(64, min(block_rows, (8 * _LOGIT_BLOCK_BYTES) // (4 * k * n_classes)))
-    for start, block in iter_blocks(features, rows, np.float32, name):
-        xb = torch.from_numpy(block).to(dev, non_blocking=True)
-        logits = (xb @ stacked).view(block.shape[0], n_classes, k) + bias_t
-        pred = logits.argmax(dim=1)
-        correct += (pred == labels_t[start : start + block.shape[0], None]).sum(dim=0)
-        if progress is not None:
-            progress(block.shape[0])
-    return correct.cpu().numpy()
-
-
 def resolve_device(device: str = "auto") -> str:
     """``"cpu"`` (numpy) or a torch CUDA device name for the chunk accuracies: :func:`redrep.device.resolve_device`.
 

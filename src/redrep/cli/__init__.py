@@ -9,8 +9,10 @@ exit status 2, with no traceback.
 
 from __future__ import annotations
 
+import ast
 import errno
 import importlib
+import importlib.util
 import re
 from pathlib import Path
 
@@ -42,17 +44,31 @@ class RedrepGroup(click.Group):
     """A click group that turns user errors into one line and exit status 2.
 
     Commands are imported when used, so that `redrep analyze` does not pay for
-    matplotlib or torch.
+    matplotlib or torch, and `redrep --help` imports none of them: it reads
+    each command's help from its module's source.
     """
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | {m.replace("_", "-") for m in COMMAND_MODULES})
 
     def get_command(self, ctx, cmd_name):
-        module = cmd_name.replace("-", "_")
-        if module in COMMAND_MODULES and cmd_name not in self.commands:
-            self.add_command(importlib.import_module(f"{__name__}.{module}").command, cmd_name)
+        if cmd_name.replace("-", "_") in COMMAND_MODULES and cmd_name not in self.commands:
+            self.add_command(importlib.import_module(_module_name(cmd_name)).command, cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx, formatter):
+        limit = formatter.width - 6 - max(len(name) for name in self.list_commands(ctx))
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.commands or name.replace("-", "_") not in COMMAND_MODULES:
+                cmd = self.get_command(ctx, name)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(limit)))
+            else:
+                rows.append((name, click.Command(name, help=_source_help(name)).get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx):
         try:
@@ -63,6 +79,24 @@ class RedrepGroup(click.Group):
         except OSError as exc:
             click.echo(f"Error: {os_error_line(exc)}", err=True)
             ctx.exit(2)
+
+
+def _module_name(cmd_name: str) -> str:
+    """The module of a command: ``redrep.cli.NAME``, a hyphen in the command's name read as an underscore."""
+    return f"{__name__}.{cmd_name.replace('-', '_')}"
+
+
+def _source_help(cmd_name: str) -> str:
+    """The help text of a command's ``command`` function, read from its source without importing it."""
+    spec = importlib.util.find_spec(_module_name(cmd_name))
+    try:
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    except (AttributeError, TypeError, OSError, SyntaxError):
+        return ""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "command":
+            return (ast.get_docstring(node) or "").split("\f", 1)[0]  # as click reads a docstring
+    return ""
 
 
 @click.group(cls=RedrepGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,406 @@
+"""Chunk accuracies: the trained readout restricted to random chunks of neurons, counted exactly.
+
+For a chunk ``S`` and a sample ``x`` the logits are ``L_c = sum_{i in S} x_i w_ci + b_c`` (inputs
+read as float32) and the prediction is the first class of largest logit, as ``argmax`` takes it,
+over the logits correctly rounded to float32, ``R_c = fl32(L_c)``: the float32 computation with
+no error beyond the final rounding. A plain float32 matrix product agrees with it except on
+logits within a few float32 units of a tie, where its answer depends on the block size, the BLAS
+and the number of threads; the counts here depend on none of them. A float32 product gives the
+logits fast together with a rigorous bound on its rounding error, and the few (sample, chunk)
+pairs whose margin lies within the bound are decided again exactly. The method is described in
+docs/method.md ("Chunk accuracies: one pass, exact").
+
+The fast pass
+-------------
+With ``u = 2^-24`` the float32 unit roundoff and ``gamma_n = n u / (1 - n u)``, any float32
+evaluation of a sum of ``n`` products (in any order, with or without fused multiply-adds, terms
+that are exactly 0 not counted) differs from the exact sum by at most ``gamma_n`` times the sum of
+the absolute products (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., 3.1).
+The bias enters as one more product ``1 * b_c``, so for a chunk of ``w`` neurons
+
+    |L~_c - L_c| <= gamma_{w+1} A,   A = sum_i |x_i| max_c |w_ci| + max_c |b_c|,
+
+where ``A`` (one number per sample, over all ``W`` neurons) bounds the chunk's own absolute sum
+for every class. The margin ``D = max_{c != y} L_c - L_y`` of the sample's label ``y`` is computed
+as ``D~ = fl(max_{c != y} L~_c - L~_y)``, so ``|D~ - D| <= 2 gamma_{w+2} A``, and rounding to
+float32 moves each logit by at most ``u A``. With ``T = (4 gamma_{w+3} + 4 u) A`` (a factor 2 to
+spare for the rounding of ``A`` and ``T`` themselves) plus ``4 (w+3) 2^-126`` for products and
+logits that underflow (even where a BLAS flushes subnormal results to zero), ``D~ < -T`` proves
+that ``R_y`` exceeds every other rounded logit: a correct prediction; ``D~ > T`` proves that some
+``R_c`` exceeds ``R_y``: a wrong one. Rows with ``A > 2^100``, where a float32 partial sum might
+overflow, get ``T = inf`` and are decided exactly.
+
+The exact pass
+--------------
+The undecided pairs are recomputed in float64, where the products of float32 numbers are exact
+and the sums err by at most ``gamma64_{W+1}`` of the absolute sum. Where the whole error interval
+rounds to one float32 number, that is ``R_c``; otherwise (the logit lies within about 1e-13 of a
+float32 rounding boundary) ``math.fsum`` of the exact products gives it, a float32 midpoint being
+settled by the sign of the remainder.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+#: float32 unit roundoff.
+_U32 = 2.0**-24
+#: float64 unit roundoff.
+_U64 = 2.0**-53
+#: Smallest normal float32: a product or logit that underflows errs by less, even flushed to zero.
+_TINY32 = 2.0**-126
+#: Rows whose absolute-sum bound exceeds this may overflow in float32: decided exactly.
+_OVERFLOW_GUARD = 2.0**100
+#: Target size in bytes of one block of logits.
+_LOGIT_BLOCK_BYTES = 2 * 2**20
+#: Most class-by-chunk columns in one matrix product (bounds the stacked readouts with many classes).
+_PANEL_COLUMNS = 8192
+#: Chunks of at most W / _GATHER_DIVISOR neurons gather their rows; larger ones use a masked product with all W.
+_GATHER_DIVISOR = 4
+#: Most threads that count blocks side by side.
+_MAX_WORKERS = 8
+#: Undecided pairs recomputed exactly at a time (bounds the float64 buffers).
+_EXACT_BATCH = 4096
+
+
+def _gamma(n, u=_U32):
+    """``gamma_n = n u / (1 - n u)``, elementwise."""
+    n = np.asarray(n, dtype=np.float64)
+    return n * u / (1.0 - n * u)
+
+
+def _unique_chunks(chunks):
+    """Sorted distinct chunks and, for each input chunk, the index of its distinct copy."""
+    keys = {}
+    index = np.empty(len(chunks), dtype=np.int64)
+    uniq = []
+    for i, c in enumerate(chunks):
+        c = np.sort(np.asarray(c, dtype=np.int64))
+        k = c.tobytes()
+        if k not in keys:
+            keys[k] = len(uniq)
+            uniq.append(c)
+        index[i] = keys[k]
+    return uniq, index
+
+
+class _Plan:
+    """What every block needs: the masked readouts, the gathered groups and the error-bound constants."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, uniq: list, gather_divisor: int = _GATHER_DIVISOR):
+        n_classes, width = weight.shape
+        self.n_classes, self.width = n_classes, width
+        self.weight, self.bias = weight, bias
+        self.weight64, self.bias64 = weight.astype(np.float64), bias.astype(np.float64)
+        self.omega64 = np.abs(self.weight64).max(axis=0)  # (W,)
+        self.omega32 = self.omega64.astype(np.float32)
+        self.bound_slack = 1.0 + 2.0 * float(_gamma(width))
+        self.bias_max = float(np.abs(self.bias64).max())
+        sizes = np.array([len(c) for c in uniq], dtype=np.int64)
+        self.sizes = sizes
+        self.member = np.zeros((len(uniq), width), dtype=bool)
+        for k, c in enumerate(uniq):
+            self.member[k, c] = True
+        cap = max(1, _PANEL_COLUMNS // n_classes)
+        dense = [k for k in range(len(uniq)) if gather_divisor * sizes[k] > width]
+        self.panels = []  # (chunk ids, stacked readouts of shape (C * k, W + 1), bound coefficient)
+        for lo in range(0, len(dense), cap):
+            ids = np.asarray(dense[lo : lo + cap])
+            stacked = np.zeros((n_classes, len(ids), width + 1), dtype=np.float32)
+            stacked[:, :, :width] = weight[:, None, :] * self.member[ids][None, :, :]
+            stacked[:, :, width] = bias[:, None]
+            self.panels.append((ids, stacked.reshape(n_classes * len(ids), width + 1), self._coef(sizes[ids].max())))
+        by_size = {}
+        for k in range(len(uniq)):
+            if gather_divisor * sizes[k] <= width:
+                by_size.setdefault(int(sizes[k]), []).append(k)
+        self.groups = []  # (chunk ids, rows of the transposed block incl. the ones row, readouts (r, C, w + 1), coef)
+        for size, ks in by_size.items():
+            for lo in range(0, len(ks), cap):
+                ids = np.asarray(ks[lo : lo + cap])
+                idx = np.stack([uniq[k] for k in ids])  # (r, w)
+                idx = np.concatenate([idx, np.full((len(ids), 1), width)], axis=1)  # the bias as one more term
+                w_ext = np.concatenate([weight, bias[:, None]], axis=1)  # (C, W + 1)
+                wg = np.ascontiguousarray(w_ext[:, idx].transpose(1, 0, 2))  # (r, C, w + 1)
+                self.groups.append((ids, idx, wg, self._coef(size)))
+        from threadpoolctl import ThreadpoolController
+
+        controller = ThreadpoolController()
+        self.one_thread = lambda: controller.limit(limits=1, user_api="blas")
+        widest = max([len(p[0]) for p in self.panels] + [len(g[0]) for g in self.groups] + [1])
+        self.rows_cap = max(64, _LOGIT_BLOCK_BYTES // (4 * widest * n_classes))
+
+    @staticmethod
+    def _coef(size):
+        """``(T / A, absolute term)`` of the bound for chunks of ``size`` neurons (see the module docstring)."""
+        return float(4.0 * _gamma(size + 3) + 4.0 * _U32), float(4.0 * (size + 3) * _TINY32)
+
+    def row_bound(self, block: np.ndarray) -> np.ndarray:
+        """``A`` per row of ``block``, float64, with rows that might overflow set to inf."""
+        # a float32 product, enlarged by twice its own worst rounding error (no overflow below the guard)
+        a = (np.abs(block) @ self.omega32).astype(np.float64) * self.bound_slack + self.bias_max
+        a[~(a <= _OVERFLOW_GUARD)] = np.inf
+        return a
+
+
+def _certify(logits, labels, threshold):
+    """Decide the correct predictions of a block whose margins are certain.
+
+    Parameters
+    ----------
+    logits : ndarray (or view) of shape (C, K, b), float32; overwritten (scratch)
+    labels : ndarray of shape (b,)
+    threshold : ndarray of shape (b,), float32, the bound ``T`` per sample
+
+    Returns
+    -------
+    correct : ndarray of shape (K,), certain correct predictions per chunk
+    undecided : tuple (chunk positions, sample positions) of the pairs left to the exact pass
+    """
+    n_classes, _, n_b = logits.shape
+    cols = np.arange(n_b)
+    own = logits[labels, :, cols].T  # (K, b)
+    logits[labels, :, cols] = -np.inf
+    top = logits[0].copy()
+    for c in range(1, n_classes):
+        np.maximum(top, logits[c], out=top)
+    top -= own  # D~: best other class minus the label's
+    right = (top < -threshold).sum(axis=1)
+    np.abs(top, out=top)
+    near = top <= threshold
+    guarded = np.isinf(threshold)
+    if guarded.any():  # only these rows may overflow (NaN from inf - inf): all their pairs are undecided
+        near[:, guarded] = True
+    if not near.any():
+        return right, (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+    return right, np.nonzero(near)
+
+
+def _block_logits_numpy(plan: _Plan, block: np.ndarray):
+    """Yield ``(chunk ids, logits of shape (C, K, b), coef)`` for every panel and group of ``block``."""
+    n_b, width = block.shape
+    xt = np.empty((width + 1, n_b), dtype=np.float32)  # transposed, with a row of ones for the bias
+    xt[:width] = block.T
+    xt[width] = 1.0
+    for ids, stacked, coef in plan.panels:
+        yield ids, (stacked @ xt).reshape(plan.n_classes, len(ids), n_b), coef
+    for ids, idx, wg, coef in plan.groups:
+        # chunk by chunk, so that each gathered slab stays in cache (a batched gather is several times slower)
+        logits = np.empty((len(ids), plan.n_classes, n_b), dtype=np.float32)
+        for r in range(len(ids)):
+            np.matmul(wg[r], xt[idx[r]], out=logits[r])
+        yield ids, logits.transpose(1, 0, 2), coef
+
+
+def _round32(terms) -> np.float32:
+    """The exact sum of float64 ``terms``, correctly rounded to float32."""
+    v = math.fsum(terms)
+    with np.errstate(over="ignore"):
+        f = np.float32(v)
+    if np.isfinite(f) and float(f) != v:
+        g = np.nextafter(f, np.float32(np.inf if v > float(f) else -np.inf))
+        if (float(f) + float(g)) / 2 == v:  # v is a float32 midpoint: the rest of the exact sum decides
+            rest = math.fsum([*terms, -v])
+            if rest != 0.0:
+                f = g if (rest > 0) == (float(g) > float(f)) else f
+    return f
+
+
+def _exact_correct(plan: _Plan, rows: np.ndarray, labels: np.ndarray, chunk_ids: np.ndarray) -> np.ndarray:
+    """Whether the correctly rounded float32 logits of each (sample, chunk) pair predict its label.
+
+    Ties between the rounded logits go to the first class, as with ``argmax``.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (m, W), float32 features of the pairs' samples
+    labels : ndarray of shape (m,)
+    chunk_ids : ndarray of shape (m,), the pairs' chunks (positions in ``plan.member``)
+
+    Returns
+    -------
+    ndarray of shape (m,), bool.
+    """
+    out = np.empty(len(labels), dtype=bool)
+    w64, b64 = plan.weight64, plan.bias64
+    gamma = 4.0 * float(_gamma(plan.width + 2, _U64))
+    for lo in range(0, len(labels), _EXACT_BATCH):
+        sl = slice(lo, lo + _EXACT_BATCH)
+        xm = rows[sl].astype(np.float64) * plan.member[chunk_ids[sl]]  # products with float32 weights stay exact
+        logits = xm @ w64.T + b64  # (m, C), each within tol of the exact logit
+        tol = gamma * (np.abs(xm) @ np.abs(w64).T + np.abs(b64))
+        with np.errstate(over="ignore"):
+            rounded = (logits - tol).astype(np.float32)
+            unsure = rounded != (logits + tol).astype(np.float32)
+        for i, c in zip(*np.nonzero(unsure)):  # within tol of a float32 rounding boundary: sum exactly
+            rounded[i, c] = _round32([*(xm[i] * w64[c]).tolist(), b64[c]])
+        out[sl] = rounded.argmax(axis=1) == labels[sl]
+    return out
+
+
+def _block_counts(plan: _Plan, block: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """Correct predictions of one block, per distinct chunk: shape (K,), int64."""
+    correct = np.zeros(len(plan.sizes), dtype=np.int64)
+    bound = plan.row_bound(block)
+    for ids, logits, (coef, tiny) in _block_logits_numpy(plan, block):
+        threshold = (coef * bound + tiny).astype(np.float32)  # inf stays inf: the row goes to the exact pass
+        sure, (k_pos, i_pos) = _certify(logits, lab, threshold)
+        correct[ids] += sure
+        if k_pos.size:
+            ok = _exact_correct(plan, block[i_pos], lab[i_pos], ids[k_pos])
+            np.add.at(correct, ids[k_pos], ok)
+    return correct
+
+
+def _n_workers() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(_MAX_WORKERS, n))
+
+
+def chunk_accuracy(
+    features,
+    labels,
+    weight,
+    bias,
+    chunks,
+    *,
+    block_rows: int = 8192,
+    name: str = "features",
+    progress=None,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Accuracy of the trained readout restricted to each chunk, from the exact logits.
+
+    Parameters
+    ----------
+    features : ndarray of shape (N, W), possibly memory-mapped; read as float32
+    labels : ndarray of shape (N,)
+    weight : ndarray of shape (C, W); read as float32
+    bias : ndarray of shape (C,); read as float32
+    chunks : sequence of integer index arrays (each a chunk of distinct neurons)
+    block_rows : rows of ``features`` read at a time (at most)
+    name : the features' name in error messages
+    progress : optional callable ``progress(n_rows)`` called after each block
+    device : "cpu" (numpy) or a torch CUDA device ("cuda", "cuda:1")
+
+    Returns
+    -------
+    ndarray of shape (len(chunks),), float64 accuracies. The prediction is the
+    first class of largest logit, the logits correctly rounded to float32; the
+    counts do not depend on ``block_rows``, the device or the BLAS.
+
+    Notes
+    -----
+    All chunks are evaluated in one pass over the data; identical chunks
+    (every chunk of size W, for instance) are evaluated once. Chunks of more
+    than W/4 neurons go through one float32 matrix product with the stacked,
+    masked readouts; smaller ones gather their rows of the transposed block,
+    which costs in proportion to the chunk size rather than to W. Each margin
+    comes with a rigorous bound on its rounding error; the pairs within it
+    (near or exact ties) are decided exactly (see :mod:`redrep.accuracy`).
+    """
+    from .analysis import iter_blocks  # analysis imports this module
+
+    weight = np.ascontiguousarray(weight, dtype=np.float32)
+    bias = np.ascontiguousarray(bias, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    uniq, index = _unique_chunks(chunks)
+    if device != "cpu":
+        correct = _count_correct_torch(features, labels, weight, bias, uniq, block_rows, name, progress, device)
+        return correct[index] / features.shape[0]
+    plan = _Plan(weight, bias, uniq)
+    correct = np.zeros(len(uniq), dtype=np.int64)
+    n_workers = _n_workers()
+    rows = max(1, min(block_rows, plan.rows_cap))
+    # Blocks are counted side by side by n_workers threads, each with a one-thread BLAS: the products are too
+    # small to split, and a multi-threaded BLAS spinning on them is many times slower, the more so when other
+    # processes share the cores. At most n_workers + 1 blocks are held at a time.
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(plan.one_thread())
+        if n_workers == 1:
+            for start, block in iter_blocks(features, rows, np.float32, name):
+                correct += _block_counts(plan, block, labels[start : start + block.shape[0]])
+                if progress is not None:
+                    progress(block.shape[0])
+            return correct[index] / features.shape[0]
+        pool = stack.enter_context(ThreadPoolExecutor(n_workers))
+        pending = collections.deque()
+        for start, block in iter_blocks(features, rows, np.float32, name):
+            lab = labels[start : start + block.shape[0]]
+            pending.append((pool.submit(_block_counts, plan, block, lab), block.shape[0]))
+            while len(pending) > n_workers or (pending and pending[0][0].done()):
+                future, n_rows = pending.popleft()
+                correct += future.result()
+                if progress is not None:
+                    progress(n_rows)
+        for future, n_rows in pending:
+            correct += future.result()
+            if progress is not None:
+                progress(n_rows)
+    return correct[index] / features.shape[0]
+
+
+def _count_correct_torch(features, labels, weight, bias, chunks, block_rows, name, progress, device):
+    """Correct predictions of every chunk with torch on ``device``: the masked-readout product for all chunks.
+
+    The same scheme as the numpy path: float32 logits and their error bound on
+    the device, the undecided pairs decided exactly on the CPU, so the counts
+    equal the numpy path's. TF32 products are switched off while it runs, since
+    the bound is for float32 arithmetic.
+
+    Returns
+    -------
+    ndarray of shape (len(chunks),), int64 counts.
+    """
+    import torch
+
+    from .analysis import iter_blocks
+
+    weight = np.ascontiguousarray(weight, dtype=np.float32)
+    bias = np.ascontiguousarray(bias, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    uniq = [np.sort(np.asarray(c, dtype=np.int64)) for c in chunks]
+    plan = _Plan(weight, bias, uniq, gather_divisor=weight.shape[1] + 1)  # every chunk in the masked product
+    dev = torch.device(device)
+    panels = [(ids, torch.from_numpy(stacked).to(dev), coef) for ids, stacked, coef in plan.panels]
+    omega = torch.from_numpy(plan.omega64).to(dev)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        correct = np.zeros(len(uniq), dtype=np.int64)
+        rows = max(64, min(block_rows, 128 * plan.rows_cap))  # a GPU wants larger blocks (256 MB of logits)
+        for start, block in iter_blocks(features, rows, np.float32, name):
+            lab = labels[start : start + block.shape[0]]
+            xb = torch.from_numpy(block).to(dev)
+            xt = torch.cat([xb.T, torch.ones((1, xb.shape[0]), dtype=xb.dtype, device=dev)])
+            bound = torch.abs(xb).double() @ omega + plan.bias_max
+            bound[~(bound <= _OVERFLOW_GUARD)] = torch.inf
+            lab_t = torch.from_numpy(lab).to(dev)
+            cols = torch.arange(xb.shape[0], device=dev)
+            for ids, stacked, (coef, tiny) in panels:
+                logits = (stacked @ xt).view(plan.n_classes, len(ids), xb.shape[0])
+                own = logits[lab_t, :, cols].T
+                logits[lab_t, :, cols] = -torch.inf
+                top = logits.amax(dim=0) - own
+                threshold = (coef * bound + tiny).float()
+                sure_right = top < -threshold
+                undecided = ~(sure_right | (top > threshold))
+                correct[ids] += sure_right.sum(dim=1).cpu().numpy()
+                k_pos, i_pos = (t.cpu().numpy() for t in torch.nonzero(undecided, as_tuple=True))
+                if k_pos.size:
+                    ok = _exact_correct(plan, block[i_pos], lab[i_pos], ids[k_pos])
+                    np.add.at(correct, ids[k_pos], ok)
+            if progress is not None:
+                progress(block.shape[0])
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    return correct
