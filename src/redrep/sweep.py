@@ -26,6 +26,8 @@ Layout of a sweep folder::
     runs/w<W>_s<seed>/      one training run each (config, log, checkpoints, representations/, run.json)
     slurm/<job id>/         submitit's job folders: submission script, pickled task, logs (SLURM only)
     analysis/seed<seed>/    chunk analysis of the widest network of that seed
+    clones/w<W>_s<seed>/    chunk analysis of every run (chunk sizes W, W/2, ..., 1), with its summary
+    clones.csv              tidy: width, seed, wc_star, clones, exponent, exponent_se (redrep.clones)
     figures/                width_comparison.{png,pdf}, chunks.{png,pdf}
     report.html             everything above, in one self-contained page
 
@@ -646,7 +648,27 @@ def collect_sweep(
     figures = save_figure(fig_w, out / "figures", stem="width_comparison")
     figures += save_figure(fig_c, out / "figures", stem="chunks")
 
-    reading = sweep_reading(table, error_inf, summary, widest)
+    # -- clones across widths (redrep.clones): every finished run analysed with chunk sizes W, W/2, ..., 1
+    from .clones import CloneConfig, RunSet, analyse_sweep, section_html
+
+    t0 = time.perf_counter()
+    clone_runs = [RunSet(r["width"], r["seed"], out / "runs" / r["run"] / "representations", r["run"]) for r in runs]
+    clone_cfg = CloneConfig(
+        acc_rep=config.acc_rep, r2_rep=config.r2_rep, seed=config.analysis_seed, device=config.train.device
+    )
+    clones = analyse_sweep(
+        out,
+        config=clone_cfg,
+        error_inf=error_inf,
+        runs=clone_runs,
+        title=f"{label}: clones across widths",
+        progress=config.progress,
+    )
+    figures += clones.figures
+    t_clones = time.perf_counter() - t0
+    # -- end clones
+
+    reading = sweep_reading(table, error_inf, summary, widest) + clones.reading[-1:]
     if missing:
         reading.append(f"Left out because they did not finish: {', '.join(missing)}.")
     doc = _write_state(
@@ -662,9 +684,18 @@ def collect_sweep(
         summary=summary,
         reading=reading,
         analysis={str(s): str(p.relative_to(out)) for s, p in analyses.items()},
+        clones={
+            "csv": str(clones.csv.relative_to(out)),
+            "reading": clones.reading,
+            "onset_width": clones.growth.onset,
+            "slope": clones.growth.slope,
+            "slope_se": clones.growth.slope_se,
+            "fit_widths": list(clones.growth.fit_widths),
+        },
         timings_s={
             "runs": round(t_run, 2),
             "analysis": round(t_analysis, 2),
+            "clones": round(t_clones, 2),
             "collect": round(time.perf_counter() - t_start, 2),
         },
     )
@@ -687,6 +718,7 @@ def collect_sweep(
             )
         ],
         extra_figures=[(f"Chunk analysis of the W = {widest} network, seed {first}.", fig_c)],
+        lead_sections=[("Clones across widths", section_html(clones))],
         title=f"redrep sweep: {label}",
     )
     return SweepResult(out, runs, error_inf, table, summary, report, figures, list(missing))

@@ -35,6 +35,8 @@ COMMAND_MODULES = (
     "sweep",
     "sweep_status",
     "demo",
+    "dynamics",
+    "compare",
 )
 
 
