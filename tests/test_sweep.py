@@ -14,7 +14,7 @@ import redrep.sweep as sweep_mod
 from redrep.cli import main
 from redrep.plots import width_figure
 from redrep.sweep import SweepConfig, run_name, run_sweep, sweep_reading, width_table
-from redrep.train import TrainConfig
+from redrep.train import PAPER_CHECKPOINT_EPOCHS, TrainConfig
 from redrep.validation import RedrepError
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
@@ -230,7 +230,10 @@ def test_plan_has_one_task_per_run_with_its_config(tmp_path):
     for t in tasks:
         assert t.name == run_name(t.width, t.seed) and t.run_dir == str(tmp_path / "runs" / t.name)
         tc = TrainConfig.from_dict(t.train_config)
-        assert (tc.width, tc.seed, tc.depth, tc.epochs, tc.checkpoint_epochs) == (t.width, t.seed, 2, 3, ())
+        # the widest runs keep the paper's checkpoint epochs up to the last (for redrep dynamics); the others none
+        kept = (1, 2) if t.width == 16 else ()
+        assert PAPER_CHECKPOINT_EPOCHS[:2] == (1, 2)
+        assert (tc.width, tc.seed, tc.depth, tc.epochs, tc.checkpoint_epochs) == (t.width, t.seed, 2, 3, kept)
 
 
 def test_demo_config_states_only_what_differs():

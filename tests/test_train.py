@@ -13,7 +13,8 @@ import torch
 import procs
 import redrep.train as tr
 from redrep.train import (
-    SPEC_CHECKPOINT_EPOCHS,
+    PAPER_CHECKPOINT_EPOCHS,
+    RESUME_ONLY_KEYS,
     TrainConfig,
     autocast_context,
     cosine_lr,
@@ -78,7 +79,7 @@ def test_config_defaults_are_the_authors_recipe():
     c = TrainConfig().validated()
     assert (c.dataset, c.arch, c.widening_factor, c.epochs, c.batch_size) == ("cifar10", "wide_resnet28", 8.0, 200, 128)
     assert (c.lr, c.lr_min, c.momentum, c.weight_decay, c.label_smoothing) == (0.1, 1e-5, 0.9, 5e-4, 0.0)
-    assert c.checkpoint_epochs == SPEC_CHECKPOINT_EPOCHS and c.device == "auto" and c.amp is None
+    assert c.checkpoint_epochs == PAPER_CHECKPOINT_EPOCHS and c.device == "auto" and c.amp is None
     assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
 
 
@@ -113,12 +114,18 @@ def test_run_directory_contents(tmp_path):
     res = train(small(epochs=5), tmp_path / "run", progress=False)
     run = tmp_path / "run"
     assert res.epochs_done == 5 and res.resumed_from == 0 and res.device == "cpu"
-    # the initialization, the SPEC epochs below 5, and the last
+    # the initialization, the paper's epochs below 5, and the last
     assert sorted(list_checkpoints(run)) == [0, 1, 2, 5]
     ck = load_checkpoint(run / "checkpoints" / "epoch_0002.pt")
     assert ck["epoch"] == 2 and ck["config"] == json.loads((run / "config.json").read_text())
-    assert {"model", "optimizer", "scaler", "rng", "history", "model_info"} <= set(ck)
-    assert set(ck["rng"]) >= {"torch", "numpy", "python", "data"}
+    # a kept epoch holds the network, not what only resuming needs (that is last.pt's)
+    assert {"model", "history", "model_info"} <= set(ck) and not set(RESUME_ONLY_KEYS) & set(ck)
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert {"model", "optimizer", "scaler", "rng", "history", "model_info"} <= set(last) and last["epoch"] == 5
+    assert set(last["rng"]) >= {"torch", "numpy", "python", "data"}
+    kept5 = load_checkpoint(run / "checkpoints" / "epoch_0005.pt")["model"]
+    assert kept5.keys() == last["model"].keys()
+    assert all(bool((kept5[k] == v).all()) for k, v in last["model"].items())  # the same network as last.pt
     lines = _lines(run / "metrics.jsonl")
     assert [m["epoch"] for m in lines] == [1, 2, 3, 4, 5]
     keys = {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"}

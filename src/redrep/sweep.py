@@ -67,7 +67,7 @@ from .executors import (
 from .repset import NATIVE_META, RepresentationSet
 from .results import load_results, write_results
 from .summary import EXPONENT_UNRESOLVED_SE
-from .train import RESUME_FREE_FIELDS, TrainConfig
+from .train import PAPER_CHECKPOINT_EPOCHS, RESUME_FREE_FIELDS, TrainConfig
 from .validation import RedrepError, check_float, check_int
 
 SWEEP_FILE = "sweep.json"
@@ -139,9 +139,17 @@ class SweepConfig:
         return replace(out, train=replace(checked[0], seed=0, width=self.train.width, widening_factor=None))
 
     def train_config(self, width: int, seed: int) -> TrainConfig:
-        """The TrainConfig of the run of this width and seed."""
+        """The TrainConfig of the run of this width and seed.
+
+        The widest runs keep the paper's checkpoint epochs (besides the template's), so that
+        ``redrep dynamics`` can follow them through training; the others keep epoch 0 and the last.
+        """
         option, value = WIDTH_OPTIONS[self.train.arch]
-        return replace(self.train, seed=seed, **{option: value(width)})
+        extra = {}
+        if self.widths and width == max(self.widths):
+            kept = sorted({*self.train.checkpoint_epochs, *PAPER_CHECKPOINT_EPOCHS})
+            extra["checkpoint_epochs"] = tuple(e for e in kept if e <= self.train.epochs)
+        return replace(self.train, seed=seed, **{option: value(width)}, **extra)
 
     def to_dict(self) -> dict:
         return {

@@ -28,7 +28,6 @@ import math
 import os
 import platform
 import random
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -48,7 +47,7 @@ from .models import check_arch, create_model, resolve_model_options
 from .validation import RedrepError, check_float, check_int, exception_line
 
 #: Epochs at which the authors kept checkpoints (the last epoch is always kept too).
-SPEC_CHECKPOINT_EPOCHS = (1, 2, 5, 10, 20, 40, 60, 80, 100, 130, 140, 150, 160, 180)
+PAPER_CHECKPOINT_EPOCHS = (1, 2, 5, 10, 20, 40, 60, 80, 100, 130, 140, 150, 160, 180)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -58,7 +57,7 @@ LAST_CHECKPOINT = "last.pt"
 CHECKPOINT_FORMAT = "redrep.checkpoint"
 
 #: Config fields that may differ when a run is resumed: where and how it runs, not what it computes.
-RESUME_FREE_FIELDS = ("device", "amp", "data_dir", "eval_batch_size")
+RESUME_FREE_FIELDS = ("device", "amp", "data_dir", "eval_batch_size", "checkpoint_epochs")
 
 
 @dataclass
@@ -92,7 +91,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool | None = None
     train_subset: int | None = None
-    checkpoint_epochs: tuple[int, ...] = SPEC_CHECKPOINT_EPOCHS
+    checkpoint_epochs: tuple[int, ...] = PAPER_CHECKPOINT_EPOCHS
     eval_train: bool = True
     eval_batch_size: int = 256
 
@@ -725,17 +724,25 @@ def _first_start_leftovers(run_dir: Path) -> bool:
     return True
 
 
+#: Parts of a checkpoint that only resuming needs; kept epoch checkpoints leave them out.
+RESUME_ONLY_KEYS = ("optimizer", "scaler", "rng")
+
+
 def _save_checkpoint(run_dir: Path, state: dict, *, keep_epoch: bool) -> None:
     last = checkpoint_path(run_dir)
     if keep_epoch:
+        # a kept epoch is for extraction and dynamics, not for resuming (last.pt is): after epoch 0 it
+        # holds the network alone, about half the bytes of the full state with the optimizer's momentum;
+        # epoch 0, the state every run starts from, is whole (its optimizer holds nothing yet)
         kept = checkpoint_path(run_dir, state["epoch"])
+        if state["epoch"] > 0:
+            state_kept = {k: v for k, v in state.items() if k not in RESUME_ONLY_KEYS}
+        else:
+            state_kept = state
         with io.atomic_path(kept) as tmp:
-            _torch_save(state, tmp)
-        with io.atomic_path(last) as tmp:
-            shutil.copyfile(kept, tmp)
-    else:
-        with io.atomic_path(last) as tmp:
-            _torch_save(state, tmp)
+            _torch_save(state_kept, tmp)
+    with io.atomic_path(last) as tmp:
+        _torch_save(state, tmp)
 
 
 def _torch_save(state: dict, path: Path) -> None:
