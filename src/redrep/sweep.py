@@ -249,7 +249,7 @@ def read_state(out) -> dict | None:
         if out.exists() and any(p.name != "runs" for p in out.iterdir()) and not (out / "runs").is_dir():
             raise RedrepError(
                 f"{out}: expected a new or empty folder or a redrep sweep (with {SWEEP_FILE}), "
-                f"found other files; choose another --out"
+                f"found other files; choose another output folder"
             )
         return None
     doc = io.read_json_object(f, "the JSON of a redrep sweep")
@@ -271,7 +271,7 @@ def _check_resume(state: dict | None, out: Path, config: SweepConfig) -> None:
     if diffs:
         raise RedrepError(
             f"{out}: holds a sweep with another config ({'; '.join(diffs)}); "
-            f"expected the same options to resume it, or choose another --out"
+            f"expected the same options to resume it, or choose another output folder"
         )
 
 
