@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
-import scipy.linalg.lapack
-from scipy.linalg.blas import dgemm, dsyrk, dtrsm
+from scipy.linalg.blas import dsyrk
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from . import _lapack
 from . import metrics as _metrics
 from .accuracy import _count_correct_torch, chunk_accuracy  # noqa: F401  (re-exported)
 from .validation import (
@@ -216,7 +216,7 @@ def _factor(G: np.ndarray, S: np.ndarray, alpha: float):
     A = _block(G, S, S)
     diag_A = np.diagonal(A) + alpha
     A[np.diag_indices(len(S))] = diag_A
-    L, info = scipy.linalg.lapack.dpotrf(A, lower=1, clean=0, overwrite_a=1)
+    L, info = _lapack.potrf(A)
     if info != 0:
         return None
     return L if bool(np.all(np.diagonal(L) ** 2 > _RESOLVED * diag_A)) else None
@@ -261,7 +261,7 @@ def _pair_sum(M: np.ndarray, Lt: np.ndarray, Rt: np.ndarray, rs: np.ndarray, eps
     total = 0.0
     for a in range(0, m, panel):
         b = min(m, a + panel)
-        blk = dgemm(-1.0, Lt[:, :b], Rt[:, a:b], beta=1.0, c=M[:b, a:b], trans_a=1)
+        blk = _lapack.gemm_update(M[:b, a:b], Lt[:, :b], Rt[:, a:b])
         blk[a:b] *= strict[: b - a, : b - a]  # the panel's diagonal block: strict upper triangle only
         np.abs(blk, out=blk)
         P = np.multiply.outer(rs[a:b], rs[:b]).T  # Fortran-ordered like blk: element-wise steps run contiguously
@@ -334,7 +334,7 @@ def chunk_regression(
     L = _factor(G, S, alpha)
     if L is not None:
         GSO = _cross_block(G, S, Out)
-        B = dtrsm(1.0, L, dtrsm(1.0, L, GSO, lower=1), lower=1, trans_a=1)  # L L^T B = G_SO, shape (w, m)
+        B = _lapack.trsm(L, _lapack.trsm(L, GSO), trans=True)  # L L^T B = G_SO, shape (w, m)
         Rt = GSO
         Rt += alpha * B  # G_SO + alpha B_O: R_OO = G_OO - B_O^T Rt
         Lt = B
@@ -350,7 +350,7 @@ def chunk_regression(
     sum_x = sum_u = 0.0
     exact = L is None or len(Un) > 0
     if L is not None:
-        Linv = np.tril(scipy.linalg.lapack.dtrtri(L, lower=1)[0])
+        Linv = np.tril(_lapack.trtri(L)[0])
         ainv_diag = np.einsum("ij,ij->j", Linv, Linv)
         if not exact:
             ainv_norm = float(np.einsum("ij,ij->", Linv, Linv))  # >= ||A^-1||_2
@@ -360,7 +360,7 @@ def chunk_regression(
             exact = n_pairs > 0 and (bound_in_out + bound_in_in) / n_pairs > _NEGLIGIBLE
         if exact:
             K = np.empty((w, width))
-            K[:, Out] = dtrsm(1.0, L, dtrsm(1.0, L, B, lower=1), lower=1, trans_a=1)
+            K[:, Out] = _lapack.trsm(L, _lapack.trsm(L, B), trans=True)
             Ainv = Linv.T @ Linv
             if alpha * float(np.linalg.norm(Ainv)) <= 0.5:
                 K[:, S] = Ainv - alpha * (Ainv @ Ainv)  # A^-1 (I - alpha A^-1) = A^-1 B_SS
@@ -475,13 +475,13 @@ def chunk_r2_heldout(heldout: HeldOut, chunk, alpha: float = 1e-8) -> float:
     outside[S] = False
     Out = np.flatnonzero(outside)
     H_SS = _block(H, S, S)
-    B = dtrsm(1.0, L, dtrsm(1.0, L, _cross_block(G1, S, Out), lower=1), lower=1, trans_a=1)
+    B = _lapack.trsm(L, _lapack.trsm(L, _cross_block(G1, S, Out)), trans=True)
     cross = float(np.einsum("ij,ij->", _block(H, S, Out), B))
-    BBt = dsyrk(1.0, B)  # upper triangle of B_O B_O^T, shape (w, w); its strict lower one is zero
+    BBt = _lapack.syrk(B)  # upper triangle of B_O B_O^T, shape (w, w); its strict lower one is zero
     # <H_SS, BBt> with BBt symmetric: twice the sum over the upper triangle, less its diagonal counted twice
     quad = 2.0 * float(np.einsum("ij,ij->", H_SS, BBt)) - float(np.diagonal(H_SS) @ np.diagonal(BBt))
     ss_res = float(heldout.diag_H[Out].sum()) - 2.0 * cross + quad
-    Linv = np.tril(scipy.linalg.lapack.dtrtri(L, lower=1)[0])
+    Linv = np.tril(_lapack.trtri(L)[0])
     ainv_norm = float(np.einsum("ij,ij->", Linv, Linv))  # >= ||A^-1||_2
     if alpha**2 * ainv_norm**2 * float(np.trace(H_SS)) > 1e-15 * heldout.trace_test:
         Ainv = Linv.T @ Linv
