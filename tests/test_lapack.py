@@ -34,6 +34,7 @@ def test_same_bits_as_scipy(seed, w, k):
     inv_ref, info_ref = scipy.linalg.lapack.dtrtri(L_ref, lower=1)
     assert info == info_ref == 0
     assert np.array_equal(np.tril(inv), np.tril(inv_ref))
+    assert np.array_equal(_lapack.trtri(L, zero_upper=True)[0], np.tril(inv_ref))
     np.testing.assert_allclose(np.tril(inv) @ np.tril(L), np.eye(w), atol=1e-10)
     Lt = np.asfortranarray(rng.standard_normal((k, w)))
     Rt = np.asfortranarray(rng.standard_normal((k, 2 * w)))

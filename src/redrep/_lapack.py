@@ -120,9 +120,11 @@ def potrf(A: np.ndarray) -> tuple[np.ndarray, int]:
     return A, int(info.value)
 
 
-def trtri(L: np.ndarray) -> tuple[np.ndarray, int]:
-    """Inverse of a lower-triangular ``L`` (w, w): ``(Linv, info)``, the upper triangle left as ``L``'s."""
-    out = np.array(_fortran(L), order="F", copy=True)
+def trtri(L: np.ndarray, *, zero_upper: bool = False) -> tuple[np.ndarray, int]:
+    """Inverse of a lower-triangular ``L`` (w, w): ``(Linv, info)``, the upper triangle left as ``L``'s (or zeros)."""
+    L = _fortran(L)
+    # np.triu of the C-ordered transpose keeps L's lower triangle in one pass and stays Fortran-ordered
+    out = np.triu(L.T).T if zero_upper else np.array(L, order="F", copy=True)
     w = out.shape[0]
     info = ctypes.c_int(0)
     if w:

@@ -350,7 +350,7 @@ def chunk_regression(
     sum_x = sum_u = 0.0
     exact = L is None or len(Un) > 0
     if L is not None:
-        Linv = np.tril(_lapack.trtri(L)[0])
+        Linv = _lapack.trtri(L, zero_upper=True)[0]
         ainv_diag = np.einsum("ij,ij->j", Linv, Linv)
         if not exact:
             ainv_norm = float(np.einsum("ij,ij->", Linv, Linv))  # >= ||A^-1||_2
@@ -481,7 +481,7 @@ def chunk_r2_heldout(heldout: HeldOut, chunk, alpha: float = 1e-8) -> float:
     # <H_SS, BBt> with BBt symmetric: twice the sum over the upper triangle, less its diagonal counted twice
     quad = 2.0 * float(np.einsum("ij,ij->", H_SS, BBt)) - float(np.diagonal(H_SS) @ np.diagonal(BBt))
     ss_res = float(heldout.diag_H[Out].sum()) - 2.0 * cross + quad
-    Linv = np.tril(_lapack.trtri(L)[0])
+    Linv = _lapack.trtri(L, zero_upper=True)[0]
     ainv_norm = float(np.einsum("ij,ij->", Linv, Linv))  # >= ||A^-1||_2
     if alpha**2 * ainv_norm**2 * float(np.trace(H_SS)) > 1e-15 * heldout.trace_test:
         Ainv = Linv.T @ Linv
