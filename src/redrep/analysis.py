@@ -692,8 +692,11 @@ def _map_chunks(G, n, chunks, alpha, work, heldout=None):
     Chunks run in parallel, as many at a time as the BLAS has threads, each
     with a single-threaded BLAS: most of their calls are too small to split,
     and a multi-threaded BLAS spinning on them is several times slower, many
-    times so when other processes share the cores. Every chunk is computed
-    the same way whatever the threads, so the numbers do not depend on them.
+    times so when other processes share the cores. The BLAS and LAPACK calls
+    go through :mod:`redrep._lapack`, which releases the interpreter lock
+    (SciPy's own wrappers hold it), so the workers' solves overlap. Every
+    chunk is computed the same way whatever the threads, so the numbers do
+    not depend on them.
     """
     order = sorted(range(len(chunks)), key=lambda i: -len(chunks[i]))  # the largest first balances the workers
 
