@@ -1,4 +1,7 @@
-"""The thread-friendly BLAS/LAPACK calls give exactly what SciPy's wrappers give (their speed: benchmarks/)."""
+"""The thread-friendly BLAS/LAPACK calls give exactly what SciPy's wrappers give (their speed: benchmarks/).
+
+Also the Gram matrix's reused block buffer.
+"""
 
 import numpy as np
 import pytest
@@ -6,6 +9,7 @@ import scipy.linalg.lapack
 from scipy.linalg.blas import dgemm, dsyrk, dtrsm
 
 from redrep import _lapack
+from redrep.validation import RedrepError
 
 
 def _spd(rng, w):
@@ -57,3 +61,25 @@ def test_rejects_c_ordered_or_other_dtype():
         _lapack.trsm(L, np.ones((3, 2)))  # C-ordered right-hand side
     with pytest.raises(ValueError, match="Fortran-ordered float64"):
         _lapack.syrk(np.ones((3, 2), dtype=np.float32, order="F"))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("n, block_rows", [(10, 3), (7, 7), (5, 16)])
+def test_iter_blocks_reused_buffer_yields_the_same_blocks(seed, n, block_rows, tmp_path):
+    """The Gram matrix's reused float64 buffer: the same blocks as fresh copies, from memory and from a memory map."""
+    from redrep.analysis import gram_matrix, iter_blocks
+
+    x = np.random.default_rng(seed).standard_normal((n, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    for arr in (x, np.load(tmp_path / "x.npy", mmap_mode="r")):
+        fresh = [(s, b.copy()) for s, b in iter_blocks(arr, block_rows, np.float64)]
+        reused = [(s, b.copy()) for s, b in iter_blocks(arr, block_rows, np.float64, reuse=True)]
+        assert [s for s, _ in fresh] == [s for s, _ in reused] == list(range(0, n, block_rows))
+        for (_, a), (_, b) in zip(fresh, reused):
+            assert np.array_equal(a, b)
+        xc = x.astype(np.float64) - x.astype(np.float64).mean(axis=0)
+        np.testing.assert_allclose(gram_matrix(arr, block_rows=block_rows)[0], xc.T @ xc, rtol=1e-12, atol=1e-12)
+    bad = x.copy()
+    bad[n - 1, 2] = np.nan
+    with pytest.raises(RedrepError, match=rf"features: expected finite values, found nan at index \({n - 1}, 2\)"):
+        list(iter_blocks(bad, block_rows, np.float64, reuse=True))
