@@ -29,10 +29,11 @@ def _routine(module: str, name: str, n_args: int):
     from scipy.linalg import cython_blas, cython_lapack
 
     capsule = (cython_blas if module == "blas" else cython_lapack).__pyx_capi__[name]
-    get_name = ctypes.pythonapi.PyCapsule_GetName
-    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
-    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    # own prototypes: setting restype on ctypes.pythonapi's shared attributes would change them for everyone
+    get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", ctypes.pythonapi))
+    get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+        ("PyCapsule_GetPointer", ctypes.pythonapi)
+    )
     address = get_pointer(capsule, get_name(capsule))
     # a CFUNCTYPE prototype releases the interpreter lock while the routine runs
     return ctypes.CFUNCTYPE(None, *([_P] * n_args))(address)
