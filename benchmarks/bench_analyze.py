@@ -16,8 +16,12 @@
    acc-rep grow, one `redrep analyze` per row on memory-mapped native sets,
    printed as the README's table (about 10 minutes on 2 cores).
 
+--native-blas reruns the whole benchmark (children included) with the
+OpenBLAS kernel pins of this machine and CI unset: numpy and SciPy then use
+the CPU's own (SkylakeX/AVX512) kernels instead of Haswell/AVX2 ones.
+
 Usage: python benchmarks/bench_analyze.py [--width W] [--baseline] [--skip-memory] [--skip-speed]
-       [--scaling] [--workdir DIR]
+       [--scaling] [--workdir DIR] [--native-blas]
 """
 
 from __future__ import annotations
@@ -340,6 +344,25 @@ def bench_memory(work: Path, n=400_000, width=2048, n_test=10_000):
     print(f"memory: peak RSS {gb:.2f} GB analysing it (target < 1.5 GB), {dt:.1f} s")
 
 
+#: Environment variables that pin OpenBLAS's kernels (set on this machine and in CI).
+_BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def blas_description() -> str:
+    """The BLAS libraries threadpoolctl finds loaded (numpy's and SciPy's), their kernels and threads."""
+    import scipy.linalg  # noqa: F401  (loads SciPy's own OpenBLAS)
+    from threadpoolctl import threadpool_info
+
+    pins = ", ".join(f"{k}={os.environ[k]}" for k in _BLAS_PINS if k in os.environ) or "no kernel pins"
+    libs = "; ".join(
+        f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} kernels, {i.get('num_threads')} threads "
+        f"({Path(i.get('filepath', '')).name})"
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    )
+    return f"{libs} [{pins}]"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--skip-speed", action="store_true")
@@ -348,7 +371,17 @@ def main():
     p.add_argument("--baseline", action="store_true", default=None, help="run the baseline at any width")
     p.add_argument("--scaling", action="store_true", help="the scaling table instead of the speed and memory runs")
     p.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    p.add_argument(
+        "--native-blas",
+        action="store_true",
+        help=f"rerun with {', '.join(_BLAS_PINS)} unset, so that OpenBLAS picks this CPU's own kernels "
+        "(SkylakeX/AVX512 here) rather than the pinned Haswell/AVX2 ones",
+    )
     args = p.parse_args()
+    if args.native_blas and any(v in os.environ for v in _BLAS_PINS):
+        env = {k: v for k, v in os.environ.items() if k not in _BLAS_PINS}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)  # the variables are read when OpenBLAS loads
+    print(f"BLAS: {blas_description()}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="redrep-bench-"))
     try:
         if args.scaling:

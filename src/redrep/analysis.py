@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
-import scipy.linalg.lapack
-from scipy.linalg.blas import dgemm, dsyrk, dtrsm
+from scipy.linalg.blas import dsyrk
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from . import _lapack
 from . import metrics as _metrics
 from .accuracy import _count_correct_torch, chunk_accuracy  # noqa: F401  (re-exported)
 from .validation import (
@@ -67,18 +67,26 @@ def draw_chunks(width: int, size: int, n_rep: int, rng: np.random.Generator) -> 
 
 
 # --------------------------------------------------------------------------- streaming
-def iter_blocks(arr: np.ndarray, block_rows: int, dtype=np.float32, name: str = "features"):
+def iter_blocks(arr: np.ndarray, block_rows: int, dtype=np.float32, name: str = "features", *, reuse: bool = False):
     """Yield ``(start, block)`` pairs over the rows of ``arr``, each block a finite ``dtype`` copy.
 
     Pages of a memory-mapped ``arr`` are released once their block is copied,
     so a file larger than memory streams through with bounded resident memory.
+    With ``reuse``, every block is a view of one buffer, overwritten by the
+    next: a fresh block of many megabytes is a fresh memory mapping, whose
+    first touch of every page costs about as much as a float64 product on it.
     Raises :class:`RedrepError` naming ``name`` and the row on NaN or Inf.
     """
     n = arr.shape[0]
     release = _page_releaser(arr)
+    buf = np.empty((min(n, block_rows),) + arr.shape[1:], dtype=dtype) if reuse else None
     for start in range(0, n, block_rows):
         stop = min(n, start + block_rows)
-        block = np.array(arr[start:stop], dtype=dtype, copy=True)
+        if buf is None:
+            block = np.array(arr[start:stop], dtype=dtype, copy=True)
+        else:
+            block = buf[: stop - start]
+            np.copyto(block, arr[start:stop], casting="unsafe")
         if release is not None:
             release(start, stop)
         check_finite(block, name, offset=start)
@@ -139,7 +147,7 @@ def gram_matrix(features, *, block_rows: int = 8192, name: str = "features", pro
     shift = None
     total = np.zeros(width)
     G = np.zeros((width, width), order="F")
-    for _, block in iter_blocks(features, block_rows, np.float64, name):
+    for _, block in iter_blocks(features, block_rows, np.float64, name, reuse=True):
         if shift is None:
             shift = block.mean(axis=0)
         block -= shift
@@ -188,6 +196,18 @@ def _block(G: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return np.take(np.take(G, rows, axis=0), cols, axis=1)
 
 
+def _cross_block(G: np.ndarray, S: np.ndarray, Out: np.ndarray) -> np.ndarray:
+    """``G[np.ix_(S, Out)]`` in Fortran order, for a symmetric ``G``.
+
+    When the chunk is large, the transpose of the C-ordered ``G[np.ix_(Out, S)]``
+    (the same numbers, ``G`` being symmetric) is gathered instead: it is
+    already Fortran-ordered, which saves the strided copy of a transposition.
+    """
+    if 4 * len(S) >= G.shape[0]:
+        return _block(G, Out, S).T
+    return np.asfortranarray(_block(G, S, Out))
+
+
 def _factor(G: np.ndarray, S: np.ndarray, alpha: float):
     """Cholesky factor ``L`` of ``A = G_SS + alpha I`` when every pivot is resolved, else None.
 
@@ -196,7 +216,7 @@ def _factor(G: np.ndarray, S: np.ndarray, alpha: float):
     A = _block(G, S, S)
     diag_A = np.diagonal(A) + alpha
     A[np.diag_indices(len(S))] = diag_A
-    L, info = scipy.linalg.lapack.dpotrf(A, lower=1, clean=0, overwrite_a=1)
+    L, info = _lapack.potrf(A)
     if info != 0:
         return None
     return L if bool(np.all(np.diagonal(L) ** 2 > _RESOLVED * diag_A)) else None
@@ -241,7 +261,7 @@ def _pair_sum(M: np.ndarray, Lt: np.ndarray, Rt: np.ndarray, rs: np.ndarray, eps
     total = 0.0
     for a in range(0, m, panel):
         b = min(m, a + panel)
-        blk = dgemm(-1.0, Lt[:, :b], Rt[:, a:b], beta=1.0, c=M[:b, a:b], trans_a=1)
+        blk = _lapack.gemm_update(M[:b, a:b], Lt[:, :b], Rt[:, a:b])
         blk[a:b] *= strict[: b - a, : b - a]  # the panel's diagonal block: strict upper triangle only
         np.abs(blk, out=blk)
         P = np.multiply.outer(rs[a:b], rs[:b]).T  # Fortran-ordered like blk: element-wise steps run contiguously
@@ -313,8 +333,8 @@ def chunk_regression(
     diag = work.diag_G.copy()
     L = _factor(G, S, alpha)
     if L is not None:
-        GSO = np.asfortranarray(_block(G, S, Out))
-        B = dtrsm(1.0, L, dtrsm(1.0, L, GSO, lower=1), lower=1, trans_a=1)  # L L^T B = G_SO, shape (w, m)
+        GSO = _cross_block(G, S, Out)
+        B = _lapack.trsm(L, _lapack.trsm(L, GSO), trans=True)  # L L^T B = G_SO, shape (w, m)
         Rt = GSO
         Rt += alpha * B  # G_SO + alpha B_O: R_OO = G_OO - B_O^T Rt
         Lt = B
@@ -330,7 +350,7 @@ def chunk_regression(
     sum_x = sum_u = 0.0
     exact = L is None or len(Un) > 0
     if L is not None:
-        Linv = np.tril(scipy.linalg.lapack.dtrtri(L, lower=1)[0])
+        Linv = _lapack.trtri(L, zero_upper=True)[0]
         ainv_diag = np.einsum("ij,ij->j", Linv, Linv)
         if not exact:
             ainv_norm = float(np.einsum("ij,ij->", Linv, Linv))  # >= ||A^-1||_2
@@ -340,7 +360,7 @@ def chunk_regression(
             exact = n_pairs > 0 and (bound_in_out + bound_in_in) / n_pairs > _NEGLIGIBLE
         if exact:
             K = np.empty((w, width))
-            K[:, Out] = dtrsm(1.0, L, dtrsm(1.0, L, B, lower=1), lower=1, trans_a=1)
+            K[:, Out] = _lapack.trsm(L, _lapack.trsm(L, B), trans=True)
             Ainv = Linv.T @ Linv
             if alpha * float(np.linalg.norm(Ainv)) <= 0.5:
                 K[:, S] = Ainv - alpha * (Ainv @ Ainv)  # A^-1 (I - alpha A^-1) = A^-1 B_SS
@@ -455,12 +475,13 @@ def chunk_r2_heldout(heldout: HeldOut, chunk, alpha: float = 1e-8) -> float:
     outside[S] = False
     Out = np.flatnonzero(outside)
     H_SS = _block(H, S, S)
-    B = dtrsm(1.0, L, dtrsm(1.0, L, np.asfortranarray(_block(G1, S, Out)), lower=1), lower=1, trans_a=1)
+    B = _lapack.trsm(L, _lapack.trsm(L, _cross_block(G1, S, Out)), trans=True)
     cross = float(np.einsum("ij,ij->", _block(H, S, Out), B))
-    BBt = dsyrk(1.0, B)  # upper triangle of B_O B_O^T, shape (w, w)
-    quad = 2.0 * float(np.sum(np.triu(H_SS, 1) * np.triu(BBt, 1))) + float(np.diagonal(H_SS) @ np.diagonal(BBt))
+    BBt = _lapack.syrk(B)  # upper triangle of B_O B_O^T, shape (w, w); its strict lower one is zero
+    # <H_SS, BBt> with BBt symmetric: twice the sum over the upper triangle, less its diagonal counted twice
+    quad = 2.0 * float(np.einsum("ij,ij->", H_SS, BBt)) - float(np.diagonal(H_SS) @ np.diagonal(BBt))
     ss_res = float(heldout.diag_H[Out].sum()) - 2.0 * cross + quad
-    Linv = np.tril(scipy.linalg.lapack.dtrtri(L, lower=1)[0])
+    Linv = _lapack.trtri(L, zero_upper=True)[0]
     ainv_norm = float(np.einsum("ij,ij->", Linv, Linv))  # >= ||A^-1||_2
     if alpha**2 * ainv_norm**2 * float(np.trace(H_SS)) > 1e-15 * heldout.trace_test:
         Ainv = Linv.T @ Linv
@@ -671,8 +692,11 @@ def _map_chunks(G, n, chunks, alpha, work, heldout=None):
     Chunks run in parallel, as many at a time as the BLAS has threads, each
     with a single-threaded BLAS: most of their calls are too small to split,
     and a multi-threaded BLAS spinning on them is several times slower, many
-    times so when other processes share the cores. Every chunk is computed
-    the same way whatever the threads, so the numbers do not depend on them.
+    times so when other processes share the cores. The BLAS and LAPACK calls
+    go through :mod:`redrep._lapack`, which releases the interpreter lock
+    (SciPy's own wrappers hold it), so the workers' solves overlap. Every
+    chunk is computed the same way whatever the threads, so the numbers do
+    not depend on them.
     """
     order = sorted(range(len(chunks)), key=lambda i: -len(chunks[i]))  # the largest first balances the workers
 
