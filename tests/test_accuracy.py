@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import redrep.accuracy as acc_mod
-from conftest import random_set
 from redrep.accuracy import _round32, chunk_accuracy
 from redrep.validation import RedrepError
+from repsets import random_set
 
 
 def round32(q: Fraction) -> np.float32:

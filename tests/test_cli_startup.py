@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 import pytest
 
-from conftest import random_set
 from redrep.cli import COMMAND_MODULES, RedrepGroup, _source_help
+from repsets import random_set
 
 HEAVY = ("torch", "matplotlib")
 # run redrep in a fresh interpreter and report, at its exit, which heavy modules it imported

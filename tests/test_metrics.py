@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import random_set
 from redrep import metrics
 from redrep.analysis import ChunkAnalysis
 from redrep.cli import main
@@ -20,6 +19,7 @@ from redrep.repset import RepresentationSet
 from redrep.results import AUTHORS_RESULT_FILES, load_results, read_result_array, write_results
 from redrep.summary import EXPONENT_UNRESOLVED_SE, ChunkCurves, Curve, reading, summarize
 from redrep.validation import RedrepError
+from repsets import random_set
 from results_factory import paper_like, write_results_dir
 
 #: A metric no module knows about: declared in a test only.

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from browser import inspect_page, start_chromium
-from conftest import random_set
 from localhttp import LocalServer, Route
 from redrep.clones import clones_reading, read_clones_csv, row_from_summary
 from redrep.compare import write_comparison
@@ -24,6 +23,7 @@ from redrep.report import write_report
 from redrep.results import load_results, write_results
 from redrep.sweep import SweepConfig, run_sweep
 from redrep.train import TrainConfig
+from repsets import random_set
 
 # a 1x1 transparent PNG
 _PNG = bytes.fromhex(

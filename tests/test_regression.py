@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import Ridge
 
-from conftest import random_set
 from redrep.analysis import MAX_ALPHA, ChunkAnalysis, HeldOut, chunk_r2_heldout, chunk_regression, gram_matrix
 from redrep.cli import main
 from redrep.repset import RepresentationSet
 from redrep.validation import RedrepError
+from repsets import random_set
 
 STATS = ("r2", "mean_corr", "mean_corr_outside")
 

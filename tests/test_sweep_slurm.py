@@ -170,7 +170,8 @@ def test_lost_job_is_failed_not_waited_for(cluster, tmp_path):
 
 def test_preempted_run_is_requeued_and_resumes(cluster, tmp_path):
     out = tmp_path / "s"
-    cfg = small(seeds=1, train=replace(small().train, epochs=25))
+    epochs = 150  # long enough that the signal lands during training, not after it
+    cfg = small(seeds=1, train=replace(small().train, epochs=epochs))
     assert run_sweep(cfg, out, executor=slurm(out), wait=False, log=_quiet) is None
     jobs = read_state(out)["jobs"]
     victim = run_name(32, 0)
@@ -188,9 +189,9 @@ def test_preempted_run_is_requeued_and_resumes(cluster, tmp_path):
     assert "1 queued or running" in lines[0] or "2 queued or running" in lines[0]
     assert {s.state for s in statuses.values()} == {FINISHED} and read_state(out)["jobs"] == jobs
     run = read_run_result(out / "runs" / victim)
-    assert 0 < run["resumed_from_epoch"] < 25 and run["epochs"] == 25
-    epochs = [json.loads(x)["epoch"] for x in (out / "runs" / victim / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == list(range(1, 26))
+    assert 0 < run["resumed_from_epoch"] < epochs and run["epochs"] == epochs
+    logged = [json.loads(x)["epoch"] for x in (out / "runs" / victim / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, epochs + 1))
     log = (Path(jobs[victim]["log"]).with_suffix(".out")).read_text() + Path(jobs[victim]["log"]).read_text()
     assert "Caught signal SIGUSR2" in log and "Calling checkpoint method" in log and "Requeued job" in log
 

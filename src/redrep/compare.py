@@ -28,6 +28,7 @@ from matplotlib.ticker import FuncFormatter
 
 from . import io
 from .clones import CLONES_CSV, clone_growth, per_width, read_clones_csv
+from .summary import PAPER_EXPONENT
 from .validation import RedrepError
 
 COMPARE_CSV = "compare.csv"
@@ -305,7 +306,7 @@ def comparison_figure(rows, labels, errors_inf, *, title: str | None = None) -> 
             axes[0, 0].axhline(errors_inf[i], color=c, ls="--", lw=1, label=f"error$_\\infty$, {label}")
     axes[0, 1].plot(all_w, all_w, color="0.6", ls=":", lw=1.2, label="$w_c^*$ = W (no redundancy)")
     axes[1, 0].plot(all_w, all_w / all_w[0], color="0.35", ls="--", lw=1, label="slope 1 (linear growth)")
-    axes[1, 1].axhline(-0.5, color="0.35", ls="--", lw=1, label="−1/2 (the paper)")
+    axes[1, 1].axhline(PAPER_EXPONENT, color="0.35", ls="--", lw=1, label="−1/2 (the paper)")
     for (ax, quantity, ylabel), letter in zip(panels, "abcd"):
         ax.set_xscale("log", base=2)
         if all_w.size:
