@@ -68,7 +68,7 @@ def _quiet(_msg):
 
 def _cli_sweep(out, *extra):
     args = ["sweep", "--dataset", "parity-digits", "--depth", "2", "--widths", "16,32", "--seeds", "2"]
-    args += ["--epochs", "3", "--acc-rep", "3", "--r2-rep", "2", "--executor", "slurm", "--slurm-cpus", "1"]
+    args += ["--epochs", "40", "--acc-rep", "3", "--r2-rep", "2", "--executor", "slurm", "--slurm-cpus", "1"]
     return CliRunner().invoke(main, args + ["--out", str(out), "-q", *extra])
 
 
