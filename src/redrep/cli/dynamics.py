@@ -37,6 +37,7 @@ def command(run_dir, out, acc_rep, r2_rep, chunk_sizes, seed, train_error_max, r
     Writes RUN_DIR/dynamics/dynamics.csv (epoch, metric, split, chunk_size, mean, sem, n), dynamics.json
     (w_c* per epoch), figures and dynamics.html. Epoch 0, the network at initialization, is the null baseline.
     """
+    from ..device import resolve_device
     from ..dynamics import DynamicsConfig, run_dynamics
 
     config = DynamicsConfig(
@@ -44,7 +45,7 @@ def command(run_dir, out, acc_rep, r2_rep, chunk_sizes, seed, train_error_max, r
         r2_rep=r2_rep,
         chunk_sizes=None if chunk_sizes is None else tuple(chunk_sizes),
         seed=seed,
-        device=device,
+        device=resolve_device(device),  # once, here
         data_dir=data_dir,
         train_error_max=train_error_max,
         r2_min=r2_min,
