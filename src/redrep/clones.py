@@ -18,7 +18,6 @@ definitions and the claim are in ``docs/method.md#claim-clones-across-widths``.
 from __future__ import annotations
 
 import csv
-import io as _stdio
 import math
 import re
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from matplotlib.ticker import FuncFormatter
 from . import io
 from .analysis import ChunkAnalysis, default_chunk_sizes
 from .repset import RepresentationSet
-from .results import load_results, write_results
+from .results import load_results, rows_to_csv, write_results
 from .summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, fit_power_law, summarize
 from .validation import RedrepError, check_float, check_int
 
@@ -184,15 +183,9 @@ def row_from_summary(width: int, seed: int, summary: dict, *, results=None) -> d
 
 def write_clones_csv(rows, path) -> Path:
     """Write the tidy ``clones.csv`` atomically: one row per run, ``nan`` where a value is undefined."""
-    buf = _stdio.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CLONES_COLUMNS)
-    for r in sorted(rows, key=lambda r: (r["width"], r["seed"])):
-        w.writerow(
-            ["nan" if r.get(k) is None else (repr(r[k]) if isinstance(r[k], float) else r[k]) for k in CLONES_COLUMNS]
-        )
+    ordered = sorted(rows, key=lambda r: (r["width"], r["seed"]))
     path = Path(path)
-    io.write_text(path, buf.getvalue())
+    io.write_text(path, rows_to_csv(ordered, CLONES_COLUMNS, missing="nan"))
     return path
 
 

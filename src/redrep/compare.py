@@ -16,8 +16,6 @@ and ``compare.html``. The claim it tests: ``docs/method.md#claim-regularization`
 
 from __future__ import annotations
 
-import csv
-import io as _stdio
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from matplotlib.ticker import FuncFormatter
 
 from . import io
 from .clones import CLONES_CSV, clone_growth, per_width, read_clones_csv
+from .results import rows_to_csv
 from .summary import PAPER_EXPONENT
 from .validation import RedrepError
 
@@ -202,15 +201,6 @@ def _f(v):
     return v if math.isfinite(v) else None
 
 
-def rows_csv(rows) -> str:
-    buf = _stdio.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COMPARE_COLUMNS)
-    for r in rows:
-        w.writerow(["" if r[k] is None else (repr(r[k]) if isinstance(r[k], float) else r[k]) for k in COMPARE_COLUMNS])
-    return buf.getvalue()
-
-
 def series(rows, label, quantity):
     """(widths, mean, sem) arrays of one sweep's quantity, NaN where undefined."""
     sel = sorted((r for r in rows if r["label"] == label and r["quantity"] == quantity), key=lambda r: r["width"])
@@ -369,7 +359,7 @@ def write_comparison(sweep_dirs, out, *, labels=None, allow_mixed: bool = False)
     reading = comparison_reading(sweeps)
     fig = comparison_figure(rows, [s.label for s in sweeps], [s.error_inf for s in sweeps])
     figures = save_figure(fig, out / "figures", stem="compare")
-    io.write_text(out / COMPARE_CSV, rows_csv(rows))
+    io.write_text(out / COMPARE_CSV, rows_to_csv(rows, COMPARE_COLUMNS))
     overview = [
         {
             "label": s.label,

@@ -23,7 +23,6 @@ call resumes. The claim it tests: ``docs/method.md#claim-regularization``.
 from __future__ import annotations
 
 import csv
-import io as _stdio
 import json
 import math
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from . import io
 from .analysis import ChunkAnalysis
-from .results import load_results, write_results
+from .results import load_results, rows_to_csv, write_results
 from .summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, summarize
 from .validation import RedrepError, check_float, check_int
 
@@ -187,8 +186,9 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
     from tqdm.auto import tqdm
 
     from .data import load_dataset
+    from .device import resolve_device
     from .extract import extract_representations
-    from .train import TrainConfig, resolve_device
+    from .train import TrainConfig
 
     config = (config or DynamicsConfig()).validated()
     run_dir = Path(run_dir)
@@ -272,7 +272,7 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
         "seed": config.seed,
         "reading": dynamics_reading(per_epoch, zero, config),
     }
-    io.write_text(out / DYNAMICS_CSV, _dyn_csv(rows))
+    io.write_text(out / DYNAMICS_CSV, rows_to_csv(rows, DYNAMICS_COLUMNS))
     io.write_json(out / DYNAMICS_JSON, doc)
     from .plots import save_figure
 
@@ -291,23 +291,6 @@ def _run_error_inf(run_dir: Path):
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         return None
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 else None
-
-
-def _dyn_csv(rows) -> str:
-    """The tidy table; floats as repr (exact round trip, as results.csv writes them), NaN as "nan"."""
-    buf = _stdio.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(DYNAMICS_COLUMNS)
-    for r in rows:
-        w.writerow([_cell(r[k]) for k in DYNAMICS_COLUMNS])
-    return buf.getvalue()
-
-
-def _cell(v):
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        return "nan" if math.isnan(v) else repr(v)
-    return v
 
 
 def read_dynamics_csv(path) -> list[dict]:

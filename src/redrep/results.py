@@ -45,16 +45,23 @@ def package_versions() -> dict:
     return out
 
 
-def rows_to_csv(rows) -> str:
+def rows_to_csv(rows, columns=CSV_COLUMNS, *, missing: str = "") -> str:
+    """A tidy CSV of ``rows`` (dicts) in ``columns``: every CSV redrep writes goes through here.
+
+    Floats are written as ``repr`` (an exact round trip), NaN as ``nan``, a value
+    that is None or absent as ``missing``; other keys of a row are ignored.
+    """
     buf = _stdio.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow({k: _fmt(row[k]) for k in CSV_COLUMNS})
+        writer.writerow([_fmt(row.get(k), missing) for k in columns])
     return buf.getvalue()
 
 
-def _fmt(v):
+def _fmt(v, missing=""):
+    if v is None:
+        return missing
     if isinstance(v, (float, np.floating)):
         v = float(v)
         return "nan" if math.isnan(v) else repr(v)

@@ -37,8 +37,6 @@ ones alone, resubmits failed or missing ones and collects once all are finished.
 
 from __future__ import annotations
 
-import csv
-import io as _stdio
 import math
 import os
 import socket
@@ -65,7 +63,7 @@ from .executors import (
     read_run_result,
 )
 from .repset import NATIVE_META, RepresentationSet
-from .results import load_results, write_results
+from .results import load_results, rows_to_csv, write_results
 from .summary import EXPONENT_UNRESOLVED_SE
 from .train import PAPER_CHECKPOINT_EPOCHS, RESUME_FREE_FIELDS, TrainConfig
 from .validation import RedrepError, check_float, check_int
@@ -624,8 +622,8 @@ def collect_sweep(
         for r in runs
     ] + chunk_rows
     table = width_table(tidy, config.widths)
-    io.write_text(out / "sweep.csv", _csv(tidy, ("source", "width", "seed", "test_error", "train_error")))
-    io.write_text(out / "width_comparison.csv", _csv(table, tuple(table[0])))
+    io.write_text(out / "sweep.csv", rows_to_csv(tidy, ("source", "width", "seed", "test_error", "train_error")))
+    io.write_text(out / "width_comparison.csv", rows_to_csv(table, tuple(table[0])))
 
     from .plots import save_figure, three_panel_figure, width_figure
     from .report import write_sweep_report
@@ -823,15 +821,6 @@ def sweep_reading(table, error_inf, summary, widest) -> list[str]:
 
 def _nz(v):
     return 0.0 if v is None or not math.isfinite(v) else v
-
-
-def _csv(rows, cols) -> str:
-    buf = _stdio.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("nan" if isinstance(r.get(k), float) and math.isnan(r[k]) else r.get(k)) for k in cols})
-    return buf.getvalue()
 
 
 def demo_config(
