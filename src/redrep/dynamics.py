@@ -23,7 +23,6 @@ call resumes. The claim it tests: ``docs/method.md#claim-regularization``.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,10 +161,10 @@ def _reusable(folder: Path, epoch: int, params: dict, stamp) -> bool:
     if not f.is_file() or not (folder / "results.csv").is_file():
         return False
     try:
-        doc = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        doc = io.read_json_object(f)
+    except RedrepError:  # unreadable: analysed again
         return False
-    d = doc.get("dynamics") if isinstance(doc, dict) else None
+    d = doc.get("dynamics")
     return isinstance(d, dict) and d.get("epoch") == epoch and d.get("params") == params and d.get("stamp") == stamp
 
 
@@ -287,8 +286,8 @@ def _run_error_inf(run_dir: Path):
     """error_inf stored in the run's extracted set by `redrep ensemble`, if any."""
     f = run_dir / "representations" / "meta.json"
     try:
-        v = json.loads(f.read_text(encoding="utf-8")).get("error_inf")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        v = io.read_json_object(f).get("error_inf")
+    except RedrepError:  # no extracted set, or an unreadable one: no error_inf
         return None
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 else None
 
