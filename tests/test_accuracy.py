@@ -80,14 +80,19 @@ def test_random_sets_match_the_float32_path(seed):
     )
 
 
-def test_counts_do_not_depend_on_blocks_or_threads(monkeypatch):
+@pytest.mark.parametrize("processes", [True, False])
+def test_counts_do_not_depend_on_blocks_or_workers(monkeypatch, processes):
+    import redrep.parallel as parallel
+
     rs = random_set(3, n_train=500, width=32, n_classes=5)
     rng = np.random.default_rng(3)
     chunks = some_chunks(rng, 32, (1, 4, 8, 20, 32))
     X, y = rs.features_train, rs.labels_train
     first = counts_of(X, y, rs.weight, rs.bias, chunks, block_rows=500)
+    assert first.sum() > 0
+    monkeypatch.setattr(parallel, "can_fork", lambda: processes)
     for workers in (1, 3):
-        monkeypatch.setattr(acc_mod, "_n_workers", lambda w=workers: w)
+        monkeypatch.setattr(parallel, "n_workers", lambda w=workers: w)
         for rows in (1, 7, 64):
             np.testing.assert_array_equal(counts_of(X, y, rs.weight, rs.bias, chunks, block_rows=rows), first)
 

@@ -303,18 +303,22 @@ def test_r2_heldout_of_dependent_chunks_is_scale_free():
             assert got == pytest.approx(ref, abs=1e-8), (chunk, scale)
 
 
-def test_numbers_do_not_depend_on_the_worker_threads(monkeypatch, small_set):
-    import redrep.analysis as analysis
+@pytest.mark.parametrize("processes", [True, False])
+def test_numbers_do_not_depend_on_the_workers(monkeypatch, small_set, processes):
+    import redrep.parallel as parallel
 
     def fit():
         return ChunkAnalysis(chunk_sizes=[1, 3, 12, 24], acc_rep=2, r2_rep=5, random_state=4).fit(small_set)
 
-    monkeypatch.setattr(analysis, "_blas_threads", lambda: 1)
+    monkeypatch.setattr(parallel, "can_fork", lambda: processes)
+    monkeypatch.setattr(parallel, "n_workers", lambda: 1)
     one = fit()
-    monkeypatch.setattr(analysis, "_blas_threads", lambda: 3)
+    monkeypatch.setattr(parallel, "n_workers", lambda: 3)
     three = fit()
     for key in ("r2", "mean_corr", "mean_corr_outside", "r2_heldout"):
         np.testing.assert_array_equal(one.values_[(key, "test")], three.values_[(key, "test")])
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(one.values_[("accuracy", split)], three.values_[("accuracy", split)])
 
 
 def test_heldout_can_be_left_out(small_set):

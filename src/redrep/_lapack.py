@@ -17,7 +17,12 @@ the SciPy wrapper it replaces, leaves its inputs untouched unless told.
 from __future__ import annotations
 
 import ctypes
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -25,10 +30,36 @@ _P = ctypes.c_void_p
 
 
 @cache
-def _routine(module: str, name: str, n_args: int):
-    from scipy.linalg import cython_blas, cython_lapack
+def _capi(module: str) -> dict:
+    """The ``__pyx_capi__`` of ``scipy.linalg.cython_<module>`` (``blas`` or ``lapack``).
 
-    capsule = (cython_blas if module == "blas" else cython_lapack).__pyx_capi__[name]
+    Importing ``scipy.linalg`` takes about 0.15 s (it pulls in much of
+    SciPy's array-API layer); these two extension modules, loaded from their
+    files, take 0.03 s. The module is registered under its own name, so a
+    later ``import scipy.linalg`` shares it; should the direct load fail, the
+    ordinary import is used.
+    """
+    name = f"scipy.linalg.cython_{module}"
+    if name not in sys.modules and "scipy.linalg" not in sys.modules:
+        try:
+            scipy_dir = Path(importlib.util.find_spec("scipy").origin).parent
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = scipy_dir / "linalg" / f"cython_{module}{suffix}"
+                if path.is_file():
+                    loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+                    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+                    mod = importlib.util.module_from_spec(spec)
+                    loader.exec_module(mod)
+                    sys.modules.setdefault(name, mod)
+                    return sys.modules[name].__pyx_capi__
+        except (ImportError, OSError, AttributeError):
+            pass
+    return importlib.import_module(name).__pyx_capi__
+
+
+@cache
+def _routine(module: str, name: str, n_args: int):
+    capsule = _capi(module)[name]
     # own prototypes: setting restype on ctypes.pythonapi's shared attributes would change them for everyone
     get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", ctypes.pythonapi))
     get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
@@ -102,6 +133,17 @@ def syrk(B: np.ndarray) -> np.ndarray:
             _c(b"U"), _c(b"N"), _i(w), _i(k), _d(1.0), _ptr(B), _i(_ld(B)), _d(0.0), _ptr(out), _i(w)
         )
     return out
+
+
+def syrk_update(C: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """``C += A A^T`` on the upper triangle of ``C`` (w, w), in place, for ``A`` (w, k); returns ``C``."""
+    C, A = _fortran(C), _fortran(A)
+    w, k = A.shape
+    if w and k:
+        _routine("blas", "dsyrk", 10)(
+            _c(b"U"), _c(b"N"), _i(w), _i(k), _d(1.0), _ptr(A), _i(_ld(A)), _d(1.0), _ptr(C), _i(_ld(C))
+        )
+    return C
 
 
 def potrf(A: np.ndarray) -> tuple[np.ndarray, int]:

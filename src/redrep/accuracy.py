@@ -41,11 +41,8 @@ settled by the sign of the remainder.
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
 import numpy as np
 
@@ -57,14 +54,18 @@ _U64 = 2.0**-53
 _TINY32 = 2.0**-126
 #: Rows whose absolute-sum bound exceeds this may overflow in float32: decided exactly.
 _OVERFLOW_GUARD = 2.0**100
-#: Target size in bytes of one block of logits.
-_LOGIT_BLOCK_BYTES = 2 * 2**20
+#: Target size in bytes of the logits certified at a time (they stay in cache between the product and the margins).
+_LOGIT_BYTES = 2 * 2**20
+#: Target size in bytes of the gathered rows of the chunks multiplied in one batched product.
+_GATHER_BYTES = 4 * 2**20
+#: Target size in bytes of a block of rows (transposed, as float32), which bounds the rows read at a time.
+_BLOCK_BYTES = 8 * 2**20
+#: Most rows in a block: larger blocks amortise the per-product overhead of the many small products.
+_MAX_BLOCK_ROWS = 2048
 #: Most class-by-chunk columns in one matrix product (bounds the stacked readouts with many classes).
 _PANEL_COLUMNS = 8192
 #: Chunks of at most W / _GATHER_DIVISOR neurons gather their rows; larger ones use a masked product with all W.
 _GATHER_DIVISOR = 4
-#: Most threads that count blocks side by side.
-_MAX_WORKERS = 8
 #: Undecided pairs recomputed exactly at a time (bounds the float64 buffers).
 _EXACT_BATCH = 4096
 
@@ -107,11 +108,14 @@ class _Plan:
         self.member = np.zeros((len(uniq), width), dtype=bool)
         for k, c in enumerate(uniq):
             self.member[k, c] = True
-        cap = max(1, _PANEL_COLUMNS // n_classes)
+        # rows per block: the transposed block stays within _BLOCK_BYTES
+        self.rows_cap = int(max(64, min(_MAX_BLOCK_ROWS, _BLOCK_BYTES // (4 * (width + 1)))))
+        # chunks per product: their logits (C x k x rows) stay within _LOGIT_BYTES, and within _PANEL_COLUMNS
+        per_logits = max(1, min(_PANEL_COLUMNS // n_classes, _LOGIT_BYTES // (4 * n_classes * self.rows_cap)))
         dense = [k for k in range(len(uniq)) if gather_divisor * sizes[k] > width]
         self.panels = []  # (chunk ids, stacked readouts of shape (C * k, W + 1), bound coefficient)
-        for lo in range(0, len(dense), cap):
-            ids = np.asarray(dense[lo : lo + cap])
+        for lo in range(0, len(dense), per_logits):
+            ids = np.asarray(dense[lo : lo + per_logits])
             stacked = np.zeros((n_classes, len(ids), width + 1), dtype=np.float32)
             stacked[:, :, :width] = weight[:, None, :] * self.member[ids][None, :, :]
             stacked[:, :, width] = bias[:, None]
@@ -120,21 +124,17 @@ class _Plan:
         for k in range(len(uniq)):
             if gather_divisor * sizes[k] <= width:
                 by_size.setdefault(int(sizes[k]), []).append(k)
+        w_ext = np.concatenate([weight, bias[:, None]], axis=1)  # (C, W + 1): the bias as one more neuron
         self.groups = []  # (chunk ids, rows of the transposed block incl. the ones row, readouts (r, C, w + 1), coef)
         for size, ks in by_size.items():
-            for lo in range(0, len(ks), cap):
-                ids = np.asarray(ks[lo : lo + cap])
+            per_gather = max(1, _GATHER_BYTES // (4 * (size + 1) * self.rows_cap))
+            step = min(per_logits, per_gather)
+            for lo in range(0, len(ks), step):
+                ids = np.asarray(ks[lo : lo + step])
                 idx = np.stack([uniq[k] for k in ids])  # (r, w)
-                idx = np.concatenate([idx, np.full((len(ids), 1), width)], axis=1)  # the bias as one more term
-                w_ext = np.concatenate([weight, bias[:, None]], axis=1)  # (C, W + 1)
+                idx = np.concatenate([idx, np.full((len(ids), 1), width)], axis=1)
                 wg = np.ascontiguousarray(w_ext[:, idx].transpose(1, 0, 2))  # (r, C, w + 1)
                 self.groups.append((ids, idx, wg, self._coef(size)))
-        from threadpoolctl import ThreadpoolController
-
-        controller = ThreadpoolController()
-        self.one_thread = lambda: controller.limit(limits=1, user_api="blas")
-        widest = max([len(p[0]) for p in self.panels] + [len(g[0]) for g in self.groups] + [1])
-        self.rows_cap = max(64, _LOGIT_BLOCK_BYTES // (4 * widest * n_classes))
 
     @staticmethod
     def _coef(size):
@@ -149,13 +149,13 @@ class _Plan:
         return a
 
 
-def _certify(logits, labels, threshold):
+def _certify(logits, bounds, threshold):
     """Decide the correct predictions of a block whose margins are certain.
 
     Parameters
     ----------
     logits : ndarray (or view) of shape (C, K, b), float32; overwritten (scratch)
-    labels : ndarray of shape (b,)
+    bounds : sequence of C + 1 ints: the samples of label ``y`` are the columns ``bounds[y]:bounds[y + 1]``
     threshold : ndarray of shape (b,), float32, the bound ``T`` per sample
 
     Returns
@@ -163,15 +163,19 @@ def _certify(logits, labels, threshold):
     correct : ndarray of shape (K,), certain correct predictions per chunk
     undecided : tuple (chunk positions, sample positions) of the pairs left to the exact pass
     """
-    n_classes, _, n_b = logits.shape
-    cols = np.arange(n_b)
-    own = logits[labels, :, cols].T  # (K, b)
-    logits[labels, :, cols] = -np.inf
-    top = logits[0].copy()
-    for c in range(1, n_classes):
+    n_classes, n_k, n_b = logits.shape
+    own = np.empty((n_k, n_b), dtype=np.float32)
+    for y in range(n_classes):  # the label's logit aside, -inf in its place: contiguous slices, the labels sorted
+        lo, hi = bounds[y], bounds[y + 1]
+        if hi > lo:
+            own[:, lo:hi] = logits[y, :, lo:hi]
+            logits[y, :, lo:hi] = -np.inf
+    top = np.maximum(logits[0], logits[1]) if n_classes > 1 else logits[0].copy()
+    for c in range(2, n_classes):
         np.maximum(top, logits[c], out=top)
     top -= own  # D~: best other class minus the label's
-    right = (top < -threshold).sum(axis=1)
+    np.negative(threshold, out=own[0])
+    right = np.count_nonzero(top < own[0], axis=1)
     np.abs(top, out=top)
     near = top <= threshold
     guarded = np.isinf(threshold)
@@ -182,20 +186,38 @@ def _certify(logits, labels, threshold):
     return right, np.nonzero(near)
 
 
-def _block_logits_numpy(plan: _Plan, block: np.ndarray):
-    """Yield ``(chunk ids, logits of shape (C, K, b), coef)`` for every panel and group of ``block``."""
+class _Scratch:
+    """Buffers reused from block to block: a fresh array of megabytes is a fresh memory mapping, whose page faults
+    cost about as much as the products written into it."""
+
+    def __init__(self, plan: _Plan):
+        rows = plan.rows_cap
+        self.xt = np.empty((plan.width + 1, rows), dtype=np.float32)
+        self.xt[plan.width] = 1.0  # the row of ones that carries the bias
+        self.logits = np.empty(max([len(p[0]) * plan.n_classes for p in plan.panels] + [len(g[0]) * plan.n_classes for g in plan.groups] + [1]) * rows, dtype=np.float32)
+        self.gathered = np.empty(max([g[1].size for g in plan.groups] + [1]) * rows, dtype=np.float32)
+
+
+def _block_logits_numpy(plan: _Plan, block: np.ndarray, scratch: _Scratch):
+    """Yield ``(chunk ids, logits of shape (C, K, b), coef)`` for every panel and group of ``block``.
+
+    The logits are views of ``scratch``, overwritten by the next ones.
+    """
     n_b, width = block.shape
-    xt = np.empty((width + 1, n_b), dtype=np.float32)  # transposed, with a row of ones for the bias
+    xt = scratch.xt[:, :n_b]  # the block transposed, with the row of ones for the bias
     xt[:width] = block.T
-    xt[width] = 1.0
     for ids, stacked, coef in plan.panels:
-        yield ids, (stacked @ xt).reshape(plan.n_classes, len(ids), n_b), coef
+        out = scratch.logits[: stacked.shape[0] * n_b].reshape(stacked.shape[0], n_b)
+        np.matmul(stacked, xt, out=out)
+        yield ids, out.reshape(plan.n_classes, len(ids), n_b), coef
     for ids, idx, wg, coef in plan.groups:
-        # chunk by chunk, so that each gathered slab stays in cache (a batched gather is several times slower)
-        logits = np.empty((len(ids), plan.n_classes, n_b), dtype=np.float32)
-        for r in range(len(ids)):
-            np.matmul(wg[r], xt[idx[r]], out=logits[r])
-        yield ids, logits.transpose(1, 0, 2), coef
+        # one batched product per group: its gathered rows (at most _GATHER_BYTES) stay in cache
+        r, k = idx.shape
+        rows = scratch.gathered[: r * k * n_b].reshape(r * k, n_b)
+        np.take(xt, idx.ravel(), axis=0, out=rows, mode="clip")  # "clip": unbuffered (every index is valid)
+        out = scratch.logits[: r * plan.n_classes * n_b].reshape(r, plan.n_classes, n_b)
+        np.matmul(wg, rows.reshape(r, k, n_b), out=out)
+        yield ids, out.transpose(1, 0, 2), coef
 
 
 def _round32(terms) -> np.float32:
@@ -244,13 +266,18 @@ def _exact_correct(plan: _Plan, rows: np.ndarray, labels: np.ndarray, chunk_ids:
     return out
 
 
-def _block_counts(plan: _Plan, block: np.ndarray, lab: np.ndarray) -> np.ndarray:
+def _block_counts(plan: _Plan, block: np.ndarray, lab: np.ndarray, scratch: _Scratch | None = None) -> np.ndarray:
     """Correct predictions of one block, per distinct chunk: shape (K,), int64."""
+    if scratch is None:
+        scratch = _Scratch(plan)
     correct = np.zeros(len(plan.sizes), dtype=np.int64)
+    order = np.argsort(lab, kind="stable")  # the samples of each label side by side: the margins need no gather
+    block, lab = block[order], lab[order]
+    bounds = np.searchsorted(lab, np.arange(plan.n_classes + 1)).tolist()
     bound = plan.row_bound(block)
-    for ids, logits, (coef, tiny) in _block_logits_numpy(plan, block):
+    for ids, logits, (coef, tiny) in _block_logits_numpy(plan, block, scratch):
         threshold = (coef * bound + tiny).astype(np.float32)  # inf stays inf: the row goes to the exact pass
-        sure, (k_pos, i_pos) = _certify(logits, lab, threshold)
+        sure, (k_pos, i_pos) = _certify(logits, bounds, threshold)
         correct[ids] += sure
         if k_pos.size:
             ok = _exact_correct(plan, block[i_pos], lab[i_pos], ids[k_pos])
@@ -258,12 +285,47 @@ def _block_counts(plan: _Plan, block: np.ndarray, lab: np.ndarray) -> np.ndarray
     return correct
 
 
-def _n_workers() -> int:
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        n = os.cpu_count() or 1
-    return max(1, min(_MAX_WORKERS, n))
+class AccuracyJob:
+    """The chunk accuracies of one set of features, as tasks over blocks of rows (see :mod:`redrep.parallel`).
+
+    Parameters are those of :func:`chunk_accuracy`.
+    """
+
+    def __init__(self, features, labels, weight, bias, chunks, *, block_rows: int = 8192, name: str = "features"):
+        weight = np.ascontiguousarray(weight, dtype=np.float32)
+        bias = np.ascontiguousarray(bias, dtype=np.float32)
+        self.features, self.labels, self.name = features, np.asarray(labels, dtype=np.int64), name
+        self.uniq, self.index = _unique_chunks(chunks)
+        self.plan = _Plan(weight, bias, self.uniq)
+        self.rows = max(1, min(int(block_rows), self.plan.rows_cap))
+        self._local = threading.local()
+
+    def tasks(self) -> list[tuple[int, int]]:
+        """Row ranges, one block each."""
+        n = self.features.shape[0]
+        return [(lo, min(n, lo + self.rows)) for lo in range(0, n, self.rows)]
+
+    def run(self, span) -> tuple[np.ndarray, int]:
+        """Correct predictions per distinct chunk in rows ``span = (start, stop)``, and the number of rows."""
+        from .analysis import iter_blocks  # analysis imports this module
+
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = _Scratch(self.plan)
+        start, stop = span
+        correct = np.zeros(len(self.uniq), dtype=np.int64)
+        for lo, block in iter_blocks(self.features, self.rows, np.float32, self.name, start=start, stop=stop):
+            correct += _block_counts(self.plan, block, self.labels[lo : lo + block.shape[0]], scratch)
+        return correct, stop - start
+
+    def accuracies(self, pool, job_name: str, progress=None) -> np.ndarray:
+        """Run the tasks on ``pool`` (where this job is ``job_name``); the accuracy of every chunk given."""
+        correct = np.zeros(len(self.uniq), dtype=np.int64)
+        for _, (counts, n_rows) in pool.imap_unordered(job_name, self.tasks()):
+            correct += counts
+            if progress is not None:
+                progress(n_rows)
+        return correct[self.index] / self.features.shape[0]
 
 
 def chunk_accuracy(
@@ -296,7 +358,7 @@ def chunk_accuracy(
     -------
     ndarray of shape (len(chunks),), float64 accuracies. The prediction is the
     first class of largest logit, the logits correctly rounded to float32; the
-    counts do not depend on ``block_rows``, the device or the BLAS.
+    counts do not depend on ``block_rows``, the device, the BLAS or the workers.
 
     Notes
     -----
@@ -307,46 +369,21 @@ def chunk_accuracy(
     which costs in proportion to the chunk size rather than to W. Each margin
     comes with a rigorous bound on its rounding error; the pairs within it
     (near or exact ties) are decided exactly (see :mod:`redrep.accuracy`).
+    Blocks of rows are counted by worker processes, one per core
+    (:mod:`redrep.parallel`).
     """
-    from .analysis import iter_blocks  # analysis imports this module
-
-    weight = np.ascontiguousarray(weight, dtype=np.float32)
-    bias = np.ascontiguousarray(bias, dtype=np.float32)
-    labels = np.asarray(labels, dtype=np.int64)
-    uniq, index = _unique_chunks(chunks)
     if device != "cpu":
+        weight = np.ascontiguousarray(weight, dtype=np.float32)
+        bias = np.ascontiguousarray(bias, dtype=np.float32)
+        labels = np.asarray(labels, dtype=np.int64)
+        uniq, index = _unique_chunks(chunks)
         correct = _count_correct_torch(features, labels, weight, bias, uniq, block_rows, name, progress, device)
         return correct[index] / features.shape[0]
-    plan = _Plan(weight, bias, uniq)
-    correct = np.zeros(len(uniq), dtype=np.int64)
-    n_workers = _n_workers()
-    rows = max(1, min(block_rows, plan.rows_cap))
-    # Blocks are counted side by side by n_workers threads, each with a one-thread BLAS: the products are too
-    # small to split, and a multi-threaded BLAS spinning on them is many times slower, the more so when other
-    # processes share the cores. At most n_workers + 1 blocks are held at a time.
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(plan.one_thread())
-        if n_workers == 1:
-            for start, block in iter_blocks(features, rows, np.float32, name):
-                correct += _block_counts(plan, block, labels[start : start + block.shape[0]])
-                if progress is not None:
-                    progress(block.shape[0])
-            return correct[index] / features.shape[0]
-        pool = stack.enter_context(ThreadPoolExecutor(n_workers))
-        pending = collections.deque()
-        for start, block in iter_blocks(features, rows, np.float32, name):
-            lab = labels[start : start + block.shape[0]]
-            pending.append((pool.submit(_block_counts, plan, block, lab), block.shape[0]))
-            while len(pending) > n_workers or (pending and pending[0][0].done()):
-                future, n_rows = pending.popleft()
-                correct += future.result()
-                if progress is not None:
-                    progress(n_rows)
-        for future, n_rows in pending:
-            correct += future.result()
-            if progress is not None:
-                progress(n_rows)
-    return correct[index] / features.shape[0]
+    from .parallel import Pool
+
+    job = AccuracyJob(features, labels, weight, bias, chunks, block_rows=block_rows, name=name)
+    with Pool({"accuracy": job}) as pool:
+        return job.accuracies(pool, "accuracy", progress)
 
 
 def _count_correct_torch(features, labels, weight, bias, chunks, block_rows, name, progress, device):
@@ -377,7 +414,7 @@ def _count_correct_torch(features, labels, weight, bias, chunks, block_rows, nam
     torch.set_float32_matmul_precision("highest")
     try:
         correct = np.zeros(len(uniq), dtype=np.int64)
-        rows = max(64, min(block_rows, 128 * plan.rows_cap))  # a GPU wants larger blocks (256 MB of logits)
+        rows = max(64, min(block_rows, 65536))  # a GPU wants larger blocks
         for start, block in iter_blocks(features, rows, np.float32, name):
             lab = labels[start : start + block.shape[0]]
             xb = torch.from_numpy(block).to(dev)

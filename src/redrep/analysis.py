@@ -22,17 +22,14 @@ from __future__ import annotations
 import mmap
 import numbers
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
-from scipy.linalg.blas import dsyrk
-from threadpoolctl import threadpool_info, threadpool_limits
 
 from . import _lapack
 from . import metrics as _metrics
-from .accuracy import _count_correct_torch, chunk_accuracy  # noqa: F401  (re-exported)
+from .accuracy import AccuracyJob, _count_correct_torch, chunk_accuracy  # noqa: F401  (re-exported)
+from .parallel import Pool
 from .validation import (
     RedrepError,
     check_chunk_sizes,
@@ -67,8 +64,17 @@ def draw_chunks(width: int, size: int, n_rep: int, rng: np.random.Generator) -> 
 
 
 # --------------------------------------------------------------------------- streaming
-def iter_blocks(arr: np.ndarray, block_rows: int, dtype=np.float32, name: str = "features", *, reuse: bool = False):
-    """Yield ``(start, block)`` pairs over the rows of ``arr``, each block a finite ``dtype`` copy.
+def iter_blocks(
+    arr: np.ndarray,
+    block_rows: int,
+    dtype=np.float32,
+    name: str = "features",
+    *,
+    reuse: bool = False,
+    start: int = 0,
+    stop: int | None = None,
+):
+    """Yield ``(start, block)`` pairs over the rows ``start:stop`` of ``arr``, each block a finite ``dtype`` copy.
 
     Pages of a memory-mapped ``arr`` are released once their block is copied,
     so a file larger than memory streams through with bounded resident memory.
@@ -77,20 +83,20 @@ def iter_blocks(arr: np.ndarray, block_rows: int, dtype=np.float32, name: str = 
     first touch of every page costs about as much as a float64 product on it.
     Raises :class:`RedrepError` naming ``name`` and the row on NaN or Inf.
     """
-    n = arr.shape[0]
+    n = arr.shape[0] if stop is None else min(stop, arr.shape[0])
     release = _page_releaser(arr)
-    buf = np.empty((min(n, block_rows),) + arr.shape[1:], dtype=dtype) if reuse else None
-    for start in range(0, n, block_rows):
-        stop = min(n, start + block_rows)
+    buf = np.empty((max(0, min(n - start, block_rows)),) + arr.shape[1:], dtype=dtype) if reuse else None
+    for lo in range(start, n, block_rows):
+        hi = min(n, lo + block_rows)
         if buf is None:
-            block = np.array(arr[start:stop], dtype=dtype, copy=True)
+            block = np.array(arr[lo:hi], dtype=dtype, copy=True)
         else:
-            block = buf[: stop - start]
-            np.copyto(block, arr[start:stop], casting="unsafe")
+            block = buf[: hi - lo]
+            np.copyto(block, arr[lo:hi], casting="unsafe")
         if release is not None:
-            release(start, stop)
-        check_finite(block, name, offset=start)
-        yield start, block
+            release(lo, hi)
+        check_finite(block, name, offset=lo)
+        yield lo, block
 
 
 def _page_releaser(arr):
@@ -153,7 +159,7 @@ def gram_matrix(features, *, block_rows: int = 8192, name: str = "features", pro
         block -= shift
         total += block.sum(axis=0)
         # the upper triangle of block^T block, in place: half the multiply-adds of a full product
-        G = dsyrk(1.0, block.T, beta=1.0, c=G, overwrite_c=1)
+        _lapack.syrk_update(G, block.T)
         if progress is not None:
             progress(block.shape[0])
     G = np.triu(G) + np.triu(G, 1).T
@@ -235,6 +241,8 @@ def _eigen_solves(G: np.ndarray, S: np.ndarray, alpha: float):
     B, K : ndarrays of shape (w, W), ``B = A^-1 G_S:`` and ``K = A^-1 B``
     coef : callable, ``coef(idx)`` the coefficients ``c`` of shape (w, len(idx)) with ``G_S,idx = G_SS c``
     """
+    import scipy.linalg  # this rare path only: importing it takes 0.15 s
+
     w = len(S)
     lam, Q = scipy.linalg.eigh(G[np.ix_(S, S)], check_finite=False)
     keep = lam > 64 * w * np.finfo(np.float64).eps * max(float(lam[-1]), 0.0)
@@ -593,23 +601,6 @@ class ChunkAnalysis:
         timings = {}
         values = {}
         flat = [c for w in sizes for c in self.acc_chunks_[w]]
-        for split in ("train", "test"):
-            feats = getattr(repset, f"features_{split}")
-            t0 = time.perf_counter()
-            with _bar(self.progress, feats.shape[0], f"accuracy ({split})", "rows") as bar:
-                acc = chunk_accuracy(
-                    feats,
-                    getattr(repset, f"labels_{split}"),
-                    repset.weight,
-                    repset.bias,
-                    flat,
-                    block_rows=block_rows,
-                    name=names.get(f"features_{split}", f"features_{split}"),
-                    progress=bar.update,
-                    device=self.device_,
-                )
-            values[("accuracy", split)] = acc.reshape(len(sizes), acc_rep)
-            timings[f"accuracy_{split}"] = time.perf_counter() - t0
         grams = {}
         for split in ("test", "train") if self.heldout else ("test",):
             feats = getattr(repset, f"features_{split}")
@@ -622,24 +613,58 @@ class ChunkAnalysis:
                     progress=bar.update,
                 )
             timings[f"gram_{split}"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
         G, mean_test, n = grams["test"]
         work = _Workspace(G)
         if work.trace_G <= 0:
             raise RedrepError("features_test: expected neurons with nonzero variance, found every column constant")
         heldout = HeldOut(grams["train"][0], grams["train"][1], G, mean_test, n) if self.heldout else None
         del grams
-        stats = np.empty((4, len(sizes), r2_rep))
         slots = {}  # unique chunk -> the (size index, repetition) places it fills
         for i, w in enumerate(sizes):
             for r, c in enumerate(self.r2_chunks_[w]):
                 slots.setdefault(c.tobytes(), (c, []))[1].append((i, r))
         places = [v[1] for v in slots.values()]
-        with _bar(self.progress, len(sizes) * r2_rep, "regression (test)", "chunks") as bar:
-            for i_r, s, r2_ho in _map_chunks(G, n, [v[0] for v in slots.values()], alpha, work, heldout):
-                for i, r in places[i_r]:
-                    stats[:, i, r] = (s.r2, s.mean_corr, s.mean_corr_outside, r2_ho)
-                    bar.update(1)
+        jobs = {"regression": RegressionJob(G, n, [v[0] for v in slots.values()], alpha, work, heldout)}
+        if self.device_ == "cpu":
+            for split in ("train", "test"):
+                jobs[f"accuracy_{split}"] = AccuracyJob(
+                    getattr(repset, f"features_{split}"),
+                    getattr(repset, f"labels_{split}"),
+                    repset.weight,
+                    repset.bias,
+                    flat,
+                    block_rows=block_rows,
+                    name=names.get(f"features_{split}", f"features_{split}"),
+                )
+        # one pool of workers, forked once every array they read exists (see redrep.parallel)
+        with Pool(jobs) as pool:
+            for split in ("train", "test"):
+                feats = getattr(repset, f"features_{split}")
+                t0 = time.perf_counter()
+                with _bar(self.progress, feats.shape[0], f"accuracy ({split})", "rows") as bar:
+                    if self.device_ == "cpu":
+                        acc = jobs[f"accuracy_{split}"].accuracies(pool, f"accuracy_{split}", bar.update)
+                    else:
+                        acc = chunk_accuracy(
+                            feats,
+                            getattr(repset, f"labels_{split}"),
+                            repset.weight,
+                            repset.bias,
+                            flat,
+                            block_rows=block_rows,
+                            name=names.get(f"features_{split}", f"features_{split}"),
+                            progress=bar.update,
+                            device=self.device_,
+                        )
+                values[("accuracy", split)] = acc.reshape(len(sizes), acc_rep)
+                timings[f"accuracy_{split}"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            stats = np.empty((4, len(sizes), r2_rep))
+            with _bar(self.progress, len(sizes) * r2_rep, "regression (test)", "chunks") as bar:
+                for i_r, s, r2_ho in jobs["regression"].results(pool, "regression"):
+                    for i, r in places[i_r]:
+                        stats[:, i, r] = (s.r2, s.mean_corr, s.mean_corr_outside, r2_ho)
+                        bar.update(1)
         values[("r2", "test")] = stats[0]
         values[("mean_corr", "test")] = stats[1]
         values[("mean_corr_outside", "test")] = stats[2]
@@ -686,38 +711,46 @@ def _nanmean_rows(a):
     return out
 
 
-def _map_chunks(G, n, chunks, alpha, work, heldout=None):
-    """Yield ``(index, RegressionStats, held-out R^2 or NaN)`` for every chunk.
+class RegressionJob:
+    """The chunk regressions of one Gram matrix, as tasks over batches of chunks (see :mod:`redrep.parallel`).
 
-    Chunks run in parallel, as many at a time as the BLAS has threads, each
-    with a single-threaded BLAS: most of their calls are too small to split,
-    and a multi-threaded BLAS spinning on them is several times slower, many
-    times so when other processes share the cores. The BLAS and LAPACK calls
-    go through :mod:`redrep._lapack`, which releases the interpreter lock
-    (SciPy's own wrappers hold it), so the workers' solves overlap. Every
-    chunk is computed the same way whatever the threads, so the numbers do
-    not depend on them.
+    Every chunk is computed the same way wherever it runs, so the numbers do
+    not depend on the workers.
     """
-    order = sorted(range(len(chunks)), key=lambda i: -len(chunks[i]))  # the largest first balances the workers
 
-    def task(i):
-        return chunk_regression(G, n, chunks[i], alpha, work=work), _heldout(heldout, chunks[i], alpha)
+    #: Batches per worker: enough to balance chunks of very different costs, few enough to keep the overhead small.
+    BATCHES_PER_WORKER = 8
 
-    n_workers = min(_blas_threads(), len(chunks))
-    with threadpool_limits(limits=1, user_api="blas"):
-        if n_workers <= 1:
-            for i in order:
-                yield i, *task(i)
-            return
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            for i, result in zip(order, pool.map(task, order)):
-                yield i, *result
+    def __init__(self, G, n, chunks, alpha, work, heldout=None):
+        self.G, self.n, self.chunks, self.alpha, self.work, self.heldout = G, n, chunks, alpha, work, heldout
 
+    def tasks(self, n_workers: int) -> list[list[int]]:
+        """Batches of chunk indices of about equal cost, the most expensive first."""
+        width = self.G.shape[0]
+        cost = [len(c) ** 3 / 3 + 4 * width * len(c) ** 2 + width**2 * (len(c) + 8) for c in self.chunks]
+        order = sorted(range(len(self.chunks)), key=lambda i: -cost[i])
+        target = sum(cost) / (self.BATCHES_PER_WORKER * max(1, n_workers))
+        batches, batch, acc = [], [], 0.0
+        for i in order:
+            batch.append(i)
+            acc += cost[i]
+            if acc >= target:
+                batches.append(batch)
+                batch, acc = [], 0.0
+        return batches + ([batch] if batch else [])
 
-def _blas_threads() -> int:
-    """Threads the BLAS may use (``OPENBLAS_NUM_THREADS`` and the like respected), at least 1."""
-    counts = [int(info.get("num_threads", 1)) for info in threadpool_info() if info.get("user_api") == "blas"]
-    return max(counts + [1])
+    def run(self, batch) -> list:
+        """``(index, RegressionStats, held-out R^2 or NaN)`` for every chunk of ``batch``."""
+        return [
+            (i, chunk_regression(self.G, self.n, self.chunks[i], self.alpha, work=self.work),
+             _heldout(self.heldout, self.chunks[i], self.alpha))
+            for i in batch
+        ]  # fmt: skip
+
+    def results(self, pool, job_name: str):
+        """Yield ``(index, RegressionStats, held-out R^2 or NaN)`` for every chunk, as the tasks of ``pool`` end."""
+        for _, batch in pool.imap_unordered(job_name, self.tasks(pool.n)):
+            yield from batch
 
 
 def _heldout(heldout, chunk, alpha):
