@@ -55,7 +55,7 @@ _TINY32 = 2.0**-126
 #: Rows whose absolute-sum bound exceeds this may overflow in float32: decided exactly.
 _OVERFLOW_GUARD = 2.0**100
 #: Target size in bytes of the logits certified at a time (they stay in cache between the product and the margins).
-_LOGIT_BYTES = 2 * 2**20
+_LOGIT_BYTES = 8 * 2**20
 #: Target size in bytes of the gathered rows of the chunks multiplied in one batched product.
 _GATHER_BYTES = 4 * 2**20
 #: Target size in bytes of a block of rows (transposed, as float32), which bounds the rows read at a time.
@@ -194,7 +194,8 @@ class _Scratch:
         rows = plan.rows_cap
         self.xt = np.empty((plan.width + 1, rows), dtype=np.float32)
         self.xt[plan.width] = 1.0  # the row of ones that carries the bias
-        self.logits = np.empty(max([len(p[0]) * plan.n_classes for p in plan.panels] + [len(g[0]) * plan.n_classes for g in plan.groups] + [1]) * rows, dtype=np.float32)
+        most_chunks = max([len(p[0]) for p in plan.panels] + [len(g[0]) for g in plan.groups] + [1])
+        self.logits = np.empty(most_chunks * plan.n_classes * rows, dtype=np.float32)
         self.gathered = np.empty(max([g[1].size for g in plan.groups] + [1]) * rows, dtype=np.float32)
 
 
