@@ -70,6 +70,12 @@ def _routine(module: str, name: str, n_args: int):
     return ctypes.CFUNCTYPE(None, *([_P] * n_args))(address)
 
 
+def preload() -> None:
+    """Load the BLAS and LAPACK behind these routines now (before worker processes are forked from this one)."""
+    _capi("blas")
+    _capi("lapack")
+
+
 def _c(flag: bytes):
     return ctypes.c_char_p(flag)
 

@@ -46,6 +46,8 @@ import threading
 
 import numpy as np
 
+from .validation import check_finite
+
 #: float32 unit roundoff.
 _U32 = 2.0**-24
 #: float64 unit roundoff.
@@ -54,7 +56,7 @@ _U64 = 2.0**-53
 _TINY32 = 2.0**-126
 #: Rows whose absolute-sum bound exceeds this may overflow in float32: decided exactly.
 _OVERFLOW_GUARD = 2.0**100
-#: Target size in bytes of the logits certified at a time (they stay in cache between the product and the margins).
+#: Target size in bytes of the logits certified at a time (they stay in the CPU's caches from product to margins).
 _LOGIT_BYTES = 8 * 2**20
 #: Target size in bytes of the gathered rows of the chunks multiplied in one batched product.
 _GATHER_BYTES = 4 * 2**20
@@ -273,7 +275,8 @@ def _block_counts(plan: _Plan, block: np.ndarray, lab: np.ndarray, scratch: _Scr
         scratch = _Scratch(plan)
     correct = np.zeros(len(plan.sizes), dtype=np.int64)
     order = np.argsort(lab, kind="stable")  # the samples of each label side by side: the margins need no gather
-    block, lab = block[order], lab[order]
+    block = np.asarray(block)[order].astype(np.float32, copy=False)
+    lab = lab[order]
     bounds = np.searchsorted(lab, np.arange(plan.n_classes + 1)).tolist()
     bound = plan.row_bound(block)
     for ids, logits, (coef, tiny) in _block_logits_numpy(plan, block, scratch):
@@ -308,25 +311,31 @@ class AccuracyJob:
 
     def run(self, span) -> tuple[np.ndarray, int]:
         """Correct predictions per distinct chunk in rows ``span = (start, stop)``, and the number of rows."""
-        from .analysis import iter_blocks  # analysis imports this module
-
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = _Scratch(self.plan)
         start, stop = span
         correct = np.zeros(len(self.uniq), dtype=np.int64)
-        for lo, block in iter_blocks(self.features, self.rows, np.float32, self.name, start=start, stop=stop):
-            correct += _block_counts(self.plan, block, self.labels[lo : lo + block.shape[0]], scratch)
+        for lo in range(start, stop, self.rows):
+            hi = min(stop, lo + self.rows)
+            rows = self.features[lo:hi]  # a view: _block_counts copies the rows once, sorted by label
+            check_finite(rows, self.name, offset=lo)
+            correct += _block_counts(self.plan, rows, self.labels[lo:hi], scratch)
+        _release_rows(self.features, start, stop)
         return correct, stop - start
 
-    def accuracies(self, pool, job_name: str, progress=None) -> np.ndarray:
-        """Run the tasks on ``pool`` (where this job is ``job_name``); the accuracy of every chunk given."""
-        correct = np.zeros(len(self.uniq), dtype=np.int64)
-        for _, (counts, n_rows) in pool.imap_unordered(job_name, self.tasks()):
-            correct += counts
-            if progress is not None:
-                progress(n_rows)
+    def accuracies(self, correct: np.ndarray) -> np.ndarray:
+        """The accuracy of every chunk given, from the summed counts of :meth:`run` (per distinct chunk)."""
         return correct[self.index] / self.features.shape[0]
+
+
+def _release_rows(features, start: int, stop: int) -> None:
+    """Drop the mapped pages of rows [start, stop) of a memory-mapped ``features`` (resident memory stays flat)."""
+    from .analysis import _page_releaser
+
+    release = _page_releaser(features)
+    if release is not None:
+        release(start, stop)
 
 
 def chunk_accuracy(
@@ -383,8 +392,13 @@ def chunk_accuracy(
     from .parallel import Pool
 
     job = AccuracyJob(features, labels, weight, bias, chunks, block_rows=block_rows, name=name)
+    correct = np.zeros(len(job.uniq), dtype=np.int64)
     with Pool({"accuracy": job}) as pool:
-        return job.accuracies(pool, "accuracy", progress)
+        for _, (counts, n_rows) in pool.imap_unordered(("accuracy", t) for t in job.tasks()):
+            correct += counts
+            if progress is not None:
+                progress(n_rows)
+    return job.accuracies(correct)
 
 
 def _count_correct_torch(features, labels, weight, bias, chunks, block_rows, name, progress, device):

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import mmap
 import numbers
+import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -29,7 +31,7 @@ import numpy as np
 from . import _lapack
 from . import metrics as _metrics
 from .accuracy import AccuracyJob, _count_correct_torch, chunk_accuracy  # noqa: F401  (re-exported)
-from .parallel import Pool
+from .parallel import Pool, SharedArrays
 from .validation import (
     RedrepError,
     check_chunk_sizes,
@@ -135,6 +137,56 @@ def resolve_device(device: str = "auto") -> str:
 
 
 # --------------------------------------------------------------------------- regression
+#: Partial sums behind a Gram matrix: a fixed number of contiguous ranges of rows, so that the matrix is the same,
+#: bit for bit, whatever the workers that sum them.
+GRAM_PARTS = 4
+
+
+#: Most bytes of one float64 block of rows summed into a Gram matrix (a larger one gains nothing and costs memory).
+GRAM_BLOCK_BYTES = 8 * 2**20
+
+
+def gram_shift(features, block_rows: int = 8192, name: str = "features") -> np.ndarray:
+    """The mean of the first block of rows: every block is shifted by it before its products are summed."""
+    return np.mean(features[:block_rows], axis=0, dtype=np.float64)
+
+
+def _gram_block_rows(width: int, block_rows: int) -> int:
+    return max(1, min(block_rows, GRAM_BLOCK_BYTES // (8 * max(1, width))))
+
+
+def gram_ranges(n: int, parts: int = GRAM_PARTS) -> list[tuple[int, int]]:
+    """``parts`` contiguous ranges of ``n`` rows (fewer if ``n`` is smaller), whose partial sums make a Gram matrix."""
+    edges = np.linspace(0, n, min(parts, n) + 1).round().astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def gram_part(features, span, shift, *, block_rows: int = 8192, name: str = "features"):
+    """The shifted scatter of rows ``span = (start, stop)``: its upper triangle (Fortran order) and column sums."""
+    width = features.shape[1]
+    G = np.zeros((width, width), order="F")
+    total = np.zeros(width)
+    rows = _gram_block_rows(width, block_rows)
+    for _, block in iter_blocks(features, rows, np.float64, name, reuse=True, start=span[0], stop=span[1]):
+        block -= shift
+        total += block.sum(axis=0)
+        # the upper triangle of block^T block, in place: half the multiply-adds of a full product
+        _lapack.syrk_update(G, block.T)
+    return G, total
+
+
+def gram_combine(parts, shift, n: int):
+    """``(G, mean, n)`` from the results of :func:`gram_part` over :func:`gram_ranges`, summed in range order."""
+    G, total = parts[0][0].copy(order="F"), parts[0][1].copy()
+    for g, t in parts[1:]:
+        G += g
+        total += t
+    G = np.triu(G) + np.triu(G, 1).T
+    d = total / n
+    G -= n * np.outer(d, d)
+    return G, shift + d, n
+
+
 def gram_matrix(features, *, block_rows: int = 8192, name: str = "features", progress=None):
     """Centred scatter matrix of the columns, accumulated block by block in float64.
 
@@ -148,24 +200,36 @@ def gram_matrix(features, *, block_rows: int = 8192, name: str = "features", pro
     -----
     Blocks are shifted by the first block's mean before accumulation, which
     keeps the final centring free of cancellation when the means are large.
+    The rows are summed in :data:`GRAM_PARTS` contiguous ranges, as the
+    workers of :class:`ChunkAnalysis` sum them, so both give the same matrix.
     """
-    n, width = features.shape
-    shift = None
-    total = np.zeros(width)
-    G = np.zeros((width, width), order="F")
-    for _, block in iter_blocks(features, block_rows, np.float64, name, reuse=True):
-        if shift is None:
-            shift = block.mean(axis=0)
-        block -= shift
-        total += block.sum(axis=0)
-        # the upper triangle of block^T block, in place: half the multiply-adds of a full product
-        _lapack.syrk_update(G, block.T)
+    n = features.shape[0]
+    shift = gram_shift(features, block_rows, name)
+    parts = []
+    for span in gram_ranges(n):
+        parts.append(gram_part(features, span, shift, block_rows=block_rows, name=name))
         if progress is not None:
-            progress(block.shape[0])
-    G = np.triu(G) + np.triu(G, 1).T
-    d = total / n
-    G -= n * np.outer(d, d)
-    return G, shift + d, n
+            progress(span[1] - span[0])
+    return gram_combine(parts, shift, n)
+
+
+class GramJob:
+    """A Gram matrix as tasks over the ranges of :func:`gram_ranges` (see :mod:`redrep.parallel`)."""
+
+    def __init__(self, features, *, block_rows: int = 8192, name: str = "features"):
+        self.features, self.block_rows, self.name = features, block_rows, name
+        self.shift = gram_shift(features, block_rows, name)
+        _lapack.preload()  # in this process, so that forked workers share it and their BLAS limits cover it
+
+    def tasks(self) -> list[tuple[int, int]]:
+        return gram_ranges(self.features.shape[0])
+
+    def run(self, span):
+        return gram_part(self.features, span, self.shift, block_rows=self.block_rows, name=self.name)
+
+    def combine(self, parts):
+        """``(G, mean, n)`` from the results of the tasks, in task order."""
+        return gram_combine(parts, self.shift, self.features.shape[0])
 
 
 @dataclass
@@ -539,7 +603,9 @@ class ChunkAnalysis:
     acc_chunks_ : dict int -> ndarray of shape (acc_rep, size)
     r2_chunks_ : dict int -> ndarray of shape (r2_rep, size)
     values_ : dict (metric, split) -> ndarray of shape (n_sizes, reps), one value per chunk
-    timings_ : dict of seconds per step
+    timings_ : dict of seconds per part: the seconds its tasks took summed over the workers, divided by
+        their number (its share of the time they ran side by side; the parts add up to about the analysis time)
+    n_workers_ : int, worker processes (or threads) that ran the tasks
     width_ : int
     error_inf_ : float or None, copied from the set
     device_ : str, where the accuracies were computed
@@ -601,30 +667,37 @@ class ChunkAnalysis:
         timings = {}
         values = {}
         flat = [c for w in sizes for c in self.acc_chunks_[w]]
-        grams = {}
-        for split in ("test", "train") if self.heldout else ("test",):
-            feats = getattr(repset, f"features_{split}")
-            t0 = time.perf_counter()
-            with _bar(self.progress, feats.shape[0], f"gram matrix ({split})", "rows") as bar:
-                grams[split] = gram_matrix(
-                    feats,
-                    block_rows=block_rows,
-                    name=names.get(f"features_{split}", f"features_{split}"),
-                    progress=bar.update,
-                )
-            timings[f"gram_{split}"] = time.perf_counter() - t0
-        G, mean_test, n = grams["test"]
-        work = _Workspace(G)
-        if work.trace_G <= 0:
-            raise RedrepError("features_test: expected neurons with nonzero variance, found every column constant")
-        heldout = HeldOut(grams["train"][0], grams["train"][1], G, mean_test, n) if self.heldout else None
-        del grams
         slots = {}  # unique chunk -> the (size index, repetition) places it fills
         for i, w in enumerate(sizes):
             for r, c in enumerate(self.r2_chunks_[w]):
                 slots.setdefault(c.tobytes(), (c, []))[1].append((i, r))
         places = [v[1] for v in slots.values()]
-        jobs = {"regression": RegressionJob(G, n, [v[0] for v in slots.values()], alpha, work, heldout)}
+        split_names = {s: names.get(f"features_{s}", f"features_{s}") for s in ("train", "test")}
+        gram_splits = ("test", "train") if self.heldout else ("test",)
+        if self.device_ != "cpu":  # the accuracies on the GPU first, from this process
+            for split in ("train", "test"):
+                feats = getattr(repset, f"features_{split}")
+                t0 = time.perf_counter()
+                with _bar(self.progress, feats.shape[0], f"accuracy ({split})", "rows") as bar:
+                    acc = chunk_accuracy(
+                        feats,
+                        getattr(repset, f"labels_{split}"),
+                        repset.weight,
+                        repset.bias,
+                        flat,
+                        block_rows=block_rows,
+                        name=split_names[split],
+                        progress=bar.update,
+                        device=self.device_,
+                    )
+                values[("accuracy", split)] = acc.reshape(len(sizes), acc_rep)
+                timings[f"accuracy_{split}"] = time.perf_counter() - t0
+        # Everything else runs as tasks of one pool of workers, forked once (see redrep.parallel): the Gram
+        # matrices first, then the accuracies; the regressions are queued as soon as the Gram matrices are in.
+        jobs = {}
+        for split in gram_splits:
+            feats = getattr(repset, f"features_{split}")
+            jobs[f"gram_{split}"] = GramJob(feats, block_rows=block_rows, name=split_names[split])
         if self.device_ == "cpu":
             for split in ("train", "test"):
                 jobs[f"accuracy_{split}"] = AccuracyJob(
@@ -634,42 +707,57 @@ class ChunkAnalysis:
                     repset.bias,
                     flat,
                     block_rows=block_rows,
-                    name=names.get(f"features_{split}", f"features_{split}"),
+                    name=split_names[split],
                 )
-        # one pool of workers, forked once every array they read exists (see redrep.parallel)
+        regression = jobs["regression_test"] = RegressionJob(
+            width, repset.n_test, [v[0] for v in slots.values()], alpha, self.heldout
+        )
+        t0 = time.perf_counter()
         with Pool(jobs) as pool:
-            for split in ("train", "test"):
-                feats = getattr(repset, f"features_{split}")
-                t0 = time.perf_counter()
-                with _bar(self.progress, feats.shape[0], f"accuracy ({split})", "rows") as bar:
-                    if self.device_ == "cpu":
-                        acc = jobs[f"accuracy_{split}"].accuracies(pool, f"accuracy_{split}", bar.update)
-                    else:
-                        acc = chunk_accuracy(
-                            feats,
-                            getattr(repset, f"labels_{split}"),
-                            repset.weight,
-                            repset.bias,
-                            flat,
-                            block_rows=block_rows,
-                            name=names.get(f"features_{split}", f"features_{split}"),
-                            progress=bar.update,
-                            device=self.device_,
-                        )
-                values[("accuracy", split)] = acc.reshape(len(sizes), acc_rep)
-                timings[f"accuracy_{split}"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
+            first = [(f"gram_{s}", span) for s in gram_splits for span in jobs[f"gram_{s}"].tasks()]
+            if self.device_ == "cpu":
+                first += [(f"accuracy_{s}", span) for s in ("train", "test") for span in jobs[f"accuracy_{s}"].tasks()]
+            reg_tasks = [("regression_test", b) for b in regression.tasks(pool.n)]
+            gram_parts = {s: {} for s in gram_splits}
+            correct = {s: 0 for s in ("train", "test")}
             stats = np.empty((4, len(sizes), r2_rep))
-            with _bar(self.progress, len(sizes) * r2_rep, "regression (test)", "chunks") as bar:
-                for i_r, s, r2_ho in jobs["regression"].results(pool, "regression"):
-                    for i, r in places[i_r]:
-                        stats[:, i, r] = (s.r2, s.mean_corr, s.mean_corr_outside, r2_ho)
-                        bar.update(1)
+            with _bar(self.progress, len(first) + len(reg_tasks), "chunk analysis", "tasks") as bar:
+                reg_stream = None
+                for i, result in pool.imap_unordered(first):
+                    name, payload = first[i]
+                    job, split = name.split("_")
+                    if job == "gram":
+                        gram_parts[split][payload] = result
+                    else:
+                        correct[split] = correct[split] + result[0]
+                    bar.update(1)
+                    if reg_stream is None and all(
+                        len(gram_parts[s]) == len(jobs[f"gram_{s}"].tasks()) for s in gram_splits
+                    ):
+                        grams = {
+                            s: jobs[f"gram_{s}"].combine([gram_parts[s][span] for span in jobs[f"gram_{s}"].tasks()])
+                            for s in gram_splits
+                        }
+                        regression.prepare(grams["test"], grams.get("train"))
+                        del grams, gram_parts
+                        reg_stream = pool.imap_unordered(reg_tasks)
+                for _, batch in reg_stream:
+                    for i_r, s, r2_ho in batch:
+                        for i, r in places[i_r]:
+                            stats[:, i, r] = (s.r2, s.mean_corr, s.mean_corr_outside, r2_ho)
+                    bar.update(1)
+        if self.device_ == "cpu":
+            for split in ("train", "test"):
+                acc = jobs[f"accuracy_{split}"].accuracies(correct[split])
+                values[("accuracy", split)] = acc.reshape(len(sizes), acc_rep)
+        # each part's worker-seconds over the workers: its share of the time the pool ran, the parts adding up to it
+        for name, seconds in pool.seconds.items():
+            timings[name] = seconds / pool.n
+        self.n_workers_ = pool.n
         values[("r2", "test")] = stats[0]
         values[("mean_corr", "test")] = stats[1]
         values[("mean_corr_outside", "test")] = stats[2]
         values[("r2_heldout", "test")] = stats[3]
-        timings["regression_test"] = time.perf_counter() - t0
         self.values_ = values
         self.timings_ = timings
         return self
@@ -712,22 +800,52 @@ def _nanmean_rows(a):
 
 
 class RegressionJob:
-    """The chunk regressions of one Gram matrix, as tasks over batches of chunks (see :mod:`redrep.parallel`).
+    """The chunk regressions of the test set, as tasks over batches of chunks (see :mod:`redrep.parallel`).
 
-    Every chunk is computed the same way wherever it runs, so the numbers do
-    not depend on the workers.
+    The Gram matrices come after the workers are forked: :meth:`prepare`
+    writes them into memory shared with the workers, each of which builds
+    what the chunks share from them at its first task. Every chunk is
+    computed the same way wherever it runs, so the numbers do not depend on
+    the workers.
     """
 
     #: Batches per worker: enough to balance chunks of very different costs, few enough to keep the overhead small.
-    BATCHES_PER_WORKER = 8
+    BATCHES_PER_WORKER = 16
 
-    def __init__(self, G, n, chunks, alpha, work, heldout=None):
-        self.G, self.n, self.chunks, self.alpha, self.work, self.heldout = G, n, chunks, alpha, work, heldout
+    def __init__(self, width: int, n_test: int, chunks, alpha: float, heldout: bool = True):
+        self.width, self.n, self.chunks, self.alpha, self.heldout = width, n_test, chunks, alpha, heldout
+        shapes = {"G": (width, width), "mean_test": (width,)}
+        if heldout:
+            shapes.update(G_train=(width, width), mean_train=(width,))
+        self.shared = SharedArrays(shapes)
+        self._state = None  # (pid, workspace, HeldOut or None), built in each process at its first task
+        self._lock = threading.Lock()
+
+    def prepare(self, gram_test, gram_train=None) -> None:
+        """Hand the ``(G, mean, n)`` of the test (and training) features to the workers; before any task runs."""
+        G, mean_test, _ = gram_test
+        if float(np.trace(G)) <= 0:
+            raise RedrepError("features_test: expected neurons with nonzero variance, found every column constant")
+        self.shared["G"][...] = G
+        self.shared["mean_test"][...] = mean_test
+        if self.heldout:
+            self.shared["G_train"][...] = gram_train[0]
+            self.shared["mean_train"][...] = gram_train[1]
+
+    def _built(self):
+        with self._lock:
+            if self._state is None or self._state[0] != os.getpid():
+                sh = self.shared
+                G = sh["G"]
+                heldout = HeldOut(sh["G_train"], sh["mean_train"], G, sh["mean_test"], self.n) if self.heldout else None
+                self._state = (os.getpid(), _Workspace(G), heldout)
+            return self._state[1], self._state[2]
 
     def tasks(self, n_workers: int) -> list[list[int]]:
         """Batches of chunk indices of about equal cost, the most expensive first."""
-        width = self.G.shape[0]
-        cost = [len(c) ** 3 / 3 + 4 * width * len(c) ** 2 + width**2 * (len(c) + 8) for c in self.chunks]
+        width = self.width
+        # measured: the element-wise pass over the W^2 pairs costs about as much as 100 W^2 multiply-adds
+        cost = [100 * width**2 + len(c) ** 3 + 6 * width * len(c) ** 2 + width**2 * len(c) for c in self.chunks]
         order = sorted(range(len(self.chunks)), key=lambda i: -cost[i])
         target = sum(cost) / (self.BATCHES_PER_WORKER * max(1, n_workers))
         batches, batch, acc = [], [], 0.0
@@ -741,16 +859,12 @@ class RegressionJob:
 
     def run(self, batch) -> list:
         """``(index, RegressionStats, held-out R^2 or NaN)`` for every chunk of ``batch``."""
+        work, heldout = self._built()
         return [
-            (i, chunk_regression(self.G, self.n, self.chunks[i], self.alpha, work=self.work),
-             _heldout(self.heldout, self.chunks[i], self.alpha))
+            (i, chunk_regression(work.G, self.n, self.chunks[i], self.alpha, work=work),
+             _heldout(heldout, self.chunks[i], self.alpha))
             for i in batch
         ]  # fmt: skip
-
-    def results(self, pool, job_name: str):
-        """Yield ``(index, RegressionStats, held-out R^2 or NaN)`` for every chunk, as the tasks of ``pool`` end."""
-        for _, batch in pool.imap_unordered(job_name, self.tasks(pool.n)):
-            yield from batch
 
 
 def _heldout(heldout, chunk, alpha):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import mmap
 import multiprocessing
 import os
 import signal
@@ -35,6 +36,8 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+
+import numpy as np
 
 #: Most worker processes (or threads) of one analysis.
 MAX_WORKERS = 8
@@ -91,12 +94,41 @@ def die_with_parent(parent: int) -> None:
 def _worker_init(parent: int, controller) -> None:
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
-    controller.limit(limits=1, user_api="blas")  # the inherited controller: no new scan of the libraries
+    # one BLAS thread: for the libraries loaded now (the inherited controller knows them: no new scan) and, through
+    # the environment, for any loaded later (two workers each running a multi-threaded BLAS run many times slower)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    controller.limit(limits=1, user_api="blas")
 
 
 def _call(args):
     key, name, i, payload = args
-    return i, _STATES[key][name].run(payload)
+    t0 = time.perf_counter()
+    result = _STATES[key][name].run(payload)
+    if os.environ.get("REDREP_DEBUG_TASKS"):
+        print(f"TASK {os.getpid()} {name} {i} {time.time():.4f} {time.perf_counter() - t0:.4f}", file=sys.stderr)
+    return i, time.perf_counter() - t0, result
+
+
+class SharedArrays:
+    """float64 arrays in memory shared with the workers: allocated before they are forked, filled after.
+
+    Parameters
+    ----------
+    shapes : dict name -> shape
+    """
+
+    def __init__(self, shapes: dict):
+        sizes = {k: int(np.prod(s, dtype=np.int64)) for k, s in shapes.items()}
+        self._buf = mmap.mmap(-1, max(8, 8 * sum(sizes.values())))  # MAP_SHARED | MAP_ANONYMOUS
+        self.arrays = {}
+        offset = 0
+        for k, shape in shapes.items():
+            self.arrays[k] = np.ndarray(shape, dtype=np.float64, buffer=self._buf, offset=offset)
+            offset += 8 * sizes[k]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
 
 
 class Pool:
@@ -105,19 +137,25 @@ class Pool:
     Parameters
     ----------
     jobs : dict name -> object with a ``run(payload)`` method; forked workers
-        inherit the objects as they are when the pool starts
+        inherit the objects as they are when the pool starts (what they must
+        see later goes through :class:`SharedArrays`)
     n : workers; default :func:`n_workers`. With 1, tasks run in this thread.
     processes : fork worker processes (default: where :func:`can_fork`), else threads
 
     The workers start at the first call with more than one task (the jobs
     must be complete by then); a single task runs in this thread. Use as a
     context manager; the workers end with it.
+
+    Attributes
+    ----------
+    seconds : dict job name -> seconds its tasks took, summed over the workers
     """
 
     def __init__(self, jobs: dict, n: int | None = None, *, processes: bool | None = None):
         self.n = n_workers() if n is None else max(1, int(n))
         self.processes = (can_fork() if processes is None else processes) and self.n > 1
         self.jobs = jobs
+        self.seconds = dict.fromkeys(jobs, 0.0)
         self._key = next(_KEYS)
         _STATES[self._key] = jobs
         self._pool = None
@@ -133,30 +171,34 @@ class Pool:
             ctx = multiprocessing.get_context("fork")
             self._pool = ctx.Pool(self.n, initializer=_worker_init, initargs=(os.getpid(), ThreadpoolController()))
         else:
-            self._threads = ThreadPoolExecutor(self.n)
-
-    def imap_unordered(self, name: str, payloads: Iterable) -> Iterator[tuple[int, object]]:
-        """Yield ``(index of the payload, jobs[name].run(payload))`` as the tasks finish.
-
-        An exception raised by a task is raised here.
-        """
-        payloads = list(payloads)
-        job = self.jobs[name]
-        if len(payloads) > 1:
-            self._start()
-        if len(payloads) > 1 and self._pool is not None:
-            args = [(self._key, name, i, p) for i, p in enumerate(payloads)]
-            yield from self._pool.imap_unordered(_call, args)
-        elif len(payloads) > 1 and self._threads is not None:
             from threadpoolctl import threadpool_limits
 
-            with threadpool_limits(limits=1, user_api="blas"):
-                futures = {self._threads.submit(job.run, p): i for i, p in enumerate(payloads)}
-                for f in as_completed(futures):
-                    yield futures[f], f.result()
-        else:
-            for i, p in enumerate(payloads):
-                yield i, job.run(p)
+            self._limits = threadpool_limits(limits=1, user_api="blas")  # for the pool's life, undone at close
+            self._threads = ThreadPoolExecutor(self.n)
+
+    def imap_unordered(self, tasks: Iterable[tuple[str, object]]) -> Iterator[tuple[int, object]]:
+        """Run ``tasks``, pairs ``(job name, payload)``; yield ``(index of the task, result)`` as they finish.
+
+        The tasks are queued now, behind those of earlier calls still
+        running. An exception raised by a task is raised by the iterator.
+        """
+        tasks = list(tasks)
+        if len(tasks) > 1:
+            self._start()
+        if len(tasks) > 1 and self._pool is not None:
+            args = [(self._key, name, i, p) for i, (name, p) in enumerate(tasks)]
+            results = self._pool.imap_unordered(_call, args)
+        elif len(tasks) > 1 and self._threads is not None:
+            futures = [self._threads.submit(_call, (self._key, name, i, p)) for i, (name, p) in enumerate(tasks)]
+            results = (f.result() for f in as_completed(futures))
+        else:  # in this thread, as the iterator is consumed
+            results = (_call((self._key, name, i, p)) for i, (name, p) in enumerate(tasks))
+        return self._collect(tasks, results)
+
+    def _collect(self, tasks, results):
+        for i, seconds, result in results:
+            self.seconds[tasks[i][0]] += seconds
+            yield i, result
 
     def close(self) -> None:
         if self._pool is not None:
@@ -166,6 +208,7 @@ class Pool:
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
             self._threads = None
+            self._limits.restore_original_limits()
         _STATES.pop(self._key, None)
 
     def __enter__(self):

@@ -140,7 +140,7 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
             "device": getattr(analysis, "device_", "cpu"),
         },
         # the last bits of R^2 depend on the block size and on how many threads the BLAS sums over
-        "threads": thread_info(),
+        "threads": {**thread_info(), "workers": getattr(analysis, "n_workers_", 1)},
         "versions": package_versions(),
         "timings_s": {k: round(v, 4) for k, v in analysis.timings_.items()},
         "files": {**files, "csv": CSV_NAME},
