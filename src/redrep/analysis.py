@@ -137,9 +137,16 @@ def resolve_device(device: str = "auto") -> str:
 
 
 # --------------------------------------------------------------------------- regression
-#: Partial sums behind a Gram matrix: a fixed number of contiguous ranges of rows, so that the matrix is the same,
-#: bit for bit, whatever the workers that sum them.
+#: Partial sums behind a Gram matrix: at most this many contiguous ranges of rows, a number that depends on the width
+#: only, so that the matrix is the same, bit for bit, whatever the workers that sum them.
 GRAM_PARTS = 4
+#: Most bytes of the partial sums of one Gram matrix held at once (each is a W x W float64 matrix).
+GRAM_PARTS_BYTES = 64 * 2**20
+
+
+def gram_parts(width: int) -> int:
+    """How many partial sums make a Gram matrix of ``width`` columns."""
+    return int(max(1, min(GRAM_PARTS, GRAM_PARTS_BYTES // (8 * max(1, width) ** 2))))
 
 
 #: Most bytes of one float64 block of rows summed into a Gram matrix (a larger one gains nothing and costs memory).
@@ -155,16 +162,19 @@ def _gram_block_rows(width: int, block_rows: int) -> int:
     return max(1, min(block_rows, GRAM_BLOCK_BYTES // (8 * max(1, width))))
 
 
-def gram_ranges(n: int, parts: int = GRAM_PARTS) -> list[tuple[int, int]]:
+def gram_ranges(n: int, parts: int) -> list[tuple[int, int]]:
     """``parts`` contiguous ranges of ``n`` rows (fewer if ``n`` is smaller), whose partial sums make a Gram matrix."""
     edges = np.linspace(0, n, min(parts, n) + 1).round().astype(np.int64)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def gram_part(features, span, shift, *, block_rows: int = 8192, name: str = "features"):
-    """The shifted scatter of rows ``span = (start, stop)``: its upper triangle (Fortran order) and column sums."""
+def gram_part(features, span, shift, *, block_rows: int = 8192, name: str = "features", out=None):
+    """The shifted scatter of rows ``span = (start, stop)``: its upper triangle (Fortran order) and column sums.
+
+    ``out``: a zeroed Fortran-ordered (W, W) float64 array to sum into (by default a new one).
+    """
     width = features.shape[1]
-    G = np.zeros((width, width), order="F")
+    G = np.zeros((width, width), order="F") if out is None else out
     total = np.zeros(width)
     rows = _gram_block_rows(width, block_rows)
     for _, block in iter_blocks(features, rows, np.float64, name, reuse=True, start=span[0], stop=span[1]):
@@ -200,13 +210,13 @@ def gram_matrix(features, *, block_rows: int = 8192, name: str = "features", pro
     -----
     Blocks are shifted by the first block's mean before accumulation, which
     keeps the final centring free of cancellation when the means are large.
-    The rows are summed in :data:`GRAM_PARTS` contiguous ranges, as the
+    The rows are summed in :func:`gram_parts` contiguous ranges, as the
     workers of :class:`ChunkAnalysis` sum them, so both give the same matrix.
     """
     n = features.shape[0]
     shift = gram_shift(features, block_rows, name)
     parts = []
-    for span in gram_ranges(n):
+    for span in gram_ranges(n, gram_parts(features.shape[1])):
         parts.append(gram_part(features, span, shift, block_rows=block_rows, name=name))
         if progress is not None:
             progress(span[1] - span[0])
@@ -214,21 +224,32 @@ def gram_matrix(features, *, block_rows: int = 8192, name: str = "features", pro
 
 
 class GramJob:
-    """A Gram matrix as tasks over the ranges of :func:`gram_ranges` (see :mod:`redrep.parallel`)."""
+    """A Gram matrix as tasks over the ranges of :func:`gram_ranges` (see :mod:`redrep.parallel`).
+
+    Each task sums its rows into its own matrix in memory shared with this
+    process (a W x W matrix through a pipe costs about as much as its sum).
+    """
 
     def __init__(self, features, *, block_rows: int = 8192, name: str = "features"):
         self.features, self.block_rows, self.name = features, block_rows, name
         self.shift = gram_shift(features, block_rows, name)
+        width = features.shape[1]
+        self.spans = gram_ranges(features.shape[0], gram_parts(width))
+        self.shared = SharedArrays({f"part{k}": (width, width) for k in range(len(self.spans))})
         _lapack.preload()  # in this process, so that forked workers share it and their BLAS limits cover it
 
-    def tasks(self) -> list[tuple[int, int]]:
-        return gram_ranges(self.features.shape[0])
+    def tasks(self) -> list[int]:
+        return list(range(len(self.spans)))
 
-    def run(self, span):
-        return gram_part(self.features, span, self.shift, block_rows=self.block_rows, name=self.name)
+    def run(self, k: int) -> np.ndarray:
+        """Sum the rows of range ``k`` into its shared matrix; return their column sums."""
+        out = self.shared[f"part{k}"].T  # Fortran-ordered view
+        span = self.spans[k]
+        return gram_part(self.features, span, self.shift, block_rows=self.block_rows, name=self.name, out=out)[1]
 
-    def combine(self, parts):
-        """``(G, mean, n)`` from the results of the tasks, in task order."""
+    def combine(self, totals: dict):
+        """``(G, mean, n)`` from the column sums returned by the tasks (by task) and their shared matrices."""
+        parts = [(self.shared[f"part{k}"].T, totals[k]) for k in self.tasks()]
         return gram_combine(parts, self.shift, self.features.shape[0])
 
 
@@ -318,29 +339,37 @@ def _eigen_solves(G: np.ndarray, S: np.ndarray, alpha: float):
     return Ut, B, K, lambda idx: Q @ (P[:, idx] / lam[:, None])
 
 
+#: Side of the tiles of the residual scatter summed by :func:`_pair_sum` (256^2 float64: half a megabyte).
+_PAIR_TILE = 256
+
+
 def _pair_sum(M: np.ndarray, Lt: np.ndarray, Rt: np.ndarray, rs: np.ndarray, eps: float) -> float:
     """``sum_{k<l} min(|R_kl|, rs_k rs_l) / (rs_k rs_l + eps)`` over the strict upper triangle of ``R = M - Lt^T Rt``.
 
     ``M`` (Fortran-ordered) holds the strict upper triangle of a Gram block,
     ``Lt`` and ``Rt`` (Fortran-ordered, shape (k, m)) its low-rank update. The
-    block is computed one panel of columns at a time, each small enough to
-    stay in cache through the element-wise steps, so no m x m residual
+    block is computed one square tile of the upper triangle at a time, each
+    small enough to stay in cache through the element-wise steps and large
+    enough for its product to run at the BLAS's speed, so no m x m residual
     scatter is ever held. Pairs with ``rs_k = 0`` add nothing.
     """
     m = M.shape[0]
-    panel = min(m, max(16, min(512, 2**16 // max(m, 1))))
-    strict = np.triu(np.ones((panel, panel)), 1).T.copy().T  # Fortran-ordered 0/1 mask of the strict upper triangle
+    tile = min(m, _PAIR_TILE)
+    strict = np.triu(np.ones((tile, tile)), 1).T.copy().T  # Fortran-ordered 0/1 mask of the strict upper triangle
     total = 0.0
-    for a in range(0, m, panel):
-        b = min(m, a + panel)
-        blk = _lapack.gemm_update(M[:b, a:b], Lt[:, :b], Rt[:, a:b])
-        blk[a:b] *= strict[: b - a, : b - a]  # the panel's diagonal block: strict upper triangle only
-        np.abs(blk, out=blk)
-        P = np.multiply.outer(rs[a:b], rs[:b]).T  # Fortran-ordered like blk: element-wise steps run contiguously
-        np.minimum(blk, P, out=blk)
-        P += eps
-        blk /= P
-        total += float(blk.sum())
+    for a in range(0, m, tile):
+        a2 = min(m, a + tile)
+        for c in range(a, m, tile):
+            c2 = min(m, c + tile)
+            blk = _lapack.gemm_update(M[a:a2, c:c2], Lt[:, a:a2], Rt[:, c:c2])
+            if c == a:  # a diagonal tile: its strict upper triangle only
+                blk *= strict[: a2 - a, : c2 - c]
+            np.abs(blk, out=blk)
+            P = np.multiply.outer(rs[c:c2], rs[a:a2]).T  # Fortran-ordered like blk: element-wise steps run contiguously
+            np.minimum(blk, P, out=blk)
+            P += eps
+            blk /= P
+            total += float(blk.sum())
     return total
 
 
@@ -734,10 +763,7 @@ class ChunkAnalysis:
                     if reg_stream is None and all(
                         len(gram_parts[s]) == len(jobs[f"gram_{s}"].tasks()) for s in gram_splits
                     ):
-                        grams = {
-                            s: jobs[f"gram_{s}"].combine([gram_parts[s][span] for span in jobs[f"gram_{s}"].tasks()])
-                            for s in gram_splits
-                        }
+                        grams = {s: jobs[f"gram_{s}"].combine(gram_parts[s]) for s in gram_splits}
                         regression.prepare(grams["test"], grams.get("train"))
                         del grams, gram_parts
                         reg_stream = pool.imap_unordered(reg_tasks)
