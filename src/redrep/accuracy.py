@@ -63,7 +63,7 @@ _GATHER_BYTES = 4 * 2**20
 #: Target size in bytes of a block of rows (transposed, as float32), which bounds the rows read at a time.
 _BLOCK_BYTES = 8 * 2**20
 #: Most rows in a block: larger blocks amortise the per-product overhead of the many small products.
-_MAX_BLOCK_ROWS = 2048
+_MAX_BLOCK_ROWS = 1024
 #: Most class-by-chunk columns in one matrix product (bounds the stacked readouts with many classes).
 _PANEL_COLUMNS = 8192
 #: Chunks of at most W / _GATHER_DIVISOR neurons gather their rows; larger ones use a masked product with all W.
@@ -292,15 +292,21 @@ def _block_counts(plan: _Plan, block: np.ndarray, lab: np.ndarray, scratch: _Scr
 class AccuracyJob:
     """The chunk accuracies of one set of features, as tasks over blocks of rows (see :mod:`redrep.parallel`).
 
-    Parameters are those of :func:`chunk_accuracy`.
+    Parameters are those of :func:`chunk_accuracy`; ``like``, a job of the
+    same readout and chunks whose plan this one shares.
     """
 
-    def __init__(self, features, labels, weight, bias, chunks, *, block_rows: int = 8192, name: str = "features"):
+    def __init__(
+        self, features, labels, weight, bias, chunks, *, block_rows: int = 8192, name: str = "features", like=None
+    ):
         weight = np.ascontiguousarray(weight, dtype=np.float32)
         bias = np.ascontiguousarray(bias, dtype=np.float32)
         self.features, self.labels, self.name = features, np.asarray(labels, dtype=np.int64), name
-        self.uniq, self.index = _unique_chunks(chunks)
-        self.plan = _Plan(weight, bias, self.uniq)
+        if like is not None:  # another job with the same readout and chunks: its plan serves
+            self.uniq, self.index, self.plan = like.uniq, like.index, like.plan
+        else:
+            self.uniq, self.index = _unique_chunks(chunks)
+            self.plan = _Plan(weight, bias, self.uniq)
         self.rows = max(1, min(int(block_rows), self.plan.rows_cap))
         self._local = threading.local()
 

@@ -737,6 +737,7 @@ class ChunkAnalysis:
                     flat,
                     block_rows=block_rows,
                     name=split_names[split],
+                    like=jobs.get("accuracy_train"),
                 )
         regression = jobs["regression_test"] = RegressionJob(
             width, repset.n_test, [v[0] for v in slots.values()], alpha, self.heldout

@@ -58,10 +58,15 @@ def n_workers() -> int:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    from threadpoolctl import threadpool_info
-
-    blas = [int(i.get("num_threads", 1)) for i in threadpool_info() if i.get("user_api") == "blas"]
+    blas = [int(i.get("num_threads", 1)) for i in _controller().info() if i.get("user_api") == "blas"]
     return max(1, min([MAX_WORKERS, cpus] + blas))
+
+
+def _controller():
+    """A threadpoolctl controller of the libraries loaded now (one scan of them, which takes milliseconds)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def can_fork() -> bool:
@@ -166,10 +171,8 @@ class Pool:
         if self._pool is not None or self._threads is not None or self.n == 1:
             return
         if self.processes:
-            from threadpoolctl import ThreadpoolController
-
             ctx = multiprocessing.get_context("fork")
-            self._pool = ctx.Pool(self.n, initializer=_worker_init, initargs=(os.getpid(), ThreadpoolController()))
+            self._pool = ctx.Pool(self.n, initializer=_worker_init, initargs=(os.getpid(), _controller()))
         else:
             from threadpoolctl import threadpool_limits
 

@@ -175,7 +175,7 @@ class RepresentationSet:
         check_finite(weight, n["weight"])
         check_finite(bias, n["bias"])
         for arr, key in ((ftr, "features_train"), (fte, "features_test")):
-            if not isinstance(arr, np.memmap):
+            if not _file_backed(arr):  # those are checked block by block as the analysis reads them
                 check_finite(arr, n[key])
         error_inf = check_float(error_inf, "error_inf", min_value=0.0, max_value=1.0, allow_none=True)
         return cls(ftr, fte, ltr, lte, weight, bias, error_inf, dict(meta or {}), n)
@@ -376,6 +376,15 @@ def _load_pt(path: Path) -> np.ndarray:
     if obj.dtype == torch.bfloat16:
         obj = obj.float()
     return obj.detach().cpu().numpy()
+
+
+def _file_backed(arr) -> bool:
+    """Whether ``arr`` is a memory-mapped file or a view of one."""
+    while isinstance(arr, np.ndarray):
+        if isinstance(arr, np.memmap):
+            return True
+        arr = arr.base
+    return False
 
 
 def _save_blocks(path: Path, arr: np.ndarray, batch_rows: int) -> None:
