@@ -35,9 +35,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
+
+from .validation import RedrepError
 
 #: Most worker processes (or threads) of one analysis.
 MAX_WORKERS = 8
@@ -115,6 +118,18 @@ def _call(args):
     return i, time.perf_counter() - t0, result
 
 
+def _finished(futures):
+    """The results of ``futures`` as they finish; a dead worker process becomes a one-line error."""
+    try:
+        for f in as_completed(futures):
+            yield f.result()
+    except BrokenProcessPool:
+        raise RedrepError(
+            "a worker process of the analysis died before finishing its task (killed, or out of memory: "
+            "fewer rows at a time, --block-rows, need less)"
+        ) from None
+
+
 class SharedArrays:
     """float64 arrays in memory shared with the workers: allocated before they are forked, filled after.
 
@@ -163,37 +178,38 @@ class Pool:
         self.seconds = dict.fromkeys(jobs, 0.0)
         self._key = next(_KEYS)
         _STATES[self._key] = jobs
-        self._pool = None
-        self._threads = None
+        self._executor = None
 
     def _start(self) -> None:
         """Fork the workers (or start the threads) at the first call that has several tasks."""
-        if self._pool is not None or self._threads is not None or self.n == 1:
+        if self._executor is not None or self.n == 1:
             return
         if self.processes:
             ctx = multiprocessing.get_context("fork")
-            self._pool = ctx.Pool(self.n, initializer=_worker_init, initargs=(os.getpid(), _controller()))
+            self._executor = ProcessPoolExecutor(
+                self.n, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(), _controller())
+            )
         else:
             from threadpoolctl import threadpool_limits
 
             self._limits = threadpool_limits(limits=1, user_api="blas")  # for the pool's life, undone at close
-            self._threads = ThreadPoolExecutor(self.n)
+            self._executor = ThreadPoolExecutor(self.n)
 
     def imap_unordered(self, tasks: Iterable[tuple[str, object]]) -> Iterator[tuple[int, object]]:
         """Run ``tasks``, pairs ``(job name, payload)``; yield ``(index of the task, result)`` as they finish.
 
         The tasks are queued now, behind those of earlier calls still
-        running. An exception raised by a task is raised by the iterator.
+        running. An exception raised by a task is raised by the iterator; a
+        worker process that dies (killed, out of memory) raises
+        :class:`~redrep.validation.RedrepError` rather than leaving its task
+        waiting forever.
         """
         tasks = list(tasks)
         if len(tasks) > 1:
             self._start()
-        if len(tasks) > 1 and self._pool is not None:
-            args = [(self._key, name, i, p) for i, (name, p) in enumerate(tasks)]
-            results = self._pool.imap_unordered(_call, args)
-        elif len(tasks) > 1 and self._threads is not None:
-            futures = [self._threads.submit(_call, (self._key, name, i, p)) for i, (name, p) in enumerate(tasks)]
-            results = (f.result() for f in as_completed(futures))
+        if len(tasks) > 1 and self._executor is not None:
+            futures = [self._executor.submit(_call, (self._key, name, i, p)) for i, (name, p) in enumerate(tasks)]
+            results = _finished(futures)
         else:  # in this thread, as the iterator is consumed
             results = (_call((self._key, name, i, p)) for i, (name, p) in enumerate(tasks))
         return self._collect(tasks, results)
@@ -204,13 +220,18 @@ class Pool:
             yield i, result
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()  # every task has been collected, or the analysis is being abandoned
-            self._pool.join()
-            self._pool = None
-        if self._threads is not None:
-            self._threads.shutdown(wait=True, cancel_futures=True)
-            self._threads = None
+        """End the workers; tasks still queued are dropped and processes still running are killed."""
+        executor, self._executor = self._executor, None
+        if isinstance(executor, ProcessPoolExecutor):
+            processes = list((getattr(executor, "_processes", None) or {}).values())
+            executor.shutdown(wait=False, cancel_futures=True)
+            for proc in processes:  # every result is in, or the analysis is being abandoned
+                if proc.is_alive():
+                    proc.kill()
+            for proc in processes:
+                proc.join()
+        elif executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
             self._limits.restore_original_limits()
         _STATES.pop(self._key, None)
 
