@@ -91,6 +91,7 @@ def test_counts_do_not_depend_on_blocks_or_workers(monkeypatch, processes):
     first = counts_of(X, y, rs.weight, rs.bias, chunks, block_rows=500)
     assert first.sum() > 0
     monkeypatch.setattr(parallel, "can_fork", lambda: processes)
+    monkeypatch.setattr(parallel, "MIN_WORK", 0)
     for workers in (1, 3):
         monkeypatch.setattr(parallel, "n_workers", lambda w=workers: w)
         for rows in (1, 7, 64):

@@ -311,6 +311,7 @@ def test_numbers_do_not_depend_on_the_workers(monkeypatch, small_set, processes)
         return ChunkAnalysis(chunk_sizes=[1, 3, 12, 24], acc_rep=2, r2_rep=5, random_state=4).fit(small_set)
 
     monkeypatch.setattr(parallel, "can_fork", lambda: processes)
+    monkeypatch.setattr(parallel, "MIN_WORK", 0)
     monkeypatch.setattr(parallel, "n_workers", lambda: 1)
     one = fit()
     monkeypatch.setattr(parallel, "n_workers", lambda: 3)

@@ -310,6 +310,11 @@ class AccuracyJob:
         self.rows = max(1, min(int(block_rows), self.plan.rows_cap))
         self._local = threading.local()
 
+    def work(self) -> float:
+        """Estimated multiply-adds of the job (see :class:`redrep.parallel.Pool`)."""
+        per_row = sum(len(p[0]) * p[1].shape[1] for p in self.plan.panels) + sum(g[1].size for g in self.plan.groups)
+        return float(self.features.shape[0]) * self.plan.n_classes * per_row
+
     def tasks(self) -> list[tuple[int, int]]:
         """Row ranges, one block each."""
         n = self.features.shape[0]
@@ -399,7 +404,7 @@ def chunk_accuracy(
 
     job = AccuracyJob(features, labels, weight, bias, chunks, block_rows=block_rows, name=name)
     correct = np.zeros(len(job.uniq), dtype=np.int64)
-    with Pool({"accuracy": job}) as pool:
+    with Pool({"accuracy": job}, work=job.work()) as pool:
         for _, (counts, n_rows) in pool.imap_unordered(("accuracy", t) for t in job.tasks()):
             correct += counts
             if progress is not None:

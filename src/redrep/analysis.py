@@ -241,6 +241,11 @@ class GramJob:
     def tasks(self) -> list[int]:
         return list(range(len(self.spans)))
 
+    def work(self) -> float:
+        """Estimated multiply-adds (see :class:`redrep.parallel.Pool`)."""
+        n, width = self.features.shape
+        return n * width * (width + 1) / 2
+
     def run(self, k: int) -> np.ndarray:
         """Sum the rows of range ``k`` into its shared matrix; return their column sums."""
         out = self.shared[f"part{k}"].T  # Fortran-ordered view
@@ -742,8 +747,9 @@ class ChunkAnalysis:
         regression = jobs["regression_test"] = RegressionJob(
             width, repset.n_test, [v[0] for v in slots.values()], alpha, self.heldout
         )
+        work = sum(job.work() for job in jobs.values())
         t0 = time.perf_counter()
-        with Pool(jobs) as pool:
+        with Pool(jobs, work=work) as pool:
             first = [(f"gram_{s}", span) for s in gram_splits for span in jobs[f"gram_{s}"].tasks()]
             if self.device_ == "cpu":
                 first += [(f"accuracy_{s}", span) for s in ("train", "test") for span in jobs[f"accuracy_{s}"].tasks()]
@@ -868,11 +874,18 @@ class RegressionJob:
                 self._state = (os.getpid(), _Workspace(G), heldout)
             return self._state[1], self._state[2]
 
-    def tasks(self, n_workers: int) -> list[list[int]]:
-        """Batches of chunk indices of about equal cost, the most expensive first."""
+    def _costs(self) -> list[float]:
         width = self.width
         # measured: the element-wise pass over the W^2 pairs costs about as much as 100 W^2 multiply-adds
-        cost = [100 * width**2 + len(c) ** 3 + 6 * width * len(c) ** 2 + width**2 * len(c) for c in self.chunks]
+        return [100 * width**2 + len(c) ** 3 + 6 * width * len(c) ** 2 + width**2 * len(c) for c in self.chunks]
+
+    def work(self) -> float:
+        """Estimated multiply-adds (see :class:`redrep.parallel.Pool`)."""
+        return float(sum(self._costs()))
+
+    def tasks(self, n_workers: int) -> list[list[int]]:
+        """Batches of chunk indices of about equal cost, the most expensive first."""
+        cost = self._costs()
         order = sorted(range(len(self.chunks)), key=lambda i: -cost[i])
         target = sum(cost) / (self.BATCHES_PER_WORKER * max(1, n_workers))
         batches, batch, acc = [], [], 0.0

@@ -44,6 +44,9 @@ from .validation import RedrepError
 
 #: Most worker processes (or threads) of one analysis.
 MAX_WORKERS = 8
+#: Estimated multiply-adds below which a pool runs its tasks in this thread: forking the workers and warming
+#: them up costs some tens of milliseconds, more than they would save on such work.
+MIN_WORK = 2e9
 
 # The state of each live pool, by key: set before the workers are forked, so that they inherit it.
 _STATES: dict[int, object] = {}
@@ -161,6 +164,7 @@ class Pool:
         see later goes through :class:`SharedArrays`)
     n : workers; default :func:`n_workers`. With 1, tasks run in this thread.
     processes : fork worker processes (default: where :func:`can_fork`), else threads
+    work : estimated multiply-adds of all the tasks; below :data:`MIN_WORK`, one worker (this thread)
 
     The workers start at the first call with more than one task (the jobs
     must be complete by then); a single task runs in this thread. Use as a
@@ -171,8 +175,10 @@ class Pool:
     seconds : dict job name -> seconds its tasks took, summed over the workers
     """
 
-    def __init__(self, jobs: dict, n: int | None = None, *, processes: bool | None = None):
+    def __init__(self, jobs: dict, n: int | None = None, *, processes: bool | None = None, work: float | None = None):
         self.n = n_workers() if n is None else max(1, int(n))
+        if work is not None and work < MIN_WORK:
+            self.n = 1
         self.processes = (can_fork() if processes is None else processes) and self.n > 1
         self.jobs = jobs
         self.seconds = dict.fromkeys(jobs, 0.0)
