@@ -708,17 +708,16 @@ class ChunkAnalysis:
         places = [v[1] for v in slots.values()]
         split_names = {s: names.get(f"features_{s}", f"features_{s}") for s in ("train", "test")}
         gram_splits = ("test", "train") if self.heldout else ("test",)
+        acc_args = {
+            s: (getattr(repset, f"features_{s}"), getattr(repset, f"labels_{s}"), repset.weight, repset.bias, flat)
+            for s in ("train", "test")
+        }
         if self.device_ != "cpu":  # the accuracies on the GPU first, from this process
             for split in ("train", "test"):
-                feats = getattr(repset, f"features_{split}")
                 t0 = time.perf_counter()
-                with _bar(self.progress, feats.shape[0], f"accuracy ({split})", "rows") as bar:
+                with _bar(self.progress, acc_args[split][0].shape[0], f"accuracy ({split})", "rows") as bar:
                     acc = chunk_accuracy(
-                        feats,
-                        getattr(repset, f"labels_{split}"),
-                        repset.weight,
-                        repset.bias,
-                        flat,
+                        *acc_args[split],
                         block_rows=block_rows,
                         name=split_names[split],
                         progress=bar.update,
@@ -735,14 +734,7 @@ class ChunkAnalysis:
         if self.device_ == "cpu":
             for split in ("train", "test"):
                 jobs[f"accuracy_{split}"] = AccuracyJob(
-                    getattr(repset, f"features_{split}"),
-                    getattr(repset, f"labels_{split}"),
-                    repset.weight,
-                    repset.bias,
-                    flat,
-                    block_rows=block_rows,
-                    name=split_names[split],
-                    like=jobs.get("accuracy_train"),
+                    *acc_args[split], block_rows=block_rows, name=split_names[split], like=jobs.get("accuracy_train")
                 )
         regression = jobs["regression_test"] = RegressionJob(
             width, repset.n_test, [v[0] for v in slots.values()], alpha, self.heldout

@@ -19,12 +19,9 @@ are the truth, the executors only tell what is still going on.
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
-import signal
 import sys
-import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
@@ -33,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import io
+from .parallel import die_with_parent
 from .validation import RedrepError, exception_line
 
 #: Written into a run folder by the run itself once trained and extracted: its final metrics.
@@ -111,35 +109,13 @@ def local_devices(device: str, jobs: int) -> list[str]:
     return [f"cuda:{i % n}" for i in range(jobs)] if n > 1 else ["cuda"] * jobs
 
 
-def _die_with_parent(parent: int) -> None:
-    """Make this worker process end when the driver ``parent`` ends, however it ends (kill -9 included)."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # the driver died before prctl took effect
-        os._exit(1)
-
-    # a watchdog for systems without PR_SET_PDEATHSIG (and a second line of defence on Linux)
-    def watch():
-        while True:
-            if os.getppid() != parent:
-                os._exit(1)
-            time.sleep(0.5)
-
-    threading.Thread(target=watch, name="redrep-parent-watchdog", daemon=True).start()
-
-
 _WORKER_DEVICE: str | None = None
 _WORKER_THREADS: int | None = None
 
 
 def _worker_init(parent: int, slots, threads: int | None) -> None:
     global _WORKER_DEVICE, _WORKER_THREADS
-    _die_with_parent(parent)
+    die_with_parent(parent)
     _WORKER_DEVICE = slots.get()
     _WORKER_THREADS = threads
 

@@ -116,8 +116,6 @@ def _call(args):
     key, name, i, payload = args
     t0 = time.perf_counter()
     result = _STATES[key][name].run(payload)
-    if os.environ.get("REDREP_DEBUG_TASKS"):
-        print(f"TASK {os.getpid()} {name} {i} {time.time():.4f} {time.perf_counter() - t0:.4f}", file=sys.stderr)
     return i, time.perf_counter() - t0, result
 
 
