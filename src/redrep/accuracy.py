@@ -127,16 +127,22 @@ class _Plan:
             if gather_divisor * sizes[k] <= width:
                 by_size.setdefault(int(sizes[k]), []).append(k)
         w_ext = np.concatenate([weight, bias[:, None]], axis=1)  # (C, W + 1): the bias as one more neuron
-        self.groups = []  # (chunk ids, rows of the transposed block incl. the ones row, readouts (r, C, w + 1), coef)
+        # (chunk ids, batches, coef): the logits of a group are certified together (at most per_logits chunks); each
+        # batch (first, last, rows of the transposed block incl. the ones row, readouts (r, C, w + 1)) is one
+        # product whose gathered rows (at most _GATHER_BYTES) stay in cache
+        self.groups = []
         for size, ks in by_size.items():
             per_gather = max(1, _GATHER_BYTES // (4 * (size + 1) * self.rows_cap))
-            step = min(per_logits, per_gather)
-            for lo in range(0, len(ks), step):
-                ids = np.asarray(ks[lo : lo + step])
-                idx = np.stack([uniq[k] for k in ids])  # (r, w)
-                idx = np.concatenate([idx, np.full((len(ids), 1), width)], axis=1)
-                wg = np.ascontiguousarray(w_ext[:, idx].transpose(1, 0, 2))  # (r, C, w + 1)
-                self.groups.append((ids, idx, wg, self._coef(size)))
+            for lo in range(0, len(ks), per_logits):
+                ids = np.asarray(ks[lo : lo + per_logits])
+                batches = []
+                for a in range(0, len(ids), per_gather):
+                    part = ids[a : a + per_gather]
+                    idx = np.stack([uniq[k] for k in part])  # (r, w)
+                    idx = np.concatenate([idx, np.full((len(part), 1), width)], axis=1)
+                    wg = np.ascontiguousarray(w_ext[:, idx].transpose(1, 0, 2))  # (r, C, w + 1)
+                    batches.append((a, a + len(part), idx, wg))
+                self.groups.append((ids, batches, self._coef(size)))
 
     @staticmethod
     def _coef(size):
@@ -197,8 +203,9 @@ class _Scratch:
         self.xt = np.empty((plan.width + 1, rows), dtype=np.float32)
         self.xt[plan.width] = 1.0  # the row of ones that carries the bias
         most_chunks = max([len(p[0]) for p in plan.panels] + [len(g[0]) for g in plan.groups] + [1])
+        most_gathered = max([b[2].size for g in plan.groups for b in g[1]] + [1])
         self.logits = np.empty(most_chunks * plan.n_classes * rows, dtype=np.float32)
-        self.gathered = np.empty(max([g[1].size for g in plan.groups] + [1]) * rows, dtype=np.float32)
+        self.gathered = np.empty(most_gathered * rows, dtype=np.float32)
 
 
 def _block_logits_numpy(plan: _Plan, block: np.ndarray, scratch: _Scratch):
@@ -213,13 +220,13 @@ def _block_logits_numpy(plan: _Plan, block: np.ndarray, scratch: _Scratch):
         out = scratch.logits[: stacked.shape[0] * n_b].reshape(stacked.shape[0], n_b)
         np.matmul(stacked, xt, out=out)
         yield ids, out.reshape(plan.n_classes, len(ids), n_b), coef
-    for ids, idx, wg, coef in plan.groups:
-        # one batched product per group: its gathered rows (at most _GATHER_BYTES) stay in cache
-        r, k = idx.shape
-        rows = scratch.gathered[: r * k * n_b].reshape(r * k, n_b)
-        np.take(xt, idx.ravel(), axis=0, out=rows, mode="clip")  # "clip": unbuffered (every index is valid)
-        out = scratch.logits[: r * plan.n_classes * n_b].reshape(r, plan.n_classes, n_b)
-        np.matmul(wg, rows.reshape(r, k, n_b), out=out)
+    for ids, batches, coef in plan.groups:
+        out = scratch.logits[: len(ids) * plan.n_classes * n_b].reshape(len(ids), plan.n_classes, n_b)
+        for a, b, idx, wg in batches:  # one batched product each, its gathered rows in cache
+            r, k = idx.shape
+            rows = scratch.gathered[: r * k * n_b].reshape(r * k, n_b)
+            np.take(xt, idx.ravel(), axis=0, out=rows, mode="clip")  # "clip": unbuffered (every index is valid)
+            np.matmul(wg, rows.reshape(r, k, n_b), out=out[a:b])
         yield ids, out.transpose(1, 0, 2), coef
 
 
@@ -312,7 +319,8 @@ class AccuracyJob:
 
     def work(self) -> float:
         """Estimated multiply-adds of the job (see :class:`redrep.parallel.Pool`)."""
-        per_row = sum(len(p[0]) * p[1].shape[1] for p in self.plan.panels) + sum(g[1].size for g in self.plan.groups)
+        per_row = sum(len(p[0]) * p[1].shape[1] for p in self.plan.panels)
+        per_row += sum(b[2].size for g in self.plan.groups for b in g[1])
         return float(self.features.shape[0]) * self.plan.n_classes * per_row
 
     def tasks(self) -> list[tuple[int, int]]:
