@@ -379,11 +379,13 @@ def _load_pt(path: Path) -> np.ndarray:
 
 
 def _file_backed(arr) -> bool:
-    """Whether ``arr`` is a memory-mapped file or a view of one."""
-    while isinstance(arr, np.ndarray):
+    """Whether ``arr`` is a memory-mapped file or a view of one (``as_strided`` views included)."""
+    for _ in range(64):  # a chain of views; the bound only guards against a cycle
         if isinstance(arr, np.memmap):
             return True
-        arr = arr.base
+        arr = getattr(arr, "base", None)
+        if arr is None:
+            return False
     return False
 
 
