@@ -85,14 +85,27 @@ def test_workers_end_with_their_parent_even_when_it_is_killed(tmp_path):
             list(pool.imap_unordered(("s", i) for i in range(2)))
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env(), stdout=subprocess.PIPE, text=True)
-    workers = [int(proc.stdout.readline()) for _ in range(2)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    lines = [proc.stdout.readline() for _ in range(2)]
+    assert all(line.strip().isdigit() for line in lines), (lines, proc.poll())
+    workers = [int(line) for line in lines]
     proc.kill()
     proc.wait()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
         time.sleep(0.05)
-    assert not any(_alive(pid) for pid in workers)
+    alive = [(pid, _state(pid)) for pid in workers if _alive(pid)]
+    assert not alive, (alive, proc.stderr.read())
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return " ".join(line.strip() for line in f if line.startswith(("State", "PPid")))
+    except FileNotFoundError:
+        return "gone"
 
 
 def _alive(pid: int) -> bool:
