@@ -46,8 +46,6 @@ import threading
 
 import numpy as np
 
-from .validation import check_finite
-
 #: float32 unit roundoff.
 _U32 = 2.0**-24
 #: float64 unit roundoff.
@@ -300,11 +298,22 @@ class AccuracyJob:
     """The chunk accuracies of one set of features, as tasks over blocks of rows (see :mod:`redrep.parallel`).
 
     Parameters are those of :func:`chunk_accuracy`; ``like``, a job of the
-    same readout and chunks whose plan this one shares.
+    same readout and chunks whose plan this one shares; ``check`` False leaves
+    the check for NaN and Inf to another pass over the same rows.
     """
 
     def __init__(
-        self, features, labels, weight, bias, chunks, *, block_rows: int = 8192, name: str = "features", like=None
+        self,
+        features,
+        labels,
+        weight,
+        bias,
+        chunks,
+        *,
+        block_rows: int = 8192,
+        name: str = "features",
+        like=None,
+        check: bool = True,
     ):
         weight = np.ascontiguousarray(weight, dtype=np.float32)
         bias = np.ascontiguousarray(bias, dtype=np.float32)
@@ -315,6 +324,7 @@ class AccuracyJob:
             self.uniq, self.index = _unique_chunks(chunks)
             self.plan = _Plan(weight, bias, self.uniq)
         self.rows = max(1, min(int(block_rows), self.plan.rows_cap))
+        self.check = check
         self._local = threading.local()
 
     def work(self) -> float:
@@ -330,31 +340,22 @@ class AccuracyJob:
 
     def run(self, span) -> tuple[np.ndarray, int]:
         """Correct predictions per distinct chunk in rows ``span = (start, stop)``, and the number of rows."""
+        from .analysis import iter_blocks  # analysis imports this module
+
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = _Scratch(self.plan)
         start, stop = span
         correct = np.zeros(len(self.uniq), dtype=np.int64)
-        for lo in range(start, stop, self.rows):
-            hi = min(stop, lo + self.rows)
-            rows = self.features[lo:hi]  # a view: _block_counts copies the rows once, sorted by label
-            check_finite(rows, self.name, offset=lo)
-            correct += _block_counts(self.plan, rows, self.labels[lo:hi], scratch)
-        _release_rows(self.features, start, stop)
+        # views: _block_counts copies the rows once, sorted by label
+        blocks = iter_blocks(self.features, self.rows, None, self.name, start=start, stop=stop, check=self.check)
+        for lo, rows in blocks:
+            correct += _block_counts(self.plan, rows, self.labels[lo : lo + rows.shape[0]], scratch)
         return correct, stop - start
 
     def accuracies(self, correct: np.ndarray) -> np.ndarray:
         """The accuracy of every chunk given, from the summed counts of :meth:`run` (per distinct chunk)."""
         return correct[self.index] / self.features.shape[0]
-
-
-def _release_rows(features, start: int, stop: int) -> None:
-    """Drop the mapped pages of rows [start, stop) of a memory-mapped ``features`` (resident memory stays flat)."""
-    from .analysis import _page_releaser
-
-    release = _page_releaser(features)
-    if release is not None:
-        release(start, stop)
 
 
 def chunk_accuracy(

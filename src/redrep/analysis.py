@@ -31,6 +31,7 @@ import numpy as np
 from . import _lapack
 from . import metrics as _metrics
 from .accuracy import AccuracyJob, _count_correct_torch, chunk_accuracy  # noqa: F401  (re-exported)
+from .device import resolve_device  # noqa: F401  (the one device decision; re-exported)
 from .parallel import Pool, SharedArrays
 from .validation import (
     RedrepError,
@@ -75,6 +76,7 @@ def iter_blocks(
     reuse: bool = False,
     start: int = 0,
     stop: int | None = None,
+    check: bool = True,
 ):
     """Yield ``(start, block)`` pairs over the rows ``start:stop`` of ``arr``, each block a finite ``dtype`` copy.
 
@@ -83,22 +85,31 @@ def iter_blocks(
     With ``reuse``, every block is a view of one buffer, overwritten by the
     next: a fresh block of many megabytes is a fresh memory mapping, whose
     first touch of every page costs about as much as a float64 product on it.
-    Raises :class:`RedrepError` naming ``name`` and the row on NaN or Inf.
+    With ``dtype=None`` the blocks are views of ``arr`` itself, their pages
+    released once the caller has moved on to the next one. Raises
+    :class:`RedrepError` naming ``name`` and the row on NaN or Inf, unless
+    ``check`` is False (another pass over the same rows checks them).
     """
     n = arr.shape[0] if stop is None else min(stop, arr.shape[0])
     release = _page_releaser(arr)
-    buf = np.empty((max(0, min(n - start, block_rows)),) + arr.shape[1:], dtype=dtype) if reuse else None
+    view = dtype is None
+    buf = np.empty((max(0, min(n - start, block_rows)),) + arr.shape[1:], dtype=dtype) if reuse and not view else None
     for lo in range(start, n, block_rows):
         hi = min(n, lo + block_rows)
-        if buf is None:
+        if view:
+            block = arr[lo:hi]
+        elif buf is None:
             block = np.array(arr[lo:hi], dtype=dtype, copy=True)
         else:
             block = buf[: hi - lo]
             np.copyto(block, arr[lo:hi], casting="unsafe")
-        if release is not None:
+        if release is not None and not view:
             release(lo, hi)
-        check_finite(block, name, offset=lo)
+        if check:
+            check_finite(block, name, offset=lo)
         yield lo, block
+        if release is not None and view:
+            release(lo, hi)
 
 
 def _page_releaser(arr):
@@ -125,17 +136,6 @@ def _page_releaser(arr):
 
 
 # --------------------------------------------------------------------------- accuracy
-def resolve_device(device: str = "auto") -> str:
-    """``"cpu"`` (numpy) or a torch CUDA device name for the chunk accuracies: :func:`redrep.device.resolve_device`.
-
-    ``"auto"`` takes the GPU when one is present, without importing torch on a
-    machine that has none.
-    """
-    from .device import resolve_device as _resolve
-
-    return _resolve(device)
-
-
 # --------------------------------------------------------------------------- regression
 #: Partial sums behind a Gram matrix: at most this many contiguous ranges of rows, a number that depends on the width
 #: only, so that the matrix is the same, bit for bit, whatever the workers that sum them.
@@ -734,7 +734,11 @@ class ChunkAnalysis:
         if self.device_ == "cpu":
             for split in ("train", "test"):
                 jobs[f"accuracy_{split}"] = AccuracyJob(
-                    *acc_args[split], block_rows=block_rows, name=split_names[split], like=jobs.get("accuracy_train")
+                    *acc_args[split],
+                    block_rows=block_rows,
+                    name=split_names[split],
+                    like=jobs.get("accuracy_train"),
+                    check=split not in gram_splits,  # the Gram tasks read the same rows and check them
                 )
         regression = jobs["regression_test"] = RegressionJob(
             width, repset.n_test, [v[0] for v in slots.values()], alpha, self.heldout

@@ -48,6 +48,7 @@ import numpy as np
 
 from . import io
 from .analysis import ChunkAnalysis
+from .device import resolve_device as resolve_local_device  # the one place a sweep resolves a device name
 from .executors import (
     FAILED,
     FINISHED,
@@ -574,16 +575,6 @@ def _run_sweep_locked(config: SweepConfig, out: Path, executor, *, wait, timeout
             f"re-run the same command to resubmit them"
         )
     return result
-
-
-def resolve_local_device(name: str) -> str:
-    """The device the local runs use, resolved once: ``cpu``, ``cuda`` or ``cuda:N`` (checked to exist).
-
-    The one place where a sweep resolves a device name.
-    """
-    from .device import resolve_device
-
-    return resolve_device(name)
 
 
 def collect_sweep(
