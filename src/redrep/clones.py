@@ -17,7 +17,6 @@ definitions and the claim are in ``docs/method.md#claim-clones-across-widths``.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from matplotlib.ticker import FuncFormatter
 from . import io
 from .analysis import ChunkAnalysis, default_chunk_sizes
 from .repset import RepresentationSet
-from .results import load_results, rows_to_csv, write_results
+from .results import csv_to_rows, load_results, rows_to_csv, write_results
 from .summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, fit_power_law, summarize
 from .validation import RedrepError, check_float, check_int
 
@@ -191,27 +190,15 @@ def write_clones_csv(rows, path) -> Path:
 
 def read_clones_csv(path) -> list[dict]:
     """Read ``clones.csv`` back (None for ``nan``); a one-line error when it is not one."""
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or not set(CLONES_COLUMNS) <= set(reader.fieldnames):
-                raise RedrepError(
-                    f"{path}: expected the columns {', '.join(CLONES_COLUMNS)}, found {reader.fieldnames}"
-                )
-            rows = []
-            for lineno, r in enumerate(reader, start=2):
-                try:
-                    row = {k: _num(r[k]) for k in CLONES_COLUMNS}
-                    row["width"], row["seed"] = int(row["width"]), int(row["seed"])
-                except (TypeError, ValueError):
-                    raise RedrepError(f"{path}, line {lineno}: expected numbers or nan, found {dict(r)}") from None
-                if row["wc_star"] is not None:
-                    row["wc_star"] = int(row["wc_star"])
-                rows.append(row)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise RedrepError(f"{path}: could not read it as CSV ({exc})") from None
-    return rows
+
+    def convert(r):
+        row = {k: _num(r[k]) for k in CLONES_COLUMNS}
+        row["width"], row["seed"] = int(row["width"]), int(row["seed"])
+        if row["wc_star"] is not None:
+            row["wc_star"] = int(row["wc_star"])
+        return row
+
+    return csv_to_rows(path, CLONES_COLUMNS, convert, "numbers or nan")
 
 
 def _num(s):

@@ -59,6 +59,31 @@ def rows_to_csv(rows, columns=CSV_COLUMNS, *, missing: str = "") -> str:
     return buf.getvalue()
 
 
+def csv_to_rows(path, columns, convert, expected: str) -> list:
+    """Read a CSV written by :func:`rows_to_csv` back: ``convert(row)`` of every row, in order.
+
+    One-line :class:`RedrepError` when a column of ``columns`` is missing, when
+    ``convert`` raises TypeError or ValueError on a row (``expected`` says what
+    that row should hold, and the line is named) or when the file cannot be
+    read as CSV.
+    """
+    path = Path(path)
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
+                raise RedrepError(f"{path}: expected the columns {', '.join(columns)}, found {reader.fieldnames}")
+            for lineno, r in enumerate(reader, start=2):
+                try:
+                    rows.append(convert(r))
+                except (TypeError, ValueError):
+                    raise RedrepError(f"{path}, line {lineno}: expected {expected}, found {dict(r)}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise RedrepError(f"{path}: could not read it as CSV ({exc})") from None
+    return rows
+
+
 def _fmt(v, missing=""):
     if v is None:
         return missing
@@ -238,34 +263,20 @@ def load_results(path) -> Results:
     if missing:
         raise RedrepError(f"{path}: missing result file(s) {', '.join(missing)} (run `redrep analyze` first)")
     doc = io.read_json_object(json_path)
-    rows = []
-    try:
-        with open(csv_path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or not set(CSV_COLUMNS) <= set(reader.fieldnames):
-                raise RedrepError(
-                    f"{csv_path}: expected the columns {', '.join(CSV_COLUMNS)}, found {reader.fieldnames}"
-                )
-            for lineno, r in enumerate(reader, start=2):
-                try:
-                    rows.append(
-                        {
-                            "metric": r["metric"],
-                            "split": r["split"],
-                            "chunk_size": int(r["chunk_size"]),
-                            "mean": float(r["mean"]),
-                            "std": float(r["std"]),
-                            "sem": float(r["sem"]),
-                            "n": int(r["n"]),
-                        }
-                    )
-                except (TypeError, ValueError):
-                    raise RedrepError(
-                        f"{csv_path}, line {lineno}: expected numbers in chunk_size, mean, std, "
-                        f"sem and n, found {dict(r)}"
-                    ) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise RedrepError(f"{csv_path}: could not read it as CSV ({exc})") from None
+    rows = csv_to_rows(
+        csv_path,
+        CSV_COLUMNS,
+        lambda r: {
+            "metric": r["metric"],
+            "split": r["split"],
+            "chunk_size": int(r["chunk_size"]),
+            "mean": float(r["mean"]),
+            "std": float(r["std"]),
+            "sem": float(r["sem"]),
+            "n": int(r["n"]),
+        },
+        "numbers in chunk_size, mean, std, sem and n",
+    )
     if not rows:
         raise RedrepError(f"{csv_path}: expected result rows, found none")
     return Results(path, rows, doc)
