@@ -30,7 +30,7 @@ from . import io
 from .analysis import ChunkAnalysis, default_chunk_sizes
 from .repset import RepresentationSet
 from .results import csv_to_rows, load_results, rows_to_csv, write_results
-from .summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, fit_power_law, summarize
+from .summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, check_reading_config, fit_power_law, summarize
 from .validation import RedrepError, check_float, check_int
 
 CLONES_CSV = "clones.csv"
@@ -66,9 +66,7 @@ class CloneConfig:
     r2_min: float = R2_MIN
 
     def validated(self) -> CloneConfig:
-        check_int(self.acc_rep, "acc_rep", min_value=1)
-        check_int(self.r2_rep, "r2_rep", min_value=1)
-        check_int(self.seed, "seed", min_value=0)
+        check_reading_config(self)
         if self.narrow_below is not None:
             check_int(self.narrow_below, "narrow_below", min_value=1)
         for name in ("narrow_acc_rep", "narrow_r2_rep"):
@@ -77,8 +75,6 @@ class CloneConfig:
                 check_int(v, name, min_value=1)
                 if self.narrow_below is None:
                     raise RedrepError(f"{name}: given without narrow_below, the width below which it applies")
-        check_float(self.train_error_max, "train_error_max", min_value=0.0, max_value=1.0)
-        check_float(self.r2_min, "r2_min", max_value=1.0)
         return self
 
     def reps(self, width: int) -> tuple[int, int]:

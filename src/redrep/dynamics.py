@@ -34,8 +34,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from . import io
 from .analysis import ChunkAnalysis
 from .results import load_results, rows_to_csv, write_results
-from .summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, summarize
-from .validation import RedrepError, check_float, check_int
+from .summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, check_reading_config, summarize
+from .validation import RedrepError, check_int
 
 DYNAMICS_DIR = "dynamics"
 DYNAMICS_CSV = "dynamics.csv"
@@ -65,12 +65,8 @@ class DynamicsConfig:
     r2_min: float = R2_MIN
 
     def validated(self) -> DynamicsConfig:
-        check_int(self.acc_rep, "acc_rep", min_value=1)
-        check_int(self.r2_rep, "r2_rep", min_value=1)
-        check_int(self.seed, "seed", min_value=0)
+        check_reading_config(self)
         check_int(self.batch_size, "batch_size", min_value=1)
-        check_float(self.train_error_max, "train_error_max", min_value=0.0, max_value=1.0)
-        check_float(self.r2_min, "r2_min", max_value=1.0)
         return self
 
     def params(self) -> dict:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import metrics as _metrics
-from .validation import RedrepError, check_float
+from .validation import RedrepError, check_float, check_int
 
 #: Default thresholds of the critical chunk size.
 TRAIN_ERROR_MAX = 0.0
@@ -35,6 +35,15 @@ PAPER_EXPONENT = -0.5
 EXPONENT_UNRESOLVED_SE = 0.5
 #: Slack on the comparisons, so that a mean written to CSV and read back still compares as computed.
 _TOL = 1e-12
+
+
+def check_reading_config(config) -> None:
+    """Check the fields that every analysis-and-reading config shares: acc_rep, r2_rep, seed and the thresholds."""
+    check_int(config.acc_rep, "acc_rep", min_value=1)
+    check_int(config.r2_rep, "r2_rep", min_value=1)
+    check_int(config.seed, "seed", min_value=0)
+    check_float(config.train_error_max, "train_error_max", min_value=0.0, max_value=1.0)
+    check_float(config.r2_min, "r2_min", max_value=1.0)
 
 
 @dataclass(frozen=True)
