@@ -153,7 +153,7 @@ def gram_parts(width: int) -> int:
 GRAM_BLOCK_BYTES = 8 * 2**20
 
 
-def gram_shift(features, block_rows: int = 8192, name: str = "features") -> np.ndarray:
+def gram_shift(features, block_rows: int = 8192) -> np.ndarray:
     """The mean of the first block of rows: every block is shifted by it before its products are summed."""
     return np.mean(features[:block_rows], axis=0, dtype=np.float64)
 
@@ -214,7 +214,7 @@ def gram_matrix(features, *, block_rows: int = 8192, name: str = "features", pro
     workers of :class:`ChunkAnalysis` sum them, so both give the same matrix.
     """
     n = features.shape[0]
-    shift = gram_shift(features, block_rows, name)
+    shift = gram_shift(features, block_rows)
     parts = []
     for span in gram_ranges(n, gram_parts(features.shape[1])):
         parts.append(gram_part(features, span, shift, block_rows=block_rows, name=name))
@@ -232,7 +232,7 @@ class GramJob:
 
     def __init__(self, features, *, block_rows: int = 8192, name: str = "features"):
         self.features, self.block_rows, self.name = features, block_rows, name
-        self.shift = gram_shift(features, block_rows, name)
+        self.shift = gram_shift(features, block_rows)
         width = features.shape[1]
         self.spans = gram_ranges(features.shape[0], gram_parts(width))
         self.shared = SharedArrays({f"part{k}": (width, width) for k in range(len(self.spans))})
@@ -750,7 +750,7 @@ class ChunkAnalysis:
             if self.device_ == "cpu":
                 first += [(f"accuracy_{s}", span) for s in ("train", "test") for span in jobs[f"accuracy_{s}"].tasks()]
             reg_tasks = [("regression_test", b) for b in regression.tasks(pool.n)]
-            gram_parts = {s: {} for s in gram_splits}
+            gram_totals = {s: {} for s in gram_splits}  # column sums of the Gram tasks, by task
             correct = {s: 0 for s in ("train", "test")}
             stats = np.empty((4, len(sizes), r2_rep))
             with _bar(self.progress, len(first) + len(reg_tasks), "chunk analysis", "tasks") as bar:
@@ -759,16 +759,16 @@ class ChunkAnalysis:
                     name, payload = first[i]
                     job, split = name.split("_")
                     if job == "gram":
-                        gram_parts[split][payload] = result
+                        gram_totals[split][payload] = result
                     else:
                         correct[split] = correct[split] + result[0]
                     bar.update(1)
                     if reg_stream is None and all(
-                        len(gram_parts[s]) == len(jobs[f"gram_{s}"].tasks()) for s in gram_splits
+                        len(gram_totals[s]) == len(jobs[f"gram_{s}"].tasks()) for s in gram_splits
                     ):
-                        grams = {s: jobs[f"gram_{s}"].combine(gram_parts[s]) for s in gram_splits}
+                        grams = {s: jobs[f"gram_{s}"].combine(gram_totals[s]) for s in gram_splits}
                         regression.prepare(grams["test"], grams.get("train"))
-                        del grams, gram_parts
+                        del grams, gram_totals
                         reg_stream = pool.imap_unordered(reg_tasks)
                 for _, batch in reg_stream:
                     for i_r, s, r2_ho in batch:
