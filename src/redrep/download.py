@@ -38,7 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from . import __version__, io
-from .fetch import CHUNK_BYTES, check_url, download_file, file_md5, file_sha256, file_size, part_path, write_error
+from .fetch import CHUNK_BYTES, check_url, download_file, file_md5, file_sha256, file_size, part_path
+from .io import write_error
 from .repset import AUTHORS_ENSEMBLE_FILE, AUTHORS_FILES, AUTHORS_SUBDIR, RepresentationSet
 from .validation import RedrepError, check_float, check_int, exception_line
 

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import __version__, io
+from . import __version__
+from .io import write_error
 from .validation import RedrepError
 
 CHUNK_BYTES = 1 << 20
@@ -65,11 +66,7 @@ def part_path(dest) -> Path:
 
 
 class _Transient(Exception):
-    """A failure worth retrying; ``str`` is the one-line reason, ``gained`` whether data arrived first."""
-
-    def __init__(self, reason: str, gained: bool = False):
-        super().__init__(reason)
-        self.gained = gained
+    """A failure worth retrying; ``str`` is the one-line reason."""
 
 
 def download_file(
@@ -258,7 +255,7 @@ def _attempt(opener, url, part, size, limit, connect_timeout, progress, desc) ->
                     block = response.read1(CHUNK_BYTES)  # what has arrived: keeps data sent before a reset
                 except (http.client.HTTPException, OSError) as exc:
                     where = f"after {offset + received} bytes"
-                    raise _Transient(f"connection lost {where} ({_reason(exc)})", received > 0) from None
+                    raise _Transient(f"connection lost {where} ({_reason(exc)})") from None
                 if not block:
                     break
                 if limit is not None and offset + received + len(block) > limit:
@@ -277,7 +274,7 @@ def _attempt(opener, url, part, size, limit, connect_timeout, progress, desc) ->
         if length is not None and received < length:
             # http.client returns b"" rather than raising when the peer closes early
             where = f"after {offset + received} of {offset + length} bytes"
-            raise _Transient(f"connection closed {where}", received > 0)
+            raise _Transient(f"connection closed {where}")
     return True
 
 
@@ -342,11 +339,6 @@ def _connection_error(url: str, reason) -> Exception:
     if isinstance(reason, str):
         return _Transient(f"network unreachable ({reason})")
     return _Transient(f"network unreachable ({_reason(reason)})")
-
-
-def write_error(exc: OSError, path) -> RedrepError:
-    """A one-line error for a failed write: 'no space left' said as such (see :func:`redrep.io.write_error`)."""
-    return io.write_error(exc, path)
 
 
 # ---------------------------------------------------------------------- utils

@@ -104,14 +104,6 @@ def fmt_number(v, digits: int = 6) -> str:
     return f"{v:.{digits}g}"
 
 
-def html_table(header, rows, *, left_cols=(0,), row_classes=None) -> str:
-    """An HTML table (the ``table`` macro of ``macros.html``); cells are escaped, numbers formatted."""
-    tpl = _environment().from_string(
-        '{% import "macros.html" as ui %}{{ ui.table(header, rows, left=left, classes=classes) }}'
-    )
-    return Markup(tpl.render(header=list(header), rows=[list(r) for r in rows], left=left_cols, classes=row_classes))
-
-
 def image_data_uri(image) -> str:
     """A data URI for a Figure (rendered as PNG), PNG/SVG bytes, or a (mime, bytes) pair."""
     if isinstance(image, Figure):
@@ -310,20 +302,17 @@ def write_report(
     train_error_max, r2_min : thresholds of ``w_c*`` when ``summary`` is absent
     """
     out_path = Path(out_path) if out_path is not None else Path(results.path) / REPORT_NAME
-    text = render_page(
-        "report.html",
-        **report_context(
-            results,
-            curves=curves,
-            summary=summary,
-            figures=figures,
-            extra_figures=extra_figures,
-            sections=sections,
-            lead_sections=lead_sections,
-            title=title,
-            train_error_max=train_error_max,
-            r2_min=r2_min,
-        ),
+    text = render_report(
+        results,
+        curves=curves,
+        summary=summary,
+        figures=figures,
+        extra_figures=extra_figures,
+        sections=sections,
+        lead_sections=lead_sections,
+        title=title,
+        train_error_max=train_error_max,
+        r2_min=r2_min,
     )
     io.write_text(out_path, text)
     return out_path
