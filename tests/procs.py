@@ -85,3 +85,12 @@ def fill_disk(path: Path, leave_bytes: int) -> Path:
 def free_bytes(path: Path) -> int:
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` is still running (a zombie has ended; only its parent's bookkeeping is left)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:  # gone, or gone while being read (ESRCH)
+        return False
+    return state not in ("Z", "X")

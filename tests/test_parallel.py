@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import redrep.parallel as parallel
-from procs import env
+from procs import alive, env
 from redrep.analysis import ChunkAnalysis, GramJob, gram_matrix
 from redrep.parallel import Pool, SharedArrays
 from redrep.validation import RedrepError
@@ -94,26 +94,18 @@ def test_workers_end_with_their_parent_even_when_it_is_killed(tmp_path):
     proc.kill()
     proc.wait()
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+    while time.monotonic() < deadline and any(alive(pid) for pid in workers):
         time.sleep(0.05)
-    alive = [(pid, _state(pid)) for pid in workers if _alive(pid)]
-    assert not alive, (alive, proc.stderr.read())
+    survivors = [(pid, _state(pid)) for pid in workers if alive(pid)]
+    assert not survivors, (survivors, proc.stderr.read())
 
 
 def _state(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/status") as f:
             return " ".join(line.strip() for line in f if line.startswith(("State", "PPid")))
-    except FileNotFoundError:
+    except OSError:  # gone, or gone while being read (ESRCH)
         return "gone"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_gram_tasks_sum_to_the_serial_gram_matrix_bit_for_bit():

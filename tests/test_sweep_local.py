@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from procs import alive
 from redrep.executors import FAILED, FINISHED, LocalExecutor, RunTask, local_devices
 
 
@@ -115,14 +116,6 @@ def _children(pid: int) -> set[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")  # a zombie has ended; only its parent's bookkeeping is left
-
-
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the workers")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_workers_die_with_their_driver(tmp_path, sig):
@@ -133,7 +126,7 @@ def test_workers_die_with_their_driver(tmp_path, sig):
     try:
         t0 = time.monotonic()
         while time.monotonic() - t0 < 60 and len(workers) < 2:
-            workers = {p for p in _children(driver.pid) if _alive(p)}
+            workers = {p for p in _children(driver.pid) if alive(p)}
             if driver.poll() is not None:
                 pytest.fail(f"the driver ended early: {driver.stderr.read().decode()[-2000:]}")
             time.sleep(0.2)
@@ -144,15 +137,15 @@ def test_workers_die_with_their_driver(tmp_path, sig):
         driver.send_signal(sig)
         driver.wait(timeout=30)
         t1 = time.monotonic()
-        while time.monotonic() - t1 < 10 and any(_alive(p) for p in workers):
+        while time.monotonic() - t1 < 10 and any(alive(p) for p in workers):
             time.sleep(0.1)
-        assert not [p for p in workers if _alive(p)], "workers survived their driver"
+        assert not [p for p in workers if alive(p)], "workers survived their driver"
     finally:
         if driver.poll() is None:
             driver.kill()
             driver.wait()
         for p in workers:  # should they have survived, this test does not leave them behind
-            if _alive(p):
+            if alive(p):
                 os.kill(p, signal.SIGKILL)
 
 
@@ -174,7 +167,7 @@ def test_waiting_has_a_timeout_and_stops_the_workers(tmp_path):
         run_sweep(tiny(jobs=2), tmp_path / "s", executor=ex, timeout=2, log=lambda _m: None)
     assert time.monotonic() - t0 < 30
     pids = [int(p.read_text()) for p in (tmp_path / "s" / "runs").glob("*/pid")]
-    assert pids and not [p for p in pids if _alive(p)]
+    assert pids and not [p for p in pids if alive(p)]
 
 
 def test_a_gpu_that_is_not_there_is_one_line(monkeypatch):

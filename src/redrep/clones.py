@@ -29,7 +29,7 @@ from matplotlib.ticker import FuncFormatter
 from . import io
 from .analysis import ChunkAnalysis, default_chunk_sizes
 from .repset import RepresentationSet
-from .results import csv_to_rows, load_results, rows_to_csv, write_results
+from .results import clean_nan, csv_to_rows, load_results, rows_to_csv, write_results
 from .summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, check_reading_config, fit_power_law, summarize
 from .validation import RedrepError, check_float, check_int
 
@@ -429,14 +429,10 @@ def section_html(result: CloneResult) -> str:
             "clones_section.html",
             reading=result.reading,
             figure=result.figure,
-            table=[replace_nan(t) for t in result.growth.table],
+            table=clean_nan(result.growth.table),
             csv_name=CLONES_CSV,
         )
     )
-
-
-def replace_nan(d: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
 __all__ = [

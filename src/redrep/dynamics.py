@@ -22,7 +22,6 @@ call resumes. The claim it tests: ``docs/method.md#claim-regularization``.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from . import io
 from .analysis import ChunkAnalysis
-from .results import load_results, rows_to_csv, write_results
+from .results import csv_to_rows, load_results, rows_to_csv, write_results
 from .summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, check_reading_config, summarize
 from .validation import RedrepError, check_int
 
@@ -225,7 +224,7 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
                 r2_rep=config.r2_rep,
                 random_state=config.seed,
                 progress=False,
-                device=config.device,
+                device=dev,
             ).fit(rs)
             extra = {"dynamics": {"epoch": epoch, "params": params, "stamp": stamp, "model": source}}
             write_results(an, rs, folder, extra={**extra, "run": str(run_dir)})
@@ -290,19 +289,20 @@ def _run_error_inf(run_dir: Path):
 
 def read_dynamics_csv(path) -> list[dict]:
     """dynamics.csv read back, numbers as int and float."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return [
-            {
-                "epoch": int(r["epoch"]),
-                "metric": r["metric"],
-                "split": r["split"],
-                "chunk_size": int(r["chunk_size"]),
-                "mean": float(r["mean"]),
-                "sem": float(r["sem"]),
-                "n": int(r["n"]),
-            }
-            for r in csv.DictReader(f)
-        ]
+    return csv_to_rows(
+        path,
+        DYNAMICS_COLUMNS,
+        lambda r: {
+            "epoch": int(r["epoch"]),
+            "metric": r["metric"],
+            "split": r["split"],
+            "chunk_size": int(r["chunk_size"]),
+            "mean": float(r["mean"]),
+            "sem": float(r["sem"]),
+            "n": int(r["n"]),
+        },
+        "numbers in epoch, chunk_size, mean, sem and n",
+    )
 
 
 # --------------------------------------------------------------------------- reading, figure, page

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import io
-from .parallel import die_with_parent
+from .parallel import die_with_parent, stop_process_pool
 from .validation import RedrepError, exception_line
 
 #: Written into a run folder by the run itself once trained and extracted: its final metrics.
@@ -246,10 +246,7 @@ class LocalExecutor:
     def shutdown(self) -> None:
         if self._pool is not None:
             # the workers of cancelled runs end here; a run in progress keeps its last checkpoint
-            for p in list(getattr(self._pool, "_processes", {}).values()):
-                if p.is_alive():
-                    p.kill()
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            stop_process_pool(self._pool)
             self._pool = None
 
 

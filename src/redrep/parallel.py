@@ -119,6 +119,14 @@ def _call(args):
     return i, time.perf_counter() - t0, result
 
 
+def stop_process_pool(executor: ProcessPoolExecutor) -> None:
+    """Stop a process pool now: queued tasks are dropped, workers still running are killed (SIGKILL)."""
+    for proc in list((getattr(executor, "_processes", None) or {}).values()):
+        if proc.is_alive():
+            proc.kill()
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
 def _finished(futures):
     """The results of ``futures`` as they finish; a dead worker process becomes a one-line error."""
     try:
@@ -227,13 +235,7 @@ class Pool:
         """End the workers; tasks still queued are dropped and processes still running are killed."""
         executor, self._executor = self._executor, None
         if isinstance(executor, ProcessPoolExecutor):
-            processes = list((getattr(executor, "_processes", None) or {}).values())
-            executor.shutdown(wait=False, cancel_futures=True)
-            for proc in processes:  # every result is in, or the analysis is being abandoned
-                if proc.is_alive():
-                    proc.kill()
-            for proc in processes:
-                proc.join()
+            stop_process_pool(executor)  # every result is in, or the analysis is being abandoned
         elif executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
             self._limits.restore_original_limits()

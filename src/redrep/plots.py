@@ -18,6 +18,7 @@ directly (no pyplot, no global state), so plotting works headless and in threads
 from __future__ import annotations
 
 import io as _stdio
+import itertools
 import math
 from pathlib import Path
 
@@ -309,7 +310,7 @@ def _panel_c(ax, curves: ChunkCurves, summary: Summary):
     xlim = _xlim(xs)
     span = _shade(ax, summary, xlim[1])
     ax2 = ax.twinx()
-    handles, extra = [], iter(_CYCLE * 4)
+    handles, extra = [], itertools.cycle(_CYCLE)
     left_vals, right_vals = [], []
     for m, c in placed:
         style = dict(_STYLES_C.get(m.curve) or next(extra))

@@ -113,7 +113,7 @@ def read_result_array(path, name: str, split: str = "test") -> np.ndarray:
     """
     path = Path(path)
     m = _metrics.by_key().get((name, split))
-    candidates = [f"{name}_{split}.npy"] + ([m.authors_file] if m is not None and m.authors_file else [])
+    candidates = result_file_names(m, authors=True) if m is not None else [f"{name}_{split}.npy"]
     for cand in candidates:
         f = path / cand
         if f.is_file():
@@ -179,7 +179,7 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
                     np.save(tmp / name, arr, allow_pickle=False)
                 (tmp / CSV_NAME).write_text(rows_to_csv(analysis.to_rows()), encoding="utf-8")
                 io.crash_point("results:half-written")
-                io.write_json(tmp / JSON_NAME, _clean_nan(doc))
+                io.write_json(tmp / JSON_NAME, clean_nan(doc))
                 io.crash_point("results:before-swap")
         except OSError as exc:
             raise io.write_error(exc, out_dir) from None
@@ -204,13 +204,14 @@ def thread_info() -> dict:
     return out
 
 
-def _clean_nan(obj):
+def clean_nan(obj):
+    """``obj`` with every non-finite float, in dicts and lists at any depth, replaced by None (for JSON)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _clean_nan(v) for k, v in obj.items()}
+        return {k: clean_nan(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean_nan(v) for v in obj]
+        return [clean_nan(v) for v in obj]
     return obj
 
 
@@ -250,7 +251,7 @@ class Results:
     def update_json(self, **keys) -> None:
         """Add keys to ``results.json`` (atomically)."""
         self.doc.update(keys)
-        io.write_json(self.path / JSON_NAME, _clean_nan(self.doc))
+        io.write_json(self.path / JSON_NAME, clean_nan(self.doc))
 
 
 def load_results(path) -> Results:

@@ -66,7 +66,7 @@ from .executors import (
 from .repset import NATIVE_META, RepresentationSet
 from .results import load_results, rows_to_csv, write_results
 from .summary import EXPONENT_UNRESOLVED_SE
-from .train import PAPER_CHECKPOINT_EPOCHS, RESUME_FREE_FIELDS, TrainConfig
+from .train import PAPER_CHECKPOINT_EPOCHS, RESUME_FREE_FIELDS, TrainConfig, config_differences
 from .validation import RedrepError, check_float, check_int
 
 SWEEP_FILE = "sweep.json"
@@ -173,15 +173,8 @@ class SweepConfig:
 
     def differences(self, other: SweepConfig) -> list[str]:
         """What ``other`` changes that a resumed sweep cannot (widths may grow; devices may change)."""
-        diffs = [
-            f"{k}: {getattr(self, k)!r} -> {getattr(other, k)!r}"
-            for k in ("seeds",)
-            if k not in RESUME_FREE and getattr(self, k) != getattr(other, k)
-        ]
-        a, b = self.train.to_dict(), other.train.to_dict()
-        free = set(RESUME_FREE_FIELDS) | set(PER_RUN_FIELDS)
-        diffs += [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in free and a[k] != b.get(k)]
-        return diffs
+        diffs = [f"seeds: {self.seeds!r} -> {other.seeds!r}"] if self.seeds != other.seeds else []
+        return diffs + config_differences(self.train, other.train, ignore=(*RESUME_FREE_FIELDS, *PER_RUN_FIELDS))
 
 
 def run_name(width: int, seed: int) -> str:
@@ -668,7 +661,7 @@ def collect_sweep(
     reading = sweep_reading(table, error_inf, summary, widest) + clones.reading[-1:]
     if missing:
         reading.append(f"Left out because they did not finish: {', '.join(missing)}.")
-    doc = _write_state(
+    _write_state(
         out,
         config,
         state,
@@ -696,7 +689,6 @@ def collect_sweep(
             "collect": round(time.perf_counter() - t_start, 2),
         },
     )
-    del doc
     report = write_sweep_report(
         main_results,
         out / "report.html",

@@ -464,7 +464,7 @@ def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | 
     Writes ``config.json`` first (atomically), then the metrics log as the
     checkpoint has it, so that a kill at any point leaves a resumable folder.
     """
-    device = torch.device(_resolve_device_name(config.device if device is None else device))
+    device = resolve_device(config.device if device is None else device)
     amp_dtype = resolve_amp(config.amp, device)
     dataset = load_dataset(config.dataset, config.data_dir)
     if config.train_subset is not None:

@@ -71,7 +71,7 @@ def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, bloc
     a tidy results.csv and results.json.
     """
     t0 = time.perf_counter()
-    device = resolve_device(device)  # once, before any work
+    device = resolve_device(device)  # checked before any work (fit takes the resolved name as it is)
     if repr_dir is not None:
         repset = RepresentationSet.load(repr_dir)
         out_dir = out if out is not None else repr_dir / "results"
