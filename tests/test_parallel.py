@@ -78,7 +78,7 @@ def test_workers_end_with_their_parent_even_when_it_is_killed(tmp_path):
 
         class Sleep:
             def run(self, _):
-                print(os.getpid(), flush=True)
+                os.write(1, f"{os.getpid()}\\n".encode())  # one write: the two workers' lines never interleave
                 time.sleep(120)
 
         with Pool({"s": Sleep()}, 2, processes=True) as pool:
