@@ -13,7 +13,8 @@ STAMP := $(VENV)/.redrep-installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# setup.py and the C sources: the compiled fast pass of the accuracies is rebuilt when they change
+$(STAMP): pyproject.toml Makefile setup.py src/redrep/_fastpass.c src/redrep/_fastpass_body.h
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
@@ -24,8 +25,8 @@ demo: $(STAMP)
 	$(BIN)/redrep demo --out demo_output
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks setup.py
+	$(BIN)/ruff format --check src tests benchmarks setup.py
 
 test: lint
 	$(BIN)/python -m pytest -q

@@ -207,26 +207,35 @@ def _timed(f) -> float:
 def cost_model(n_train, n_test, width, n_classes, acc_rep, r2_rep) -> dict:
     """Multiply-adds of each part of `redrep analyze` with default chunk sizes, as the implementation does them.
 
-    accuracies: N C acc_rep sum_w (w + 1) for chunks of at most W/4 neurons (gathered), (W + 1) for larger
-    ones (masked product; the chunk of all W neurons once), in float32. regression: per chunk a Cholesky
+    accuracies, float32: N C acc_rep sum_w (w + 1) with the compiled fast pass (each chunk its own terms and
+    the bias; the chunk of all W neurons once); with the numpy one, (W + 1) instead of (w + 1) for chunks of
+    more than W/4 neurons (masked product). regression: per chunk a Cholesky
     w^3/3, four triangular solves W w^2 and a rank-2w update W^2 w, in float64.
     gram: N_test W^2 / 2 (one triangle), float64.
     """
     sizes = sorted({width >> i for i in range(width.bit_length())})
     n = n_train + n_test
-    per_sample = sum((1 if w == width else acc_rep) * ((w + 1) if 4 * w <= width else (width + 1)) for w in sizes)
-    useful = sum((1 if w == width else acc_rep) * w for w in sizes)
+    masked = sum((1 if w == width else acc_rep) * ((w + 1) if 4 * w <= width else (width + 1)) for w in sizes)
+    own = sum((1 if w == width else acc_rep) * (w + 1) for w in sizes)
     reg = sum((1 if w == width else r2_rep) * (w**3 / 3 + 4 * width * w**2 + width**2 * w) for w in sizes)
     return {
-        "accuracies": n * n_classes * per_sample,
-        "accuracies_useful": n * n_classes * useful,
+        "accuracies_numpy": n * n_classes * masked,
+        "accuracies_compiled": n * n_classes * own,
         "regression": reg,
         "gram": n_test * width**2 / 2,
     }
 
 
-def print_cost_model(cost: dict, timings: dict, peak: dict, n_train, n_test, width, n_classes, acc_rep, r2_rep):
+def print_cost_model(
+    cost: dict, timings: dict, peak: dict, n_train, n_test, width, n_classes, acc_rep, r2_rep, accuracy_pass="numpy"
+):
     f32, f64 = peak["float32"], peak["float64"]
+    if accuracy_pass.startswith("compiled"):
+        acc_cost = cost["accuracies_compiled"]
+        acc_model = "N*C*acc_rep*sum_w (w+1)"
+    else:
+        acc_cost = cost["accuracies_numpy"]
+        acc_model = "N*C*acc_rep*sum_w (w+1 if w <= W/4 else W+1)"
     n = n_train + n_test
     acc_t = timings.get("accuracy_train", 0) + timings.get("accuracy_test", 0)
     gram = (
@@ -240,10 +249,9 @@ def print_cost_model(cost: dict, timings: dict, peak: dict, n_train, n_test, wid
     print(f"machine: float32 products {f32 / 1e9:.0f} GFMA/s, float64 {f64 / 1e9:.0f} GFMA/s (all cores, measured now)")
     print(
         f"cost model (N={n}, W={width}, C={n_classes}, acc-rep {acc_rep}, r2-rep {r2_rep}), one line per part:\n"
-        f"  accuracies: N*C*acc_rep*sum_w min(w+1, W+1) = {cost['accuracies'] / 1e9:.1f} G float32 multiply-adds "
-        f"({cost['accuracies_useful'] / 1e9:.1f} G if every chunk cost only its own size): "
-        f"{cost['accuracies'] / f32:.2f} s at the measured peak, {acc_t:.2f} s measured "
-        f"({100 * cost['accuracies'] / f32 / max(acc_t, 1e-9):.0f}% of peak)\n"
+        f"  accuracies ({accuracy_pass} fast pass): {acc_model} = {acc_cost / 1e9:.1f} G float32 multiply-adds: "
+        f"{acc_cost / f32:.2f} s at numpy's measured peak, {acc_t:.2f} s measured "
+        f"({100 * acc_cost / f32 / max(acc_t, 1e-9):.0f}% of that peak)\n"
         f"{gram}\n"
         f"  regression: r2_rep*sum_w (w^3/3 + 4*W*w^2 + W^2*w) = {cost['regression'] / 1e9:.1f} G float64: "
         f"{cost['regression'] / f64:.2f} s at peak, {timings.get('regression_test', float('nan')):.2f} s measured\n"
@@ -256,6 +264,11 @@ def read_timings(results_dir: Path) -> dict:
     if not found:
         return {}
     return json.loads(found[0].read_text()).get("timings_s", {})
+
+
+def read_accuracy_pass(results_dir: Path) -> str:
+    found = sorted(results_dir.rglob("results.json"))
+    return json.loads(found[0].read_text()).get("accuracy_pass", "numpy") if found else "numpy"
 
 
 def read_workers(results_dir: Path) -> int:
@@ -283,7 +296,18 @@ def bench_speed(work: Path, width=512, run_baseline=None):
         f"{t_ours - sum(v for k, v in timings.items() if k != 'total'):.2f} s"
     )
     peak = matmul_throughput()
-    print_cost_model(cost_model(50000, 10000, width, 10, 100, 40), timings, peak, 50000, 10000, width, 10, 100, 40)
+    print_cost_model(
+        cost_model(50000, 10000, width, 10, 100, 40),
+        timings,
+        peak,
+        50000,
+        10000,
+        width,
+        10,
+        100,
+        40,
+        read_accuracy_pass(data / "results"),
+    )
     if run_baseline is None:
         run_baseline = width == 512
     if not run_baseline:
@@ -363,10 +387,12 @@ def bench_scaling(work: Path):
         acc_t = t.get("accuracy_train", 0) + t.get("accuracy_test", 0)
         reg_t = t.get("gram_test", 0) + t.get("gram_train", 0) + t.get("regression_test", 0)
         cost = cost_model(n_train, n_test, width, n_classes, acc_rep, r2_rep)
+        compiled = read_accuracy_pass(out).startswith("compiled")
+        acc_cost = cost["accuracies_compiled" if compiled else "accuracies_numpy"]
         print(
             f"| {axis} | {n_train + n_test:,} | {width} | {n_classes} | {acc_rep} | {r2_rep} | {dt:.1f} | {acc_t:.1f} "
-            f"| {reg_t:.1f} | {gb:.2f} | {cost['accuracies'] / 1e9:.0f} "
-            f"| {100 * cost['accuracies'] / peak['float32'] / max(acc_t, 1e-9):.0f}% |",
+            f"| {reg_t:.1f} | {gb:.2f} | {acc_cost / 1e9:.0f} "
+            f"| {100 * acc_cost / peak['float32'] / max(acc_t, 1e-9):.0f}% |",
             flush=True,
         )
         shutil.rmtree(out, ignore_errors=True)

@@ -15,6 +15,26 @@ from redrep.validation import RedrepError
 from repsets import random_set
 
 
+def _kernel_params():
+    """The fast passes this machine runs: each level of the compiled one, and the numpy one."""
+    lib = acc_mod.fastpass_library()
+    if lib is None:
+        return ["numpy"]
+    best = lib.redrep_fastpass_level()
+    return [f"fused-v{level}" if level else "fused-base" for level in (4, 3, 0) if level <= best] + ["numpy"]
+
+
+@pytest.fixture(params=_kernel_params(), autouse=True)
+def kernel(request, monkeypatch):
+    """Every test of this module runs with each fast pass (forked workers inherit the choice)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(acc_mod, "fastpass_library", lambda: None)
+    else:
+        level = {"fused-v4": 4, "fused-v3": 3, "fused-base": 0}[request.param]
+        monkeypatch.setattr(acc_mod, "FASTPASS_LEVEL", level)
+    return request.param
+
+
 def round32(q: Fraction) -> np.float32:
     """``q`` rounded to the nearest float32, ties to even: the float32 neighbours compared exactly."""
     f = np.float32(float(q))
@@ -223,3 +243,70 @@ def test_non_finite_features_are_named():
     X[33, 2] = np.nan
     with pytest.raises(RedrepError, match=r"features_train.*33"):
         chunk_accuracy(X, rs.labels_train, rs.weight, rs.bias, [np.arange(4)], block_rows=10, name="features_train")
+
+
+def numpy_counts(X, y, weight, bias, chunks, monkeypatch, **kw):
+    """The counts of the numpy fast pass, whatever the test's own pass."""
+    with monkeypatch.context() as m:
+        m.setattr(acc_mod, "fastpass_library", lambda: None)
+        return counts_of(X, y, weight, bias, chunks, **kw)
+
+
+@pytest.mark.parametrize("n_classes", [1, 2, 10, 12, 13, 25, 40])
+def test_every_class_count_matches_the_numpy_pass(n_classes, monkeypatch, kernel):
+    """Up to 12 classes the compiled pass keeps all logits in registers; above, it sums them in tiles."""
+    rs = random_set(7, n_train=700, width=48, n_classes=n_classes)
+    rng = np.random.default_rng(n_classes)
+    chunks = some_chunks(rng, 48, (1, 2, 7, 12, 24, 48), reps=4)
+    X = rs.features_train.copy()
+    X[X < 2.0] = 0.0  # zero rows and exact ties between biases
+    X[::9] = 0.0
+    bias = rs.bias.copy()
+    bias[n_classes // 2] = bias[0]
+    y = rs.labels_train
+    got = counts_of(X, y, rs.weight, bias, chunks, block_rows=45)  # blocks that end inside a tile
+    np.testing.assert_array_equal(got, numpy_counts(X, y, rs.weight, bias, chunks, monkeypatch))
+    if n_classes == 1:
+        assert np.all(got == len(y))
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    x=st.lists(st.lists(_DYADIC, min_size=6, max_size=6), min_size=1, max_size=40),
+    n_classes=st.integers(1, 15),
+    seed=st.integers(0, 2**16),
+)
+def test_dyadic_sets_with_any_number_of_classes(x, n_classes, seed):
+    """Exact float32 arithmetic: ties everywhere, decided as argmax decides them, for 1 to 15 classes."""
+    rng = np.random.default_rng(seed)
+    X = np.array(x, dtype=np.float32)
+    weight = rng.choice(np.array([0.0, 1.0, -1.0, 0.5, 2.0], dtype=np.float32), size=(n_classes, 6))
+    bias = rng.choice(np.array([0.0, 0.25, -0.5], dtype=np.float32), size=n_classes)
+    y = rng.integers(0, n_classes, len(X))
+    chunks = some_chunks(rng, 6, (1, 2, 4, 6), reps=2)
+    got = counts_of(X, y, weight, bias, chunks, block_rows=int(rng.integers(1, 40)))
+    np.testing.assert_array_equal(got, float32_counts(X, y, weight, bias, chunks))
+
+
+def test_more_undecided_pairs_than_room(kernel):
+    """A block whose undecided pairs overflow the room for them is counted again with more room."""
+    rng = np.random.default_rng(8)
+    X = np.zeros((300, 8), dtype=np.float32)  # every logit is the bias: all pairs tie exactly
+    X[::3] = 1.0
+    weight = rng.choice(np.array([0.0, 1.0], dtype=np.float32), size=(3, 8))
+    bias = np.zeros(3, dtype=np.float32)
+    y = rng.integers(0, 3, 300)
+    chunks = some_chunks(rng, 8, (1, 2, 8), reps=3)
+    uniq, _ = acc_mod._unique_chunks(chunks)
+    plan = acc_mod._Plan(weight, bias, uniq)
+    assert plan.fused == (kernel != "numpy")
+    scratch = acc_mod._Scratch(plan)
+    if plan.fused:
+        scratch.pairs = np.empty((5, 2), dtype=np.int32)
+    got = acc_mod._block_counts(plan, X, y, scratch)
+    if plan.fused:
+        assert scratch.pairs.shape[0] >= 200 * len(uniq)  # the zero rows of every chunk were undecided
+    expected = np.array([np.sum((X[:, c] @ weight[:, c].T + bias).argmax(1) == y) for c in uniq])
+    np.testing.assert_array_equal(got, expected)

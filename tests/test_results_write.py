@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import procs
+from redrep.accuracy import fastpass_library
 from redrep.analysis import ChunkAnalysis
 from redrep.cli import main
 from redrep.results import CSV_NAME, JSON_NAME, write_results
@@ -106,6 +107,9 @@ def test_results_record_threads_and_block_rows(native, tmp_path):
     assert doc["params"]["block_rows"] == 50
     pools = doc["threads"]["pools"]
     assert pools and all(isinstance(p["num_threads"], int) and p["num_threads"] >= 1 for p in pools)
+    lib = fastpass_library()
+    level = {4: "x86-64-v4", 3: "x86-64-v3", 0: "base"}[lib.redrep_fastpass_level()] if lib else None
+    assert doc["accuracy_pass"] == (f"compiled ({level})" if lib else "numpy")
     np.testing.assert_array_equal(np.load(out / "r2_test.npy")[0], [1, 2, 4, 8])
 
 

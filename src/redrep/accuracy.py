@@ -30,6 +30,14 @@ that ``R_y`` exceeds every other rounded logit: a correct prediction; ``D~ > T``
 ``R_c`` exceeds ``R_y``: a wrong one. Rows with ``A > 2^100``, where a float32 partial sum might
 overflow, get ``T = inf`` and are decided exactly.
 
+Two implementations of the fast pass give the same counts:
+
+* the compiled one (``redrep/_fastpass.c``, built by ``setup.py``), used wherever it was built: for
+  each tile of 32 samples and each chunk it sums the chunk's own terms in registers, forms the margin
+  there and compares it with ``T``, writing no logit and copying no neuron;
+* the numpy one, where the extension is missing: masked float32 products for chunks of more than
+  W/4 neurons, gathered rows for the smaller ones, then the margins.
+
 The exact pass
 --------------
 The undecided pairs are recomputed in float64, where the products of float32 numbers are exact
@@ -41,8 +49,11 @@ settled by the sign of the remainder.
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 import math
 import threading
+from functools import cache
 
 import numpy as np
 
@@ -68,6 +79,43 @@ _PANEL_COLUMNS = 8192
 _GATHER_DIVISOR = 4
 #: Undecided pairs recomputed exactly at a time (bounds the float64 buffers).
 _EXACT_BATCH = 4096
+#: Samples per tile of the transposed block the compiled fast pass reads (XT_TILE in _fastpass.c).
+_FUSED_TILE = 32
+#: Which copy of the compiled fast pass runs: -1 the best this CPU runs, or 4, 3, 0 (x86-64-v4, v3, base).
+FASTPASS_LEVEL = -1
+
+
+@cache
+def fastpass_library():
+    """The compiled fast pass (``redrep/_fastpass.c``) as a :class:`ctypes.CDLL`, or None where it was not built.
+
+    It is loaded with ctypes, not imported: its one function runs with the
+    interpreter lock released and takes numpy buffers as they are.
+    """
+    try:
+        spec = importlib.util.find_spec("redrep._fastpass")
+        if spec is None or not spec.origin:
+            return None
+        lib = ctypes.CDLL(spec.origin)
+    except (ImportError, OSError):
+        return None
+    p, n = ctypes.c_void_p, ctypes.c_long
+    lib.redrep_block_counts_at.argtypes = [ctypes.c_int, p, n, n, n, p, n, p, p, n, p, p, p, p, p, n]
+    lib.redrep_block_counts_at.restype = n
+    lib.redrep_fastpass_level.argtypes = []
+    lib.redrep_fastpass_level.restype = ctypes.c_int
+    return lib
+
+
+def fastpass_name(device: str = "cpu") -> str:
+    """Which fast pass decides the accuracies on ``device``, for results.json: the counts are the same with each."""
+    if device != "cpu":
+        return f"torch ({device})"
+    lib = fastpass_library()
+    if lib is None:
+        return "numpy"
+    level = lib.redrep_fastpass_level() if FASTPASS_LEVEL < 0 else FASTPASS_LEVEL
+    return "compiled (" + {4: "x86-64-v4", 3: "x86-64-v3"}.get(level, "base") + ")"
 
 
 def _gamma(n, u=_U32):
@@ -94,7 +142,14 @@ def _unique_chunks(chunks):
 class _Plan:
     """What every block needs: the masked readouts, the gathered groups and the error-bound constants."""
 
-    def __init__(self, weight: np.ndarray, bias: np.ndarray, uniq: list, gather_divisor: int = _GATHER_DIVISOR):
+    def __init__(
+        self,
+        weight: np.ndarray,
+        bias: np.ndarray,
+        uniq: list,
+        gather_divisor: int = _GATHER_DIVISOR,
+        fused: bool | None = None,
+    ):
         n_classes, width = weight.shape
         self.n_classes, self.width = n_classes, width
         self.weight, self.bias = weight, bias
@@ -110,10 +165,20 @@ class _Plan:
             self.member[k, c] = True
         # rows per block: the transposed block stays within _BLOCK_BYTES
         self.rows_cap = int(max(64, min(_MAX_BLOCK_ROWS, _BLOCK_BYTES // (4 * (width + 1)))))
+        self.fused = fastpass_library() is not None if fused is None else bool(fused)
+        self.panels, self.groups = [], []
+        if self.fused:  # the compiled pass: every chunk gathered, its bias term last
+            self.fused_idx = np.concatenate([np.append(c, width) for c in uniq]).astype(np.int32)
+            self.fused_off = np.concatenate([[0], np.cumsum(sizes + 1)]).astype(np.int64)
+            self.fused_sizes, rows = np.unique(sizes, return_inverse=True)
+            self.fused_row = rows.astype(np.int32)  # each chunk's row of bounds: that of its size
+            self.fused_coefs = [self._coef(int(w)) for w in self.fused_sizes]
+            self.fused_wt = np.ascontiguousarray(np.concatenate([weight, bias[:, None]], axis=1).T)  # (W + 1, C)
+            return
         # chunks per product: their logits (C x k x rows) stay within _LOGIT_BYTES, and within _PANEL_COLUMNS
         per_logits = max(1, min(_PANEL_COLUMNS // n_classes, _LOGIT_BYTES // (4 * n_classes * self.rows_cap)))
         dense = [k for k in range(len(uniq)) if gather_divisor * sizes[k] > width]
-        self.panels = []  # (chunk ids, stacked readouts of shape (C * k, W + 1), bound coefficient)
+        # (chunk ids, stacked readouts of shape (C * k, W + 1), bound coefficient)
         for lo in range(0, len(dense), per_logits):
             ids = np.asarray(dense[lo : lo + per_logits])
             stacked = np.zeros((n_classes, len(ids), width + 1), dtype=np.float32)
@@ -128,7 +193,6 @@ class _Plan:
         # (chunk ids, batches, coef): the logits of a group are certified together (at most per_logits chunks); each
         # batch (first, last, rows of the transposed block incl. the ones row, readouts (r, C, w + 1)) is one
         # product whose gathered rows (at most _GATHER_BYTES) stay in cache
-        self.groups = []
         for size, ks in by_size.items():
             per_gather = max(1, _GATHER_BYTES // (4 * (size + 1) * self.rows_cap))
             for lo in range(0, len(ks), per_logits):
@@ -198,8 +262,17 @@ class _Scratch:
 
     def __init__(self, plan: _Plan):
         rows = plan.rows_cap
-        self.xt = np.empty((plan.width + 1, rows), dtype=np.float32)
-        self.xt[plan.width] = 1.0  # the row of ones that carries the bias
+        if plan.fused:  # rows padded to whole tiles: the last tile's extra samples are read, never counted
+            tiles = -(-rows // _FUSED_TILE)
+            self.thr = np.zeros((len(plan.fused_sizes), tiles * _FUSED_TILE), dtype=np.float32)
+            self.lab = np.zeros(tiles * _FUSED_TILE, dtype=np.int32)
+            self.pairs = np.empty((4096, 2), dtype=np.int32)
+            # the block transposed tile by tile, each tile's W + 1 rows together (few pages, few cache sets)
+            self.xt = np.zeros((tiles, plan.width + 1, _FUSED_TILE), dtype=np.float32)
+            self.xt[:, plan.width] = 1.0  # the row of ones that carries the bias
+            return
+        self.xt = np.zeros((plan.width + 1, rows), dtype=np.float32)
+        self.xt[plan.width] = 1.0
         most_chunks = max([len(p[0]) for p in plan.panels] + [len(g[0]) for g in plan.groups] + [1])
         most_gathered = max([b[2].size for g in plan.groups for b in g[1]] + [1])
         self.logits = np.empty(most_chunks * plan.n_classes * rows, dtype=np.float32)
@@ -278,6 +351,8 @@ def _block_counts(plan: _Plan, block: np.ndarray, lab: np.ndarray, scratch: _Scr
     """Correct predictions of one block, per distinct chunk: shape (K,), int64."""
     if scratch is None:
         scratch = _Scratch(plan)
+    if plan.fused:
+        return _block_counts_fused(plan, block, lab, scratch)
     correct = np.zeros(len(plan.sizes), dtype=np.int64)
     order = np.argsort(lab, kind="stable")  # the samples of each label side by side: the margins need no gather
     block = np.asarray(block)[order].astype(np.float32, copy=False)
@@ -291,6 +366,57 @@ def _block_counts(plan: _Plan, block: np.ndarray, lab: np.ndarray, scratch: _Scr
         if k_pos.size:
             ok = _exact_correct(plan, block[i_pos], lab[i_pos], ids[k_pos])
             np.add.at(correct, ids[k_pos], ok)
+    return correct
+
+
+def _block_counts_fused(plan: _Plan, block: np.ndarray, lab: np.ndarray, scratch: _Scratch) -> np.ndarray:
+    """:func:`_block_counts` with the compiled fast pass: products, margins and bounds in one loop per tile."""
+    n_b, width = block.shape
+    block = np.asarray(block).astype(np.float32, copy=False)
+    xt = scratch.xt
+    if n_b > scratch.lab.shape[0]:
+        raise ValueError(f"a block of {n_b} rows exceeds the fast pass's {scratch.lab.shape[0]}")
+    full, rest = divmod(n_b, _FUSED_TILE)
+    xt[:full, :width] = block[: full * _FUSED_TILE].reshape(full, _FUSED_TILE, width).transpose(0, 2, 1)
+    if rest:
+        xt[full, :width, :rest] = block[full * _FUSED_TILE :].T
+    bound = plan.row_bound(block)
+    for r, (coef, tiny) in enumerate(plan.fused_coefs):
+        scratch.thr[r, :n_b] = coef * bound + tiny  # inf stays inf: the row goes to the exact pass
+    scratch.lab[:n_b] = lab
+    lib = fastpass_library()
+    while True:
+        correct = np.zeros(len(plan.sizes), dtype=np.int64)
+        pairs = scratch.pairs
+        n_pairs = lib.redrep_block_counts_at(
+            FASTPASS_LEVEL,
+            xt.ctypes.data,
+            width + 1,
+            scratch.lab.shape[0],
+            n_b,
+            plan.fused_wt.ctypes.data,
+            plan.n_classes,
+            plan.fused_idx.ctypes.data,
+            plan.fused_off.ctypes.data,
+            len(plan.sizes),
+            plan.fused_row.ctypes.data,
+            scratch.thr.ctypes.data,
+            scratch.lab.ctypes.data,
+            correct.ctypes.data,
+            pairs.ctypes.data,
+            pairs.shape[0],
+        )
+        if n_pairs == -1:
+            raise MemoryError("the compiled fast pass could not allocate its counts")
+        if n_pairs == -2:
+            raise ValueError(f"this CPU cannot run level {FASTPASS_LEVEL} of the compiled fast pass")
+        if n_pairs <= pairs.shape[0]:
+            break
+        scratch.pairs = np.empty((max(n_pairs, 2 * pairs.shape[0]), 2), dtype=np.int32)  # more room, again
+    if n_pairs:
+        k_pos, i_pos = pairs[:n_pairs, 0].astype(np.int64), pairs[:n_pairs, 1]
+        ok = _exact_correct(plan, block[i_pos], np.asarray(lab)[i_pos], k_pos)
+        np.add.at(correct, k_pos, ok)
     return correct
 
 
@@ -329,8 +455,11 @@ class AccuracyJob:
 
     def work(self) -> float:
         """Estimated multiply-adds of the job (see :class:`redrep.parallel.Pool`)."""
-        per_row = sum(len(p[0]) * p[1].shape[1] for p in self.plan.panels)
-        per_row += sum(b[2].size for g in self.plan.groups for b in g[1])
+        if self.plan.fused:
+            per_row = len(self.plan.fused_idx)
+        else:
+            per_row = sum(len(p[0]) * p[1].shape[1] for p in self.plan.panels)
+            per_row += sum(b[2].size for g in self.plan.groups for b in g[1])
         return float(self.features.shape[0]) * self.plan.n_classes * per_row
 
     def tasks(self) -> list[tuple[int, int]]:
@@ -393,10 +522,11 @@ def chunk_accuracy(
     Notes
     -----
     All chunks are evaluated in one pass over the data; identical chunks
-    (every chunk of size W, for instance) are evaluated once. Chunks of more
-    than W/4 neurons go through one float32 matrix product with the stacked,
-    masked readouts; smaller ones gather their rows of the transposed block,
-    which costs in proportion to the chunk size rather than to W. Each margin
+    (every chunk of size W, for instance) are evaluated once. The compiled
+    fast pass sums each chunk's own terms in registers, so a chunk costs in
+    proportion to its size; without it, chunks of more than W/4 neurons go
+    through one float32 matrix product with the stacked, masked readouts and
+    smaller ones gather their rows of the transposed block. Each margin
     comes with a rigorous bound on its rounding error; the pairs within it
     (near or exact ties) are decided exactly (see :mod:`redrep.accuracy`).
     Blocks of rows are counted by worker processes, one per core
@@ -441,7 +571,7 @@ def _count_correct_torch(features, labels, weight, bias, chunks, block_rows, nam
     bias = np.ascontiguousarray(bias, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
     uniq = [np.sort(np.asarray(c, dtype=np.int64)) for c in chunks]
-    plan = _Plan(weight, bias, uniq, gather_divisor=weight.shape[1] + 1)  # every chunk in the masked product
+    plan = _Plan(weight, bias, uniq, gather_divisor=weight.shape[1] + 1, fused=False)  # all in the masked product
     dev = torch.device(device)
     panels = [(ids, torch.from_numpy(stacked).to(dev), coef) for ids, stacked, coef in plan.panels]
     omega = torch.from_numpy(plan.omega64).to(dev)

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import __version__, io
 from . import metrics as _metrics
+from .accuracy import fastpass_name
 from .validation import RedrepError
 
 #: (metric, split) -> the authors' file name, for the metrics that have one.
@@ -166,6 +167,8 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
         },
         # the last bits of R^2 depend on the block size and on how many threads the BLAS sums over
         "threads": {**thread_info(), "workers": getattr(analysis, "n_workers_", 1)},
+        # the counts are the same whichever pass decided them (docs/method.md, "Chunk accuracies: one pass, exact")
+        "accuracy_pass": fastpass_name(getattr(analysis, "device_", "cpu")),
         "versions": package_versions(),
         "timings_s": {k: round(v, 4) for k, v in analysis.timings_.items()},
         "files": {**files, "csv": CSV_NAME},
