@@ -315,7 +315,14 @@ def test_collect_refuses_a_width_without_finished_run():
     [
         (["--executor", "slurm", "--slurm-param", "account"], "slurm_param: expected KEY=VALUE, found 'account'"),
         (["--executor", "slurm", "--slurm-time", "0"], "Invalid value for --slurm-time: expected an integer >= 1"),
-        (["--executor", "slurm", "--max-parallel", "0"], "Invalid value for --max-parallel"),
+        (
+            ["--executor", "slurm", "--max-parallel", "0"],
+            "Invalid value for --max-parallel: expected an integer >= 1, found 0",
+        ),
+        (
+            ["--executor", "slurm", "--slurm-gpus", "-1"],
+            "Invalid value for --slurm-gpus: expected an integer >= 0, found -1",
+        ),
         (["--executor", "pbs"], "Invalid value for '--executor'"),
         (
             ["--slurm-gpus", "1", "--max-parallel", "2"],

@@ -183,12 +183,14 @@ def command(
             f"{', '.join(slurm_given)} given, expected with --executor slurm only", param_hint="--executor"
         )
     if executor == "slurm":
-        for flag, value in (("--slurm-time", slurm_time), ("--slurm-cpus", slurm_cpus)):
-            if value < 1:
-                raise click.BadParameter(f"expected an integer >= 1, found {value}", param_hint=flag)
-        for flag, value in (("--slurm-gpus", slurm_gpus), ("--max-parallel", max_parallel)):
-            if value is not None and value < (0 if flag == "--slurm-gpus" else 1):
-                raise click.BadParameter(f"expected a non-negative integer, found {value}", param_hint=flag)
+        for flag, value, least in (
+            ("--slurm-time", slurm_time, 1),
+            ("--slurm-cpus", slurm_cpus, 1),
+            ("--slurm-gpus", slurm_gpus, 0),
+            ("--max-parallel", max_parallel, 1),
+        ):
+            if value is not None and value < least:
+                raise click.BadParameter(f"expected an integer >= {least}, found {value}", param_hint=flag)
         options = SlurmOptions(
             partition=slurm_partition,
             time_min=slurm_time,
