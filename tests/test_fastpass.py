@@ -34,3 +34,15 @@ def test_a_level_this_cpu_lacks_is_refused(monkeypatch):
     monkeypatch.setattr(acc_mod, "FASTPASS_LEVEL", 5)  # no such level
     with pytest.raises(ValueError, match="level 5"):
         acc_mod._block_counts(plan, rs.features_train, rs.labels_train)
+
+
+def test_a_build_of_another_calling_convention_is_not_used():
+    """An extension left from an older source is refused, with the reason, rather than called wrongly."""
+    lib, problem = acc_mod._load_fastpass()
+    if lib is None:
+        pytest.skip("the compiled fast pass is not built here")
+    assert problem is None
+    lib, problem = acc_mod._load_fastpass(abi=acc_mod._FASTPASS_ABI + 1)
+    assert lib is None
+    assert f"expected the compiled fast pass of calling convention {acc_mod._FASTPASS_ABI + 1}, found 1" in problem
+    assert "pip install -e ." in problem

@@ -53,6 +53,7 @@ import ctypes
 import importlib.util
 import math
 import threading
+import warnings
 from functools import cache
 
 import numpy as np
@@ -85,26 +86,46 @@ _FUSED_TILE = 32
 FASTPASS_LEVEL = -1
 
 
+#: The calling convention this module expects of the compiled fast pass (redrep_fastpass_abi in _fastpass.c).
+_FASTPASS_ABI = 1
+
+
 @cache
 def fastpass_library():
     """The compiled fast pass (``redrep/_fastpass.c``) as a :class:`ctypes.CDLL`, or None where it was not built.
 
     It is loaded with ctypes, not imported: its one function runs with the
-    interpreter lock released and takes numpy buffers as they are.
+    interpreter lock released and takes numpy buffers as they are. A build
+    of another calling convention (left from an older source) is not used:
+    a warning says so, and the numpy pass serves.
     """
+    lib, problem = _load_fastpass()
+    if problem:
+        warnings.warn(problem, RuntimeWarning, stacklevel=2)
+    return lib
+
+
+def _load_fastpass(abi: int = _FASTPASS_ABI):
+    """``(library, None)``, ``(None, None)`` where it was not built, or ``(None, why not)`` where it is unusable."""
     try:
         spec = importlib.util.find_spec("redrep._fastpass")
         if spec is None or not spec.origin:
-            return None
+            return None, None
         lib = ctypes.CDLL(spec.origin)
     except (ImportError, OSError):
-        return None
+        return None, None
+    found = lib.redrep_fastpass_abi() if hasattr(lib, "redrep_fastpass_abi") else 0
+    if found != abi:
+        return None, (
+            f"{spec.origin}: expected the compiled fast pass of calling convention {abi}, found {found} "
+            "(built from an older source): using the numpy pass; rebuild with `pip install -e .`"
+        )
     p, n = ctypes.c_void_p, ctypes.c_long
     lib.redrep_block_counts_at.argtypes = [ctypes.c_int, p, n, n, n, p, n, p, p, n, p, p, p, p, p, n]
     lib.redrep_block_counts_at.restype = n
     lib.redrep_fastpass_level.argtypes = []
     lib.redrep_fastpass_level.restype = ctypes.c_int
-    return lib
+    return lib, None
 
 
 def fastpass_name(device: str = "cpu") -> str:
