@@ -122,25 +122,17 @@ def run_checkpoints(run_dir) -> tuple[dict, dict]:
 
 def _model_at(path, epoch: int, last_ckpt: dict):
     """(model in eval mode, where it came from) at ``epoch``; epoch 0 without a checkpoint is rebuilt from the seed."""
-    from .models import create_model
-    from .train import TrainConfig, load_checkpoint, seed_everything
+    from .extract import model_of_checkpoint
+    from .train import load_checkpoint
 
     if path is not None:
         ckpt = load_checkpoint(path)
         if int(ckpt["epoch"]) != epoch:
             raise RedrepError(f"{path}: expected the checkpoint of epoch {epoch}, found epoch {ckpt['epoch']}")
         source = "checkpoint"
-    else:
+    else:  # `redrep train` seeds everything, then builds the model: the same calls give its initial weights
         ckpt, source = last_ckpt, "rebuilt from the run's seed"
-    config = TrainConfig.from_dict(ckpt["config"], where=str(path or "the last checkpoint")).validated()
-    info = ckpt["model_info"]
-    if path is None:
-        # `redrep train` seeds everything, then builds the model: the same calls give its initial weights
-        seed_everything(config.seed)
-    model = create_model(config.arch, info["num_classes"], info["in_shape"], **config.model_options)
-    if path is not None:
-        model.load_state_dict(ckpt["model"])
-    model.eval()
+    _, model = model_of_checkpoint(ckpt, str(path or "the last checkpoint"), weights=path is not None)
     return model, source
 
 
@@ -179,7 +171,6 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
     """
     from tqdm.auto import tqdm
 
-    from .data import load_dataset
     from .device import resolve_device
     from .extract import extract_representations
     from .train import TrainConfig
@@ -202,11 +193,7 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
         stamp = _stamp(path)
         if not _reusable(folder, epoch, params, stamp):
             if dataset is None:
-                dataset = load_dataset(
-                    train_cfg.dataset, config.data_dir if config.data_dir is not None else train_cfg.data_dir
-                )
-                if train_cfg.train_subset is not None:
-                    dataset = dataset.subset_train(train_cfg.train_subset)
+                dataset = train_cfg.load_data(config.data_dir)
             model, source = _model_at(path, epoch, last_ckpt)
             rs = extract_representations(
                 model,

@@ -22,7 +22,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import io
-from .data import load_dataset
 from .device import resolve_device
 from .models import create_model
 from .repset import NATIVE_META, RepresentationSet
@@ -32,6 +31,7 @@ from .train import (
     list_checkpoints,
     load_checkpoint,
     read_run_config,
+    seed_everything,
 )
 from .validation import RedrepError, check_int
 
@@ -213,12 +213,26 @@ def load_run_model(run_dir, epoch: int | None = None):
     if not path.is_file():
         raise RedrepError(f"{run_dir}: no checkpoint yet (expected {path}; has the run finished an epoch?)")
     ckpt = load_checkpoint(path)
-    config = TrainConfig.from_dict(ckpt["config"], where=str(path)).validated()
-    info = ckpt["model_info"]
-    model = create_model(config.arch, info["num_classes"], info["in_shape"], **config.model_options)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
+    config, model = model_of_checkpoint(ckpt, str(path))
     return config, ckpt, model
+
+
+def model_of_checkpoint(ckpt: dict, where: str, *, weights: bool = True):
+    """The validated config and the model (on the CPU, eval mode) that a checkpoint describes.
+
+    With ``weights`` False the checkpoint's weights are not loaded: the model
+    is the one `redrep train` starts from, built after seeding everything
+    with the run's seed, as it does.
+    """
+    config = TrainConfig.from_dict(ckpt["config"], where=where).validated()
+    info = ckpt["model_info"]
+    if not weights:
+        seed_everything(config.seed)
+    model = create_model(config.arch, info["num_classes"], info["in_shape"], **config.model_options)
+    if weights:
+        model.load_state_dict(ckpt["model"])
+    model.eval()
+    return config, model
 
 
 def extract_run(
@@ -261,9 +275,7 @@ def extract_run(
 
 def _extract_into(out, run_dir, config, model, ep, dev, data_dir, batch_size, progress) -> RepresentationSet:
     carried = _check_output(out, run_dir, ep)
-    dataset = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir)
-    if config.train_subset is not None:
-        dataset = dataset.subset_train(config.train_subset)
+    dataset = config.load_data(data_dir)
     meta = {
         "dataset": config.dataset,
         "arch": config.arch,

@@ -148,6 +148,13 @@ class TrainConfig:
         d["checkpoint_epochs"] = list(self.checkpoint_epochs)
         return d
 
+    def load_data(self, data_dir=None) -> Dataset:
+        """The data the run trains on: its data set (from ``data_dir`` if given), cut to its training subset."""
+        dataset = load_dataset(self.dataset, data_dir if data_dir is not None else self.data_dir)
+        if self.train_subset is not None:
+            dataset = dataset.subset_train(self.train_subset)
+        return dataset
+
     @classmethod
     def from_dict(cls, d: dict, *, where: str = "config") -> TrainConfig:
         if not isinstance(d, dict):
@@ -466,9 +473,7 @@ def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | 
     """
     device = resolve_device(config.device if device is None else device)
     amp_dtype = resolve_amp(config.amp, device)
-    dataset = load_dataset(config.dataset, config.data_dir)
-    if config.train_subset is not None:
-        dataset = dataset.subset_train(config.train_subset)
+    dataset = config.load_data()
     _check_model_fits(config, dataset, device)
 
     seed_everything(config.seed)
