@@ -118,7 +118,7 @@ def _load_fastpass(abi: int = _FASTPASS_ABI):
     if found != abi:
         return None, (
             f"{spec.origin}: expected the compiled fast pass of calling convention {abi}, found {found} "
-            "(built from an older source): using the numpy pass; rebuild with `pip install -e .`"
+            "(built from another version of the source): using the numpy pass; rebuild with `pip install -e .`"
         )
     p, n = ctypes.c_void_p, ctypes.c_long
     lib.redrep_block_counts_at.argtypes = [ctypes.c_int, p, n, n, n, p, n, p, p, n, p, p, p, p, p, n]
