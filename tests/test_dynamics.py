@@ -133,7 +133,12 @@ def test_a_second_call_reads_the_epochs_back(run, tmp_path, monkeypatch):
     monkeypatch.setattr(ChunkAnalysis, "fit", boom)
     again = run_dynamics(copy, config=DynamicsConfig(acc_rep=5, r2_rep=3, seed=2, device="cpu"), progress=False)
     assert (again.out / "dynamics.csv").read_text() == (res.out / "dynamics.csv").read_text()
-    # other parameters: recomputed
+    # other thresholds of w_c*: only the reading changes, the epochs are read back
+    stricter = DynamicsConfig(acc_rep=5, r2_rep=3, seed=2, device="cpu", train_error_max=0.0, r2_min=0.99)
+    third = run_dynamics(copy, config=stricter, progress=False)
+    assert third.doc["params"]["train_error_max"] == 0.0 and third.doc["params"]["r2_min"] == 0.99
+    assert (third.out / "dynamics.csv").read_text() == (res.out / "dynamics.csv").read_text()
+    # other analysis parameters: recomputed
     with pytest.raises(AssertionError, match="recomputed"):
         run_dynamics(copy, config=DynamicsConfig(acc_rep=5, r2_rep=3, seed=4, device="cpu"), progress=False)
 

@@ -68,15 +68,18 @@ class DynamicsConfig:
         check_int(self.batch_size, "batch_size", min_value=1)
         return self
 
-    def params(self) -> dict:
+    def analysis_params(self) -> dict:
+        """What an epoch's analysis depends on: an epoch analysed with the same is read back, not redone."""
         return {
             "acc_rep": self.acc_rep,
             "r2_rep": self.r2_rep,
             "chunk_sizes": None if self.chunk_sizes is None else [int(w) for w in self.chunk_sizes],
             "seed": self.seed,
-            "train_error_max": self.train_error_max,
-            "r2_min": self.r2_min,
         }
+
+    def params(self) -> dict:
+        """The analysis parameters and the thresholds of w_c*, which only the reading of each epoch uses."""
+        return {**self.analysis_params(), "train_error_max": self.train_error_max, "r2_min": self.r2_min}
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,7 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
     train_cfg = TrainConfig.from_dict(last_ckpt["config"], where=str(run_dir)).validated()
     epochs = sorted(set(kept) | {0})
     epoch0 = "checkpoint" if 0 in kept else "rebuilt from the run's seed"
-    params = config.params()
+    params, analysis_params = config.params(), config.analysis_params()
     error_inf = _run_error_inf(run_dir)
     dataset = None
     dev = resolve_device(config.device)
@@ -191,7 +194,7 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
         folder = out / "epochs" / f"epoch_{epoch:04d}"
         path = kept.get(epoch)
         stamp = _stamp(path)
-        if not _reusable(folder, epoch, params, stamp):
+        if not _reusable(folder, epoch, analysis_params, stamp):
             if dataset is None:
                 dataset = train_cfg.load_data(config.data_dir)
             model, source = _model_at(path, epoch, last_ckpt)
@@ -213,7 +216,7 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
                 progress=False,
                 device=dev,
             ).fit(rs)
-            extra = {"dynamics": {"epoch": epoch, "params": params, "stamp": stamp, "model": source}}
+            extra = {"dynamics": {"epoch": epoch, "params": analysis_params, "stamp": stamp, "model": source}}
             write_results(an, rs, folder, extra={**extra, "run": str(run_dir)})
         results = load_results(folder)
         curves = ChunkCurves.from_results(results)
