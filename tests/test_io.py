@@ -243,3 +243,17 @@ def test_user_paths_name_what_the_user_asked_for():
     )
     assert user_paths("/d/.download_repr.ab12cd34.tmp: x; /d/.x.json.abcdefgh.tmp") == "/d/download_repr: x; /d/x.json"
     assert user_paths("/a/.hidden/file.tmp") == "/a/.hidden/file.tmp"  # not one of ours: left alone
+
+
+def test_a_full_disk_is_said_as_such_even_by_numpy(tmp_path):
+    """numpy's tofile reports a full disk as a short write without an errno: both error paths name the cause."""
+    from redrep.cli import os_error_line
+
+    with procs.small_disk(tmp_path / "disk", 64) as disk:
+        with pytest.raises(OSError) as info, open(disk / "big.bin", "wb") as f:
+            np.zeros(10**6).tofile(f)
+    exc = info.value
+    assert exc.errno is None and " requested and " in str(exc)  # the short write, not ENOSPC
+    assert io.disk_full(exc) and os_error_line(exc) == "no space left on device"
+    assert str(io.write_error(exc, "/x/big.bin")) == "no space left on device writing /x/big.bin"
+    assert not io.disk_full(PermissionError(13, "Permission denied"))

@@ -77,12 +77,15 @@ def write_error(exc: OSError, path):
     """A one-line :class:`RedrepError` for a failed write of ``path``: a full disk said as such."""
     from .validation import RedrepError
 
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or _short_write(exc):
+    if disk_full(exc):
         return RedrepError(f"no space left on device writing {path}")
     return RedrepError(f"{path}: cannot write ({exc.strerror or exc})")
 
 
-def _short_write(exc: OSError) -> bool:
+def disk_full(exc: OSError) -> bool:
+    """Whether ``exc`` says the disk (or the quota) is full, numpy's short writes included."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
     # numpy's tofile reports a full disk as "N requested and M written", without an errno
     return exc.errno is None and " requested and " in str(exc) and str(exc).endswith(" written")
 

@@ -10,7 +10,6 @@ exit status 2, with no traceback.
 from __future__ import annotations
 
 import ast
-import errno
 import importlib
 import importlib.util
 import re
@@ -129,7 +128,9 @@ def _with_flag(ctx, message: str) -> str:
 def os_error_line(exc: OSError) -> str:
     """One line for an operating-system error: a full disk said as such, the path the user knows."""
     where = f": {user_paths(str(exc.filename))}" if getattr(exc, "filename", None) else ""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    from ..io import disk_full  # here: the command list is printed without importing more than it needs
+
+    if disk_full(exc):
         return f"no space left on device{where}"
     return f"{exc.strerror or exc}{where}"
 
