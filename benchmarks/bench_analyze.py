@@ -259,23 +259,10 @@ def print_cost_model(
     )
 
 
-def read_timings(results_dir: Path) -> dict:
+def read_results(results_dir: Path) -> dict:
+    """The results.json of an analysis under ``results_dir`` ({} if there is none)."""
     found = sorted(results_dir.rglob("results.json"))
-    if not found:
-        return {}
-    return json.loads(found[0].read_text()).get("timings_s", {})
-
-
-def read_accuracy_pass(results_dir: Path) -> str:
-    found = sorted(results_dir.rglob("results.json"))
-    return json.loads(found[0].read_text()).get("accuracy_pass", "numpy") if found else "numpy"
-
-
-def read_workers(results_dir: Path) -> int:
-    found = sorted(results_dir.rglob("results.json"))
-    if not found:
-        return 1
-    return int(json.loads(found[0].read_text()).get("threads", {}).get("workers", 1))
+    return json.loads(found[0].read_text()) if found else {}
 
 
 def bench_speed(work: Path, width=512, run_baseline=None):
@@ -287,11 +274,13 @@ def bench_speed(work: Path, width=512, run_baseline=None):
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     t_ours = time.perf_counter() - t0
-    timings = read_timings(data / "results")
+    doc = read_results(data / "results")
+    timings = doc.get("timings_s", {})
     print(f"redrep analyze (end to end, new process): {t_ours:.2f} s")
     parts = ", ".join(f"{k} {v:.2f} s" for k, v in timings.items() if k != "total")
+    workers = doc.get("threads", {}).get("workers", 1)
     print(
-        f"  by part (each part's share of the time its {read_workers(data / 'results')} worker processes ran side "
+        f"  by part (each part's share of the time its {workers} worker processes ran side "
         f"by side): {parts}; the rest (start-up, loading, forking, writing) "
         f"{t_ours - sum(v for k, v in timings.items() if k != 'total'):.2f} s"
     )
@@ -306,7 +295,7 @@ def bench_speed(work: Path, width=512, run_baseline=None):
         10,
         100,
         40,
-        read_accuracy_pass(data / "results"),
+        doc.get("accuracy_pass", "numpy"),
     )
     if run_baseline is None:
         run_baseline = width == 512
@@ -383,11 +372,12 @@ def bench_scaling(work: Path):
         out = work / f"out_{n_train}_{width}_{n_classes}_{acc_rep}"
         args = ["analyze", "--repr", str(folder), "--out", str(out), "--acc-rep", str(acc_rep), "--r2-rep", str(r2_rep)]
         dt, _, gb = peak_rss_of([*args, "-q"])
-        t = read_timings(out)
+        doc = read_results(out)
+        t = doc.get("timings_s", {})
         acc_t = t.get("accuracy_train", 0) + t.get("accuracy_test", 0)
         reg_t = t.get("gram_test", 0) + t.get("gram_train", 0) + t.get("regression_test", 0)
         cost = cost_model(n_train, n_test, width, n_classes, acc_rep, r2_rep)
-        compiled = read_accuracy_pass(out).startswith("compiled")
+        compiled = doc.get("accuracy_pass", "numpy").startswith("compiled")
         acc_cost = cost["accuracies_compiled" if compiled else "accuracies_numpy"]
         print(
             f"| {axis} | {n_train + n_test:,} | {width} | {n_classes} | {acc_rep} | {r2_rep} | {dt:.1f} | {acc_t:.1f} "

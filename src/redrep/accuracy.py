@@ -368,6 +368,11 @@ def _exact_correct(plan: _Plan, rows: np.ndarray, labels: np.ndarray, chunk_ids:
     return out
 
 
+def _add_exact(correct: np.ndarray, plan: _Plan, rows: np.ndarray, labels: np.ndarray, chunk_ids: np.ndarray) -> None:
+    """Add to ``correct`` (per distinct chunk) the undecided pairs that :func:`_exact_correct` finds correct."""
+    np.add.at(correct, chunk_ids, _exact_correct(plan, rows, labels, chunk_ids))
+
+
 def _block_counts(plan: _Plan, block: np.ndarray, lab: np.ndarray, scratch: _Scratch | None = None) -> np.ndarray:
     """Correct predictions of one block, per distinct chunk: shape (K,), int64."""
     if scratch is None:
@@ -385,8 +390,7 @@ def _block_counts(plan: _Plan, block: np.ndarray, lab: np.ndarray, scratch: _Scr
         sure, (k_pos, i_pos) = _certify(logits, bounds, threshold)
         correct[ids] += sure
         if k_pos.size:
-            ok = _exact_correct(plan, block[i_pos], lab[i_pos], ids[k_pos])
-            np.add.at(correct, ids[k_pos], ok)
+            _add_exact(correct, plan, block[i_pos], lab[i_pos], ids[k_pos])
     return correct
 
 
@@ -435,9 +439,8 @@ def _block_counts_fused(plan: _Plan, block: np.ndarray, lab: np.ndarray, scratch
             break
         scratch.pairs = np.empty((max(n_pairs, 2 * pairs.shape[0]), 2), dtype=np.int32)  # more room, again
     if n_pairs:
-        k_pos, i_pos = pairs[:n_pairs, 0].astype(np.int64), pairs[:n_pairs, 1]
-        ok = _exact_correct(plan, block[i_pos], np.asarray(lab)[i_pos], k_pos)
-        np.add.at(correct, k_pos, ok)
+        i_pos = pairs[:n_pairs, 1]
+        _add_exact(correct, plan, block[i_pos], np.asarray(lab)[i_pos], pairs[:n_pairs, 0].astype(np.int64))
     return correct
 
 
@@ -497,7 +500,7 @@ class AccuracyJob:
             scratch = self._local.scratch = _Scratch(self.plan)
         start, stop = span
         correct = np.zeros(len(self.uniq), dtype=np.int64)
-        # views: _block_counts copies the rows once, sorted by label
+        # views: _block_counts copies the rows once (transposed in tiles, or sorted by label)
         blocks = iter_blocks(self.features, self.rows, None, self.name, start=start, stop=stop, check=self.check)
         for lo, rows in blocks:
             correct += _block_counts(self.plan, rows, self.labels[lo : lo + rows.shape[0]], scratch)
@@ -620,8 +623,7 @@ def _count_correct_torch(features, labels, weight, bias, chunks, block_rows, nam
                 correct[ids] += sure_right.sum(dim=1).cpu().numpy()
                 k_pos, i_pos = (t.cpu().numpy() for t in torch.nonzero(undecided, as_tuple=True))
                 if k_pos.size:
-                    ok = _exact_correct(plan, block[i_pos], lab[i_pos], ids[k_pos])
-                    np.add.at(correct, ids[k_pos], ok)
+                    _add_exact(correct, plan, block[i_pos], lab[i_pos], ids[k_pos])
             if progress is not None:
                 progress(block.shape[0])
     finally:
