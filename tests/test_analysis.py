@@ -271,7 +271,7 @@ def test_regression_is_invariant_to_neuron_order(seed, w):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_torch_path_matches_numpy(seed):
     """The GPU code path, run here on torch's CPU device, counts exactly as the numpy one."""
-    from redrep.analysis import _count_correct_torch
+    from redrep.accuracy import _count_correct_torch
 
     rs = random_set(seed, n_train=400, width=64, n_classes=5)
     rng = np.random.default_rng(seed)

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _lapack
 from . import metrics as _metrics
-from .accuracy import AccuracyJob, _count_correct_torch, chunk_accuracy  # noqa: F401  (re-exported)
+from .accuracy import AccuracyJob, chunk_accuracy
 from .device import resolve_device  # noqa: F401  (the one device decision; re-exported)
 from .parallel import Pool, SharedArrays
 from .validation import (
@@ -135,7 +135,6 @@ def _page_releaser(arr):
     return release
 
 
-# --------------------------------------------------------------------------- accuracy
 # --------------------------------------------------------------------------- regression
 #: Partial sums behind a Gram matrix: at most this many contiguous ranges of rows, a number that depends on the width
 #: only, so that the matrix is the same, bit for bit, whatever the workers that sum them.
@@ -197,7 +196,7 @@ def gram_combine(parts, shift, n: int):
     return G, shift + d, n
 
 
-def gram_matrix(features, *, block_rows: int = 8192, name: str = "features", progress=None):
+def gram_matrix(features, *, block_rows: int = 8192, name: str = "features"):
     """Centred scatter matrix of the columns, accumulated block by block in float64.
 
     Returns
@@ -215,11 +214,8 @@ def gram_matrix(features, *, block_rows: int = 8192, name: str = "features", pro
     """
     n = features.shape[0]
     shift = gram_shift(features, block_rows)
-    parts = []
-    for span in gram_ranges(n, gram_parts(features.shape[1])):
-        parts.append(gram_part(features, span, shift, block_rows=block_rows, name=name))
-        if progress is not None:
-            progress(span[1] - span[0])
+    spans = gram_ranges(n, gram_parts(features.shape[1]))
+    parts = [gram_part(features, span, shift, block_rows=block_rows, name=name) for span in spans]
     return gram_combine(parts, shift, n)
 
 
@@ -596,8 +592,6 @@ def chunk_r2_heldout(heldout: HeldOut, chunk, alpha: float = 1e-8) -> float:
 
 
 # --------------------------------------------------------------------------- estimator
-#: (metric, split) pairs reported by :class:`ChunkAnalysis`, in output order (declared in :mod:`redrep.metrics`).
-METRICS = tuple(m.key for m in _metrics.METRICS)
 
 
 class ChunkAnalysis:
@@ -740,15 +734,13 @@ class ChunkAnalysis:
                     like=jobs.get("accuracy_train"),
                     check=split not in gram_splits,  # the Gram tasks read the same rows and check them
                 )
+        first = [(name, task) for name, job in jobs.items() for task in job.tasks()]  # Gram, then accuracies
         regression = jobs["regression_test"] = RegressionJob(
             width, repset.n_test, [v[0] for v in slots.values()], alpha, self.heldout
         )
         work = sum(job.work() for job in jobs.values())
         t0 = time.perf_counter()
         with Pool(jobs, work=work) as pool:
-            first = [(f"gram_{s}", span) for s in gram_splits for span in jobs[f"gram_{s}"].tasks()]
-            if self.device_ == "cpu":
-                first += [(f"accuracy_{s}", span) for s in ("train", "test") for span in jobs[f"accuracy_{s}"].tasks()]
             reg_tasks = [("regression_test", b) for b in regression.tasks(pool.n)]
             gram_totals = {s: {} for s in gram_splits}  # column sums of the Gram tasks, by task
             correct = {s: 0 for s in ("train", "test")}
@@ -764,7 +756,7 @@ class ChunkAnalysis:
                         correct[split] = correct[split] + result[0]
                     bar.update(1)
                     if reg_stream is None and all(
-                        len(gram_totals[s]) == len(jobs[f"gram_{s}"].tasks()) for s in gram_splits
+                        len(gram_totals[s]) == len(jobs[f"gram_{s}"].spans) for s in gram_splits
                     ):
                         grams = {s: jobs[f"gram_{s}"].combine(gram_totals[s]) for s in gram_splits}
                         regression.prepare(grams["test"], grams.get("train"))
@@ -799,7 +791,7 @@ class ChunkAnalysis:
         """Tidy rows: one per metric x split x chunk size, with mean, std, sem and n."""
         rows = []
         # every declared metric this analysis computed (one declared ahead of its computation is skipped)
-        for m in _metrics.registry():
+        for m in _metrics.METRICS:
             vals = self.values_.get(m.key)
             if vals is None:
                 continue

@@ -172,16 +172,11 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
-def by_key(metrics=None) -> dict[tuple[str, str], Metric]:
-    """``{(name, split): Metric}`` of ``metrics`` (default :data:`METRICS`, read at call time)."""
-    return {m.key: m for m in (METRICS if metrics is None else metrics)}
+def by_key() -> dict[tuple[str, str], Metric]:
+    """``{(name, split): Metric}`` of :data:`METRICS`, read at call time (a test may extend it)."""
+    return {m.key: m for m in METRICS}
 
 
-def by_curve(metrics=None) -> dict[str, Metric]:
-    """``{curve attribute: Metric}`` of ``metrics`` (default :data:`METRICS`, read at call time)."""
-    return {m.curve: m for m in (METRICS if metrics is None else metrics)}
-
-
-def registry() -> tuple[Metric, ...]:
-    """The current :data:`METRICS` (looked up at call time, so a test can extend it with monkeypatch)."""
-    return METRICS
+def by_curve() -> dict[str, Metric]:
+    """``{curve attribute: Metric}`` of :data:`METRICS`, read at call time (a test may extend it)."""
+    return {m.curve: m for m in METRICS}

@@ -186,7 +186,6 @@ class Pool:
         if work is not None and work < MIN_WORK:
             self.n = 1
         self.processes = (can_fork() if processes is None else processes) and self.n > 1
-        self.jobs = jobs
         self.seconds = dict.fromkeys(jobs, 0.0)
         self._key = next(_KEYS)
         _STATES[self._key] = jobs

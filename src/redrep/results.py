@@ -140,16 +140,18 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
     out_dir = Path(out_dir)
     # every name a result file can have, so that none of an earlier analysis survives beside the new ones
     owned = {CSV_NAME, JSON_NAME}
-    for m in _metrics.registry():
+    for m in _metrics.METRICS:
         owned.update(result_file_names(m, authors=True))
     sizes = np.asarray(analysis.chunk_sizes_, dtype=np.float64)
+    authors = is_authors_layout(repset)
     arrays = {}
     files = {}
-    for m in _metrics.registry():
+    for m in _metrics.METRICS:
         if m.key not in analysis.values_:
             continue
-        for name in result_file_names(m, authors=is_authors_layout(repset)):
-            arrays[name] = np.stack([sizes, analysis.mean(*m.key)])
+        curve = np.stack([sizes, analysis.mean(*m.key)])
+        for name in result_file_names(m, authors=authors):
+            arrays[name] = curve
         files[f"{m.name}_{m.split}"] = m.file_name
     doc = {
         "tool": "redrep",
@@ -192,15 +194,12 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
 def thread_info() -> dict:
     """Thread counts behind the numbers: each BLAS/OpenMP pool (threadpoolctl) and torch's, if loaded."""
     out: dict = {}
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:  # pragma: no cover - scikit-learn brings it
-        pass
-    else:
-        out["pools"] = [
-            {"api": d.get("internal_api"), "num_threads": d.get("num_threads"), "version": d.get("version")}
-            for d in threadpool_info()
-        ]
+    from threadpoolctl import threadpool_info
+
+    out["pools"] = [
+        {"api": d.get("internal_api"), "num_threads": d.get("num_threads"), "version": d.get("version")}
+        for d in threadpool_info()
+    ]
     torch = sys.modules.get("torch")
     if torch is not None:
         out["torch"] = int(torch.get_num_threads())

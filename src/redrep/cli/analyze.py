@@ -105,9 +105,9 @@ def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, bloc
 
 def _print_summary(analysis, out_dir):
     """One line per chunk size, one column per declared metric computed (accuracies shown as errors)."""
-    from ..metrics import registry
+    from .. import metrics
 
-    shown = [m for m in registry() if m.key in analysis.values_]
+    shown = [m for m in metrics.METRICS if m.key in analysis.values_]
     means = [m.shown(analysis.mean(*m.key)) for m in shown]
     widths = [max(9, len(m.label)) for m in shown]
     click.echo("chunk size  " + "  ".join(f"{m.label:>{w}}" for m, w in zip(shown, widths)))
