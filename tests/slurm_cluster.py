@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from localhttp import closed_port
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "srun", "mungekey")
 #: CPUs the node announces: more than the machine has, so that short test jobs overlap their start-up.
@@ -69,12 +71,6 @@ def unavailable_reason() -> str | None:
 
 def _which(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SlurmCluster:
@@ -131,8 +127,8 @@ class SlurmCluster:
                 [
                     "ClusterName=redreptest",
                     f"SlurmctldHost={self.host}(127.0.0.1)",
-                    f"SlurmctldPort={_free_port()}",
-                    f"SlurmdPort={_free_port()}",
+                    f"SlurmctldPort={closed_port()}",
+                    f"SlurmdPort={closed_port()}",
                     "AuthType=auth/munge",
                     "CredType=cred/munge",
                     # cred_expire is also how long a requeued job waits before it may start again (default 120 s)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from procs import alive
+from procs import alive, lock_holder
 from redrep.executors import FAILED, FINISHED, LocalExecutor, RunTask, local_devices
 
 
@@ -173,7 +173,7 @@ def test_waiting_has_a_timeout_and_stops_the_workers(tmp_path):
 def test_a_gpu_that_is_not_there_is_one_line(monkeypatch):
     import torch
 
-    from redrep.sweep import resolve_local_device
+    from redrep.device import resolve_device as resolve_local_device
     from redrep.validation import RedrepError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -195,25 +195,10 @@ def test_a_second_driver_of_one_sweep_is_refused(tmp_path):
     from test_sweep import tiny
 
     out = tmp_path / "s"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from redrep.io import folder_lock\n"
-            "with folder_lock(sys.argv[1], what='sweep'):\n    print('held', flush=True); time.sleep(60)",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_holder(out, what="sweep"):
         with pytest.raises(RedrepError, match=rf"{out}"):
             run_sweep(tiny(), out, executor=LocalExecutor(1, ["cpu"], run=record_device), log=lambda _m: None)
         assert not (out / "runs").exists()
-    finally:
-        holder.kill()
-        holder.wait()
     # once the other driver has gone, the sweep runs (the stand-in writes no results, so nothing to collect)
     st = []
     with pytest.raises(RedrepError, match="cannot collect the sweep"):

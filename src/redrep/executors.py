@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import io
-from .parallel import die_with_parent, stop_process_pool
+from .parallel import can_fork, die_with_parent, stop_process_pool
 from .validation import RedrepError, exception_line
 
 #: Written into a run folder by the run itself once trained and extracted: its final metrics.
@@ -66,16 +65,16 @@ class RunTask:
     seed: int
     run_dir: str
     train_config: dict
-    device: str | None = None
     threads: int | None = None
 
-    def __call__(self) -> dict:
+    def __call__(self, device: str | None = None) -> dict:
+        """Train and extract the run, on ``device`` (None: the run's own; a local worker passes its GPU)."""
         from .sweep import train_and_extract
 
         threads = self.threads
         if threads is None and os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
             threads = int(os.environ["SLURM_CPUS_PER_TASK"])
-        return train_and_extract(self, device=self.device, threads=threads)
+        return train_and_extract(self, device=device, threads=threads)
 
     def checkpoint(self, *args, **kwargs):
         import submitit
@@ -125,9 +124,9 @@ def _run_in_worker(fn, task):
     return fn(replace(task, threads=_WORKER_THREADS), _WORKER_DEVICE)
 
 
-def _call_task(task: RunTask, device: str | None) -> dict:
-    task.device = device
-    return task()
+def _error_log(task: RunTask) -> str:
+    """Where a local run that raises leaves its traceback."""
+    return str(Path(task.run_dir) / RUN_ERROR)
 
 
 class LocalExecutor:
@@ -138,7 +137,6 @@ class LocalExecutor:
     jobs : number of concurrent runs
     devices : list of ``jobs`` device names, one per worker (see :func:`local_devices`);
         None runs every worker on the task's own device
-    threads : torch CPU threads per worker; None splits the machine's cores between the workers
     run : ``run(task, device) -> dict``, what a worker does with a task (a stand-in in tests)
 
     Workers die with the driver: they ask the kernel for SIGKILL when their parent
@@ -148,11 +146,10 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, jobs: int = 1, devices: list[str] | None = None, *, threads: int | None = None, run=None):
+    def __init__(self, jobs: int = 1, devices: list[str] | None = None, *, run=None):
         self.jobs = jobs
         self.devices = devices
-        self.threads = threads
-        self.run = run or _call_task
+        self.run = run or RunTask.__call__
         self._futures: dict[str, object] = {}
         self._outcomes: dict[str, RunStatus] = {}
         self._pool = None
@@ -167,11 +164,11 @@ class LocalExecutor:
     def submit(self, tasks: list[RunTask]) -> dict[str, dict]:
         devs = self._devices()
         self._tasks.update({t.name: t for t in tasks})
-        if self.jobs == 1:
-            # run lazily in wait(): this process is the worker
-            return {t.name: {"job_id": None, "log": str(Path(t.run_dir) / RUN_ERROR)} for t in tasks}
-        threads = self.threads or max(1, (os.cpu_count() or 1) // self.jobs)
-        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        handles = {t.name: {"job_id": None, "log": _error_log(t)} for t in tasks}
+        if self.jobs == 1:  # run lazily in wait(): this process is the worker
+            return handles
+        threads = max(1, (os.cpu_count() or 1) // self.jobs)  # the machine's cores, split between the workers
+        ctx = multiprocessing.get_context("fork" if can_fork() else "spawn")
         slots = ctx.Queue()
         for d in devs:
             slots.put(d)
@@ -179,7 +176,7 @@ class LocalExecutor:
             max_workers=self.jobs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(), slots, threads)
         )
         self._futures = {t.name: self._pool.submit(_run_in_worker, self.run, t) for t in tasks}
-        return {t.name: {"job_id": None, "log": str(Path(t.run_dir) / RUN_ERROR)} for t in tasks}
+        return handles
 
     def status(self, handles: dict[str, dict]) -> dict[str, RunStatus]:
         out = {}
@@ -195,9 +192,9 @@ class LocalExecutor:
                 out[name] = RunStatus(FAILED, "interrupted (its driver ended)", log=h.get("log"))
         return out
 
-    def _record(self, name: str, result=None, exc: BaseException | None = None) -> RunStatus:
+    def _record(self, name: str, exc: BaseException | None = None) -> RunStatus:
         task = self._tasks[name]
-        log = str(Path(task.run_dir) / RUN_ERROR)
+        log = _error_log(task)
         if exc is None:
             st = RunStatus(FINISHED, log=None)
         else:
@@ -215,12 +212,13 @@ class LocalExecutor:
         """Run or wait for the runs; ``on_done(name, status)`` after each; a run that raises is failed."""
         t0 = time.monotonic()
         if self.jobs == 1:
+            device = self._devices()[0]
             for name in handles:
                 if timeout is not None and time.monotonic() - t0 > timeout:
                     break
                 try:
-                    res = self.run(self._tasks[name], self._devices()[0])
-                    st = self._record(name, res)
+                    self.run(self._tasks[name], device)
+                    st = self._record(name)
                 except Exception as exc:  # noqa: BLE001 - one failed run must not stop the others
                     st = self._record(name, exc=exc)
                 if on_done:
@@ -235,8 +233,7 @@ class LocalExecutor:
                     break
                 done, pending = wait_futures(pending, timeout=left, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    exc = fut.exception()
-                    st = self._record(names[fut], exc=exc) if exc else self._record(names[fut], fut.result())
+                    st = self._record(names[fut], exc=fut.exception())
                     if on_done:
                         on_done(names[fut], st)
         finally:

@@ -48,7 +48,7 @@ import numpy as np
 
 from . import io
 from .analysis import ChunkAnalysis
-from .device import resolve_device as resolve_local_device  # the one place a sweep resolves a device name
+from .device import resolve_device
 from .executors import (
     FAILED,
     FINISHED,
@@ -301,12 +301,19 @@ def _pid_alive(pid) -> bool:
     return True
 
 
-def _executor_for(name: str, out: Path, current):
-    if current is not None and current.name == name:
-        return current
-    if name == "slurm":
-        return SlurmExecutor(out / SLURM_DIR)
-    return LocalExecutor()
+def _by_executor(out: Path, handles: dict[str, dict], current):
+    """``(executor, handles)`` for each executor the runs were submitted to; the executor is None for the runs of
+    another local driver, which only that driver can wait on."""
+    groups: dict[str, dict] = {}
+    for n, h in handles.items():
+        groups.setdefault(h.get("executor", "local"), {})[n] = h
+    for name, group in groups.items():
+        if current is not None and current.name == name:
+            yield current, group
+        elif name == "slurm":
+            yield SlurmExecutor(out / SLURM_DIR), group
+        else:
+            yield (None if name == "local" else LocalExecutor()), group
 
 
 def run_statuses(out, tasks: list[RunTask], state: dict | None, *, executor=None) -> dict[str, RunStatus]:
@@ -317,13 +324,12 @@ def run_statuses(out, tasks: list[RunTask], state: dict | None, *, executor=None
     """
     out = Path(out)
     jobs = (state or {}).get("jobs", {})
-    epochs = {t.name: t.train_config["epochs"] for t in tasks}
     result: dict[str, RunStatus] = {}
-    by_executor: dict[str, dict] = {}
+    pending: dict[str, dict] = {}
     for t in tasks:
         res = read_run_result(t.run_dir)
         h = jobs.get(t.name)
-        if res is not None and res.get("epochs") == epochs[t.name]:
+        if res is not None and res.get("epochs") == t.train_config["epochs"]:
             log = (h or {}).get("log")
             result[t.name] = RunStatus(
                 FINISHED, "", (h or {}).get("job_id"), log if log and Path(log).is_file() else None
@@ -332,10 +338,9 @@ def run_statuses(out, tasks: list[RunTask], state: dict | None, *, executor=None
             started = (Path(t.run_dir) / "checkpoints").is_dir()
             result[t.name] = RunStatus(MISSING, "interrupted" if started else "not submitted")
         else:
-            by_executor.setdefault(h.get("executor", "local"), {})[t.name] = h
-    for name, handles in by_executor.items():
-        ex = _executor_for(name, out, executor)
-        if name == "local" and ex is not executor:
+            pending[t.name] = h
+    for ex, handles in _by_executor(out, pending, executor):
+        if ex is None:
             # submitted by another driver: going on only while that driver lives (on this machine)
             for n, h in handles.items():
                 alive = h.get("host") == socket.gethostname() and h.get("driver") != os.getpid()
@@ -413,12 +418,8 @@ def run_stage(
         dynamic_ncols=True,
     )
     try:
-        by_executor: dict[str, dict] = {}
-        for n in waiting:
-            by_executor.setdefault(jobs[n].get("executor", "local"), {})[n] = jobs[n]
-        for name, handles in by_executor.items():
-            ex = _executor_for(name, out, executor)
-            if name == "local" and ex is not executor:
+        for ex, handles in _by_executor(out, {n: jobs[n] for n in waiting}, executor):
+            if ex is None:
                 continue  # another local driver's runs: nothing to wait on from here
             ex.wait(handles, on_done=lambda _n, _s: bar.update(1), timeout=timeout)
     finally:
@@ -527,7 +528,7 @@ def run_sweep(
     out = Path(out)
     _check_resume(read_state(out), out, config)
     if executor is None:
-        executor = LocalExecutor(config.jobs, local_devices(resolve_local_device(config.train.device), config.jobs))
+        executor = LocalExecutor(config.jobs, local_devices(resolve_device(config.train.device), config.jobs))
     # one driver per sweep folder: two would submit the same runs
     with io.folder_lock(out, what="sweep"):
         return _run_sweep_locked(config, out, executor, wait=wait, timeout=timeout, log=log)

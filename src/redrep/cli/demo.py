@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
+from ..device import resolve_device
 from ..executors import LocalExecutor, local_devices
-from ..sweep import demo_config, resolve_local_device, run_sweep
+from ..sweep import demo_config, run_sweep
 from .sweep import echo_result
 
 
@@ -39,7 +40,7 @@ from .sweep import echo_result
 def command(out, quick, data_dir, jobs, quiet):
     """Run a width sweep on bundled offline data and write figures and an HTML report."""
     config = demo_config(quick=quick, data_dir=str(data_dir), jobs=jobs, progress=not quiet).validated()
-    dev = resolve_local_device(config.train.device)
+    dev = resolve_device(config.train.device)
     config = replace(config, train=replace(config.train, device=dev))
     t = config.train
     click.echo(

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
+from ..device import resolve_device
 from ..executors import LocalExecutor, SlurmExecutor, SlurmOptions, local_devices, parse_slurm_params
-from ..sweep import SLURM_DIR, SweepConfig, resolve_local_device, run_sweep
+from ..sweep import SLURM_DIR, SweepConfig, run_sweep
 from . import int_list_callback
 
 _D = SweepConfig()  # the defaults live in the config, once
@@ -203,7 +204,7 @@ def command(
         # the device is resolved on each compute node: this machine (a login node) may have no GPU
         ex = SlurmExecutor(out / SLURM_DIR, options, arch=arch)
     else:
-        dev = resolve_local_device(device)  # once, here; the workers get their own device from it
+        dev = resolve_device(device)  # once, here; the workers get their own device from it
         config = replace(config, train=replace(config.train, device=dev))
         ex = LocalExecutor(config.jobs, local_devices(dev, config.jobs))
     timeout = None if wait_timeout is None else wait_timeout * 60
