@@ -73,16 +73,15 @@ def small_disk(path: Path, size_kb: int):
 
 def fill_disk(path: Path, leave_bytes: int) -> Path:
     """Write a filler file in ``path`` so that about ``leave_bytes`` stay free; returns it."""
-    st = os.statvfs(path)
-    free = st.f_bavail * st.f_frsize
     filler = path / "filler"
-    size = max(0, free - leave_bytes)
+    size = max(0, free_bytes(path) - leave_bytes)
     with open(filler, "wb") as f:
         f.write(b"\0" * size)
     return filler
 
 
 def free_bytes(path: Path) -> int:
+    """Bytes free for an unprivileged writer on the file system of ``path``."""
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import click
 import pytest
 
+import procs
 from redrep.cli import COMMAND_MODULES, RedrepGroup, _source_help
 from repsets import random_set
 
@@ -27,9 +26,11 @@ main()
 
 
 def loaded_by(*args):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     p = subprocess.run(
-        [sys.executable, "-c", _PROBE.format(heavy=HEAVY), *map(str, args)], capture_output=True, text=True, env=env
+        [sys.executable, "-c", _PROBE.format(heavy=HEAVY), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=procs.env(),
     )
     lines = [line for line in p.stderr.splitlines() if line.startswith("LOADED ")]
     assert lines, p.stderr
@@ -37,9 +38,8 @@ def loaded_by(*args):
 
 
 def test_import_of_the_cli_is_light():
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     code = f"import sys, redrep.cli; print(','.join(m for m in {HEAVY!r} + ('scipy',) if m in sys.modules))"
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=procs.env(), check=True)
     assert p.stdout.strip() == ""
 
 

@@ -26,8 +26,6 @@ from redrep.train import (
 )
 from redrep.validation import RedrepError
 
-SRC = str(Path(tr.__file__).resolve().parents[1])
-
 
 def small(**kw):
     base = dict(dataset="synthetic", arch="mlp", width=32, depth=2, epochs=4, batch_size=64, lr=0.05, seed=0)

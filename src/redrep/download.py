@@ -257,8 +257,6 @@ def _download(config, release, progress, log) -> DownloadResult:
     t0 = time.perf_counter()
     path = Path(config.path)
     target = path / AUTHORS_SUBDIR
-    if path.exists() and not path.is_dir():
-        raise RedrepError(f"{path}: expected a data folder, found a file")
     if target.exists() and not target.is_dir():
         raise RedrepError(f"{target}: expected a folder for the authors' set, found a file")
     notes: list[str] = []

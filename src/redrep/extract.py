@@ -28,10 +28,10 @@ from .repset import NATIVE_META, RepresentationSet
 from .train import (
     TrainConfig,
     checkpoint_path,
+    initial_model,
     list_checkpoints,
     load_checkpoint,
     read_run_config,
-    seed_everything,
 )
 from .validation import RedrepError, check_int
 
@@ -226,11 +226,11 @@ def model_of_checkpoint(ckpt: dict, where: str, *, weights: bool = True):
     """
     config = TrainConfig.from_dict(ckpt["config"], where=where).validated()
     info = ckpt["model_info"]
-    if not weights:
-        seed_everything(config.seed)
-    model = create_model(config.arch, info["num_classes"], info["in_shape"], **config.model_options)
     if weights:
+        model = create_model(config.arch, info["num_classes"], info["in_shape"], **config.model_options)
         model.load_state_dict(ckpt["model"])
+    else:
+        model = initial_model(config, info["num_classes"], info["in_shape"])
     model.eval()
     return config, model
 
@@ -270,42 +270,38 @@ def extract_run(
     out = Path(out)
     dev = resolve_device(device)
     with io.folder_lock(out, what="extract"):
-        return out, _extract_into(out, run_dir, config, model, ep, dev, data_dir, batch_size, progress)
-
-
-def _extract_into(out, run_dir, config, model, ep, dev, data_dir, batch_size, progress) -> RepresentationSet:
-    carried = _check_output(out, run_dir, ep)
-    dataset = config.load_data(data_dir)
-    meta = {
-        "dataset": config.dataset,
-        "arch": config.arch,
-        "widening_factor": config.widening_factor,
-        "depth": config.depth,
-        "epoch": ep,
-        "epochs": config.epochs,
-        "seed": config.seed,
-        "weight_decay": config.weight_decay,
-        "label_smoothing": config.label_smoothing,
-        "lr": config.lr,
-        "batch_size": config.batch_size,
-        "train_subset": config.train_subset,
-        "run_dir": str(run_dir.resolve()),
-    }
-    rs = extract_representations(
-        model,
-        (dataset.x_train, dataset.y_train),
-        (dataset.x_test, dataset.y_test),
-        device=dev,
-        transform=dataset.prepare,
-        batch_size=batch_size,
-        meta=meta,
-        progress=progress,
-    )
-    rs.meta.update(carried.get("meta", {}))
-    if carried.get("error_inf") is not None:
-        rs.error_inf = carried["error_inf"]
-    rs.save(out)
-    return rs
+        carried = _check_output(out, run_dir, ep)
+        dataset = config.load_data(data_dir)
+        meta = {
+            "dataset": config.dataset,
+            "arch": config.arch,
+            "widening_factor": config.widening_factor,
+            "depth": config.depth,
+            "epoch": ep,
+            "epochs": config.epochs,
+            "seed": config.seed,
+            "weight_decay": config.weight_decay,
+            "label_smoothing": config.label_smoothing,
+            "lr": config.lr,
+            "batch_size": config.batch_size,
+            "train_subset": config.train_subset,
+            "run_dir": str(run_dir.resolve()),
+        }
+        rs = extract_representations(
+            model,
+            (dataset.x_train, dataset.y_train),
+            (dataset.x_test, dataset.y_test),
+            device=dev,
+            transform=dataset.prepare,
+            batch_size=batch_size,
+            meta=meta,
+            progress=progress,
+        )
+        rs.meta.update(carried.get("meta", {}))
+        if carried.get("error_inf") is not None:
+            rs.error_inf = carried["error_inf"]
+        rs.save(out)
+        return out, rs
 
 
 def _check_output(out: Path, run_dir: Path, epoch: int) -> dict:

@@ -25,6 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .validation import RedrepError
+
+try:
+    import fcntl
+except ImportError:  # no advisory locks on this system: writers are not guarded
+    fcntl = None
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -59,8 +66,6 @@ def atomic_path(path):
 
 def read_json_object(path, what: str = "a JSON object") -> dict:
     """The JSON object in ``path``; a :class:`RedrepError` naming the file when it is unreadable or not an object."""
-    from .validation import RedrepError
-
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -75,8 +80,6 @@ def read_json_object(path, what: str = "a JSON object") -> dict:
 
 def write_error(exc: OSError, path):
     """A one-line :class:`RedrepError` for a failed write of ``path``: a full disk said as such."""
-    from .validation import RedrepError
-
     if disk_full(exc):
         return RedrepError(f"no space left on device writing {path}")
     return RedrepError(f"{path}: cannot write ({exc.strerror or exc})")
@@ -144,8 +147,6 @@ def swap_into_place(src, target, *, keep=None) -> None:
     """
     src, target = Path(src), Path(target)
     if (target.exists() or target.is_symlink()) and not target.is_dir():
-        from .validation import RedrepError
-
         raise RedrepError(f"{target}: expected a folder (or nothing) to replace, found a file")
     if keep is not None and target.is_dir():
         for entry in target.iterdir():
@@ -267,13 +268,14 @@ def recover_leftovers(path) -> list[str]:
     """
     path = Path(path)
     done = []
-    for old in _leftovers(path, ".old"):
+    olds = _leftovers(path, ".old")
+    for old in olds:
         saved = old / "x"
         if not path.exists() and saved.exists():
             os.replace(saved, path)
             fsync_dir(path.parent)
             done.append(f"{path}: restored from {old.name} (an earlier writer was killed mid-swap)")
-    for stale in _leftovers(path, ".tmp") + _leftovers(path, ".old"):
+    for stale in _leftovers(path, ".tmp") + olds:
         if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
         else:
@@ -331,8 +333,6 @@ def folder_lock(path, *, what: str):
     RedrepError
         When another process holds the lock: one line naming it.
     """
-    from .validation import RedrepError
-
     path = Path(path)
     key = str(path.expanduser().resolve())
     if _HELD.get(key):
@@ -342,10 +342,6 @@ def folder_lock(path, *, what: str):
         finally:
             _HELD[key] -= 1
         return
-    try:
-        import fcntl
-    except ImportError:  # no advisory locks on this system: writers are not guarded
-        fcntl = None
     lock = lock_file(path)
     fd = None
     if fcntl is not None:
@@ -353,7 +349,7 @@ def folder_lock(path, *, what: str):
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RedrepError(f"{path.parent}: cannot create the folder ({exc.strerror or exc})") from None
-        fd = _acquire(lock, path, fcntl, RedrepError)
+        fd = _acquire(lock, path)
         try:
             info = {
                 "pid": os.getpid(),
@@ -369,7 +365,7 @@ def folder_lock(path, *, what: str):
                 raise write_error(exc, path) from None
             recover_leftovers(path)
         except BaseException:
-            _release(lock, fd, fcntl)
+            _release(lock, fd)
             raise
     _HELD[key] = 1
     try:
@@ -377,22 +373,22 @@ def folder_lock(path, *, what: str):
     finally:
         del _HELD[key]
         if fd is not None:
-            _release(lock, fd, fcntl)
+            _release(lock, fd)
 
 
-def _acquire(lock: Path, path: Path, fcntl, error):
+def _acquire(lock: Path, path: Path) -> int:
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise error(f"{lock}: cannot create the lock file of {path} ({exc.strerror or exc})") from None
+            raise RedrepError(f"{lock}: cannot create the lock file of {path} ({exc.strerror or exc})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise error(f"{lock}: cannot lock {path} ({exc.strerror or exc})") from None
-            raise error(f"{path}: {_holder_line(lock)}; expected no other writer: wait for it to end") from None
+                raise RedrepError(f"{lock}: cannot lock {path} ({exc.strerror or exc})") from None
+            raise RedrepError(f"{path}: {_holder_line(lock)}; expected no other writer: wait for it to end") from None
         # the previous holder unlinks the file on release: make sure we locked the file now at that name
         try:
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
@@ -403,7 +399,7 @@ def _acquire(lock: Path, path: Path, fcntl, error):
         os.close(fd)
 
 
-def _release(lock: Path, fd: int, fcntl) -> None:
+def _release(lock: Path, fd: int) -> None:
     with contextlib.suppress(FileNotFoundError):
         lock.unlink()  # while still locked, so no one else holds this inode's lock
     fcntl.flock(fd, fcntl.LOCK_UN)
@@ -412,10 +408,8 @@ def _release(lock: Path, fd: int, fcntl) -> None:
 
 def _holder_line(lock: Path) -> str:
     try:
-        info = json.loads(lock.read_text(encoding="utf-8"))
-        if not isinstance(info, dict):
-            raise ValueError
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        info = read_json_object(lock)
+    except ValueError:  # a RedrepError (unreadable, or not an object), or json's ValueError for an over-long integer
         return "locked by another process (its details are not written yet)"
     return (
         f"locked by another {info.get('what', 'writer')} (pid {info.get('pid')} on {info.get('host')}, "

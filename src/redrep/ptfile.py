@@ -102,8 +102,6 @@ def _check_view(storage: _Storage, offset: int, size: tuple, stride: tuple) -> i
         raise PtCorruptError(f"negative size {size}")
     if any(st < 0 for st in stride) or offset < 0:
         raise PtCorruptError(f"negative stride {stride} or offset {offset}")
-    if storage.numel < 0:
-        raise PtCorruptError(f"negative storage size {storage.numel}")
     numel = math.prod(size)
     if numel * storage.dtype.itemsize > _MAX_BYTES:
         raise PtCorruptError(f"size {size} is too large ({numel} elements)")

@@ -375,7 +375,6 @@ class _Session:
     config: TrainConfig
     run_dir: Path
     device: torch.device
-    amp_dtype: torch.dtype | None
     autocast: Callable
     dataset: Dataset
     model: torch.nn.Module
@@ -476,7 +475,6 @@ def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | 
     dataset = config.load_data()
     _check_model_fits(config, dataset, device)
 
-    seed_everything(config.seed)
     model = _create_model(config, dataset)
     gen = torch.Generator().manual_seed(config.seed)
     if device.type == "cuda":
@@ -532,7 +530,6 @@ def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | 
         config=config,
         run_dir=run_dir,
         device=device,
-        amp_dtype=amp_dtype,
         autocast=autocast_context(device, amp_dtype),
         dataset=dataset,
         model=model,
@@ -638,9 +635,19 @@ def _size_option(config: TrainConfig) -> str:
     return "width" if config.width is not None else "widening_factor"
 
 
+def initial_model(config: TrainConfig, num_classes: int, in_shape) -> torch.nn.Module:
+    """The network a run of ``config`` starts from: every random generator seeded with its seed, then the model built.
+
+    The same calls as :func:`train`'s, so the weights are those of the run's epoch 0, bit for bit.
+    """
+    seed_everything(config.seed)
+    return create_model(config.arch, num_classes, in_shape, **config.model_options)
+
+
 def _create_model(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
+    """:func:`initial_model` for ``dataset``; a failed allocation is a one-line :class:`RedrepError`."""
     try:
-        return create_model(config.arch, dataset.num_classes, dataset.in_shape, **config.model_options)
+        return initial_model(config, dataset.num_classes, dataset.in_shape)
     except (RuntimeError, MemoryError) as exc:  # an allocation the size check let through
         raise RedrepError(
             f"{_size_option(config)}: could not allocate the network {config.arch} "
