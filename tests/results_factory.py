@@ -1,9 +1,12 @@
-"""Results folders with known curves, written in the format of ``redrep analyze``.
+"""Results folders with known curves, written in the format of ``redrep analyze``, and small shared helpers.
 
-Shared by the plot, report and summary tests (imported as a plain module).
+Shared by the plot, report, summary, sweep, clones, compare, dynamics and page tests (imported as a plain module).
 """
 
 from __future__ import annotations
+
+import csv
+from dataclasses import fields
 
 import numpy as np
 
@@ -69,3 +72,32 @@ def write_results_dir(path, curves, *, width=None, error_inf=None, sem=0.002, n=
     }
     io.write_json(path / JSON_NAME, doc)
     return path
+
+
+def read_csv(path) -> list[dict]:
+    """The rows of a CSV file with a header, as dicts of strings."""
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def clone_rows(wc) -> list[dict]:
+    """clones.csv rows from {width: [w_c* per seed]}."""
+    return [
+        dict(width=w, seed=s, wc_star=v, clones=None if v is None else w / v, exponent=None, exponent_se=None)
+        for w, vs in wc.items()
+        for s, v in enumerate(vs)
+    ]
+
+
+def tiny(**kw):
+    """A small sweep (synthetic data, MLPs of widths 8 and 16, two seeds, three epochs); ``kw`` overrides any
+    field of the sweep or of its training template."""
+    from redrep.sweep import SweepConfig
+    from redrep.train import TrainConfig
+
+    train_fields = {f.name for f in fields(TrainConfig)}
+    train = dict(dataset="synthetic", arch="mlp", depth=2, epochs=3, lr=0.05, data_dir=None, checkpoint_epochs=())
+    train.update({k: kw.pop(k) for k in list(kw) if k in train_fields})
+    base = dict(widths=(8, 16), seeds=2, acc_rep=4, r2_rep=3, jobs=1, progress=False)
+    base.update(kw)
+    return SweepConfig(train=TrainConfig(**train), **base)

@@ -25,6 +25,7 @@ from redrep.results import load_results
 from redrep.summary import ChunkCurves, summarize
 from redrep.synthetic import make_clone_set
 from redrep.validation import RedrepError
+from results_factory import clone_rows
 
 
 def _fake_sweep(root, widths=(8, 16, 32), seeds=(0, 1), n_latent=4):
@@ -123,21 +124,12 @@ def test_csv_round_trip_keeps_undefined_values(tmp_path):
         read_clones_csv(tmp_path / "bad.csv")
 
 
-def _rows(wc):
-    """clones.csv rows from {width: [w_c* per seed]}."""
-    return [
-        dict(width=w, seed=s, wc_star=v, clones=None if v is None else w / v, exponent=None, exponent_se=None)
-        for w, vs in wc.items()
-        for s, v in enumerate(vs)
-    ]
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_growth_slope_against_a_direct_fit(seed):
     rng = np.random.default_rng(seed)
     ws = [16, 32, 64, 128, 256, 512]
     wc = {16: [None, 16], 32: [16, None]} | {w: list(rng.choice([8, 16, 32], size=3)) for w in ws[2:]}
-    g = clone_growth(_rows(wc))
+    g = clone_growth(clone_rows(wc))
     assert g.onset == 64
     x = np.log(ws[2:])
     y = np.log([np.mean([w / v for v in wc[w]]) for w in ws[2:]])
@@ -148,24 +140,24 @@ def test_growth_slope_against_a_direct_fit(seed):
 
 
 def test_reading_known_answers():
-    fixed = clone_growth(_rows({w: [16, 16] for w in (32, 64, 128, 256)}))
+    fixed = clone_growth(clone_rows({w: [16, 16] for w in (32, 64, 128, 256)}))
     assert fixed.slope == pytest.approx(1.0) and fixed.linear
-    text = " ".join(clones_reading(_rows({w: [16, 16] for w in (32, 64, 128, 256)})))
+    text = " ".join(clones_reading(clone_rows({w: [16, 16] for w in (32, 64, 128, 256)})))
     assert "From W = 32 on" in text and "consistent with the linear growth" in text
-    flat = " ".join(clones_reading(_rows({w: [w // 4, w // 4, w // 4 + 1] for w in (32, 64, 128, 256)})))
+    flat = " ".join(clones_reading(clone_rows({w: [w // 4, w // 4, w // 4 + 1] for w in (32, 64, 128, 256)})))
     assert "slower than linear" in flat
-    none = clones_reading(_rows({16: [None], 32: [32], 64: [None]}))
+    none = clones_reading(clone_rows({16: [None], 32: [32], 64: [None]}))
     assert "At W = 16, 64 no chunk size" in none[0] and none[-1].startswith("Clones across widths: not shown")
-    one = clones_reading(_rows({16: [16], 32: [8, 32], 64: [16, 16]}))
+    one = clones_reading(clone_rows({16: [16], 32: [8, 32], 64: [16, 16]}))
     assert "Only W = 64 is redundant" in one[-1]
-    two = clones_reading(_rows({16: [16], 32: [8, 8], 64: [8, 8]}))
+    two = clones_reading(clone_rows({16: [16], 32: [8, 8], 64: [8, 8]}))
     assert "two widths give no uncertainty" in two[-1] and "W^1.00" in two[-1] and "about as fast as" in two[-1]
-    three = clones_reading(_rows({16: [16], 32: [8, 8], 64: [16, 8]}))
+    three = clones_reading(clone_rows({16: [16], 32: [8, 8], 64: [16, 8]}))
     assert "W^0.58" in three[-1] and "slower than the linear growth" in three[-1]
 
 
 def test_figure_shows_the_rows():
-    rows = _rows({16: [None, 16], 32: [16, 8], 64: [16, 16]})
+    rows = clone_rows({16: [None, 16], 32: [16, 8], 64: [16, 16]})
     fig = clones_figure(rows)
     ax_a, ax_b = fig.axes[:2]
     pts_a = np.vstack([c.get_offsets() for c in ax_a.collections])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -23,28 +22,17 @@ from redrep.compare import (
     load_sweep,
     write_comparison,
 )
-from redrep.sweep import SweepConfig, run_sweep
-from redrep.train import TrainConfig
+from redrep.sweep import run_sweep
 from redrep.validation import RedrepError
-
-
-def _tiny(**kw):
-    train = TrainConfig(dataset="synthetic", arch="mlp", depth=2, epochs=3, lr=0.05, data_dir=None,
-                        checkpoint_epochs=(), device="cpu", **kw)  # fmt: skip
-    return SweepConfig(train=train, widths=(8, 16), seeds=2, acc_rep=4, r2_rep=3, jobs=1, progress=False)
+from results_factory import clone_rows, read_csv, tiny
 
 
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory):
     root = tmp_path_factory.mktemp("cmp")
-    run_sweep(_tiny(weight_decay=0.0), root / "wd0", log=lambda _m: None)
-    run_sweep(_tiny(), root / "wd", log=lambda _m: None)
+    run_sweep(tiny(device="cpu", weight_decay=0.0), root / "wd0", log=lambda _m: None)
+    run_sweep(tiny(device="cpu"), root / "wd", log=lambda _m: None)
     return root
-
-
-def _csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def _num(s):
@@ -53,7 +41,7 @@ def _num(s):
 
 def test_compare_table_comes_from_the_sweeps(sweeps, tmp_path):
     res = write_comparison([sweeps / "wd0", sweeps / "wd"], tmp_path / "cmp")
-    rows = _csv(tmp_path / "cmp" / "compare.csv")
+    rows = read_csv(tmp_path / "cmp" / "compare.csv")
     assert tuple(rows[0]) == COMPARE_COLUMNS
     assert [s.label for s in res.sweeps] == ["weight_decay=0", "weight_decay=0.0005"]
     for name, label in (("wd0", "weight_decay=0"), ("wd", "weight_decay=0.0005")):
@@ -140,7 +128,7 @@ def test_refusals_are_one_line_and_exit_2(sweeps, tmp_path):
     assert (tmp_path / "file").read_text() == "x"
     r = runner.invoke(main, ["compare", str(sweeps / "wd0"), str(other), "--out", out, "--allow-mixed"])
     assert r.exit_code == 0, r.output
-    rows = _csv(tmp_path / "cmp" / "compare.csv")
+    rows = read_csv(tmp_path / "cmp" / "compare.csv")
     assert {r["label"] for r in rows} == {
         "dataset=synthetic, weight_decay=0",
         "dataset=parity-digits, weight_decay=0.0005",
@@ -157,16 +145,8 @@ def test_reading_says_which_sweeps_show_redundancy():
         {"width": w, "full_test_mean": e, "full_train_mean": t}
         for w, e, t in ((16, 0.1, 0.01), (32, 0.08, 0.0), (64, 0.07, 0.0))
     ]
-
-    def rows(wc):
-        return [
-            dict(width=w, seed=s, wc_star=v, clones=None if v is None else w / v, exponent=None, exponent_se=None)
-            for w, vs in wc.items()
-            for s, v in enumerate(vs)
-        ]
-
-    regularized = _data("wd", table, rows({16: [16, 16], 32: [16, 16], 64: [16, 16]}))
-    plain = _data("wd0", table, rows({16: [None, 16], 32: [32, None], 64: [64, 64]}), error_inf=None)
+    regularized = _data("wd", table, clone_rows({16: [16, 16], 32: [16, 16], 64: [16, 16]}))
+    plain = _data("wd0", table, clone_rows({16: [None, 16], 32: [32, None], 64: [64, 64]}), error_inf=None)
     text = comparison_reading([regularized, plain])
     assert text[0] == (
         "wd: full-network test error 0.1000 at W = 16, 0.0700 at W = 64; error_inf = 0.0200; "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 
@@ -18,6 +17,7 @@ from redrep.results import load_results
 from redrep.summary import ChunkCurves, summarize
 from redrep.train import TrainConfig, list_checkpoints, load_checkpoint, train
 from redrep.validation import RedrepError
+from results_factory import read_csv
 
 
 def _tiny(**kw):
@@ -52,11 +52,6 @@ def run(tmp_path_factory):
     return run_dir, res, built[0]
 
 
-def _csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
 def test_last_epoch_equals_redrep_analyze_on_the_extracted_set(run):
     run_dir, res, _ = run
     runner = CliRunner()
@@ -68,8 +63,8 @@ def test_last_epoch_equals_redrep_analyze_on_the_extracted_set(run):
          "--device", "cpu", "--out", str(run_dir / "analyzed"), "-q"],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
-    ref = _csv(run_dir / "analyzed" / "results.csv")
-    dyn = [r for r in _csv(res.out / "dynamics.csv") if r["epoch"] == "3"]
+    ref = read_csv(run_dir / "analyzed" / "results.csv")
+    dyn = [r for r in read_csv(res.out / "dynamics.csv") if r["epoch"] == "3"]
     key = ("metric", "split", "chunk_size")
     assert len(dyn) == len(ref) > 0
     got = {tuple(r[k] for k in key): r for r in dyn}

@@ -21,9 +21,9 @@ from redrep.compare import write_comparison
 from redrep.dynamics import DynamicsConfig, run_dynamics
 from redrep.report import write_report
 from redrep.results import load_results, write_results
-from redrep.sweep import SweepConfig, run_sweep
-from redrep.train import TrainConfig
+from redrep.sweep import run_sweep
 from repsets import random_set
+from results_factory import tiny
 
 # a 1x1 transparent PNG
 _PNG = bytes.fromhex(
@@ -52,10 +52,7 @@ def pages(tmp_path_factory):
     an = ChunkAnalysis(acc_rep=5, r2_rep=3, random_state=0, device="cpu").fit(rs)
     write_results(an, rs, root / "results")
     report = write_report(load_results(root / "results"))
-    train = TrainConfig(dataset="synthetic", arch="mlp", depth=2, epochs=3, lr=0.05, data_dir=None,
-                        checkpoint_epochs=(), device="cpu")  # fmt: skip
-    cfg = SweepConfig(train=train, widths=(8, 16), seeds=2, acc_rep=4, r2_rep=3, jobs=1, progress=False)
-    sweep = run_sweep(cfg, root / "sweep", log=lambda _m: None)
+    sweep = run_sweep(tiny(device="cpu"), root / "sweep", log=lambda _m: None)
     dyn = run_dynamics(
         root / "sweep" / "runs" / "w00016_s0", config=DynamicsConfig(acc_rep=4, r2_rep=3, device="cpu"), progress=False
     )

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,16 +15,8 @@ from redrep.plots import width_figure
 from redrep.sweep import SweepConfig, run_name, run_sweep, sweep_reading, width_table
 from redrep.train import PAPER_CHECKPOINT_EPOCHS, TrainConfig
 from redrep.validation import RedrepError
-
-TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
-
-
-def tiny(**kw):
-    train = dict(dataset="synthetic", arch="mlp", depth=2, epochs=3, lr=0.05, data_dir=None, checkpoint_epochs=())
-    train.update({k: kw.pop(k) for k in list(kw) if k in TRAIN_FIELDS})
-    base = dict(widths=(8, 16), seeds=2, acc_rep=4, r2_rep=3, jobs=1, progress=False)
-    base.update(kw)
-    return SweepConfig(train=TrainConfig(**train), **base)
+from results_factory import read_csv as _csv
+from results_factory import tiny  # test_sweep_local imports it from here
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +24,6 @@ def finished(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     result = run_sweep(tiny(), out, log=lambda _m: None)
     return out, result
-
-
-def _csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def test_sweep_writes_everything(finished):

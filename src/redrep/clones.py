@@ -29,8 +29,8 @@ from matplotlib.ticker import FuncFormatter
 from . import io
 from .analysis import ChunkAnalysis, default_chunk_sizes
 from .repset import RepresentationSet
-from .results import clean_nan, csv_to_rows, load_results, rows_to_csv, write_results
-from .summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, check_reading_config, fit_power_law, summarize
+from .results import clean_nan, csv_to_rows, rows_to_csv, write_results
+from .summary import R2_MIN, TRAIN_ERROR_MAX, check_reading_config, fit_power_law, mean_sem, summarize_folder
 from .validation import RedrepError, check_float, check_int
 
 CLONES_CSV = "clones.csv"
@@ -153,11 +153,7 @@ def analyse_runs(
         ).fit(rs)
         rdir = out_dir / run.name
         write_results(an, rs, rdir, extra={"run": str(run.path.parent), "width": run.width, "seed": run.seed})
-        results = load_results(rdir)
-        summ = summarize(
-            ChunkCurves.from_results(results), train_error_max=config.train_error_max, r2_min=config.r2_min
-        )
-        results.update_json(summary=summ.to_dict())
+        results, _, _ = summarize_folder(rdir, train_error_max=config.train_error_max, r2_min=config.r2_min)
         rows.append(row_from_summary(run.width, run.seed, results.doc["summary"], results=rdir))
     return rows
 
@@ -209,7 +205,7 @@ def per_width(rows) -> list[dict]:
     for w in sorted({r["width"] for r in rows}):
         sel = [r for r in rows if r["width"] == w]
         ok = [r for r in sel if r["wc_star"] is not None]
-        c = np.array([r["clones"] for r in ok], dtype=float)
+        clones_mean, clones_sem, _ = mean_sem([r["clones"] for r in ok])
         e = np.array([r["exponent"] for r in ok if r["exponent"] is not None], dtype=float)
         out.append(
             {
@@ -217,8 +213,8 @@ def per_width(rows) -> list[dict]:
                 "seeds": len(sel),
                 "seeds_with_wc_star": len(ok),
                 "wc_star": [int(r["wc_star"]) for r in ok],
-                "clones_mean": float(c.mean()) if c.size else math.nan,
-                "clones_sem": float(c.std(ddof=1) / math.sqrt(c.size)) if c.size > 1 else math.nan,
+                "clones_mean": clones_mean,
+                "clones_sem": clones_sem,
                 "redundant": bool(ok) and len(ok) == len(sel) and all(r["wc_star"] < w for r in ok),
                 "exponent_mean": float(e.mean()) if e.size else math.nan,
             }
@@ -272,9 +268,12 @@ def clone_growth(rows) -> CloneGrowth:
     return CloneGrowth(table, onset, fit.exponent, se, fit.chunk_sizes)
 
 
-def clones_reading(rows) -> list[str]:
-    """Plain sentences, with the numbers: is there a ``w_c*`` below W, and does W / w_c* grow like W."""
-    g = clone_growth(rows)
+def clones_reading(rows, *, growth: CloneGrowth | None = None) -> list[str]:
+    """Plain sentences, with the numbers: is there a ``w_c*`` below W, and does W / w_c* grow like W.
+
+    ``growth`` is :func:`clone_growth` of ``rows`` when already computed.
+    """
+    g = clone_growth(rows) if growth is None else growth
     t = g.table
     ws = [x["width"] for x in t]
     out = []
@@ -330,11 +329,14 @@ def clones_reading(rows) -> list[str]:
 
 
 # --------------------------------------------------------------------------- figure
-def clones_figure(rows, *, title: str | None = None) -> Figure:
-    """(a) w_c* against W; (b) W / w_c* against W with a slope-1 guide; log-log, one point per seed."""
+def clones_figure(rows, *, title: str | None = None, growth: CloneGrowth | None = None) -> Figure:
+    """(a) w_c* against W; (b) W / w_c* against W with a slope-1 guide; log-log, one point per seed.
+
+    ``growth`` is :func:`clone_growth` of ``rows`` when already computed.
+    """
     from .plots import _int_ticks, _legend_below, _xlim
 
-    g = clone_growth(rows)
+    g = clone_growth(rows) if growth is None else growth
     widths = np.array([x["width"] for x in g.table], dtype=float)
     fig = Figure(figsize=(11.5, 4.4), layout="constrained")
     ax_a, ax_b = fig.subplots(1, 2)
@@ -413,9 +415,10 @@ def analyse_sweep(
     runs = find_runs(sweep_dir) if runs is None else runs
     rows = analyse_runs(runs, sweep_dir / CLONES_DIR, config=config, error_inf=error_inf, progress=progress)
     path = write_clones_csv(rows, sweep_dir / CLONES_CSV)
-    fig = clones_figure(rows, title=title)
+    growth = clone_growth(rows)
+    fig = clones_figure(rows, title=title, growth=growth)
     figures = save_figure(fig, sweep_dir / "figures", stem="clones")
-    return CloneResult(rows, clone_growth(rows), clones_reading(rows), path, figures, fig)
+    return CloneResult(rows, growth, clones_reading(rows, growth=growth), path, figures, fig)
 
 
 def section_html(result: CloneResult) -> str:

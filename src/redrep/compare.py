@@ -25,9 +25,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from . import io
-from .clones import CLONES_CSV, clone_growth, per_width, read_clones_csv
+from .clones import CLONES_CSV, clone_growth, read_clones_csv
 from .results import rows_to_csv
-from .summary import PAPER_EXPONENT
+from .summary import PAPER_EXPONENT, mean_sem
 from .validation import RedrepError
 
 COMPARE_CSV = "compare.csv"
@@ -173,19 +173,10 @@ def comparison_rows(sweeps) -> list[dict]:
                 add(s, quantity, w, _f(r.get(f"{key}_mean")), _f(r.get(f"{key}_sem")), n)
         add(s, "error_inf", None, s.error_inf, None, None if s.error_inf is None else 1)
         if s.clones is not None:
-            for t in per_width(s.clones):
-                w = t["width"]
+            for w in map(int, sorted({c["width"] for c in s.clones})):
                 sel = [c for c in s.clones if c["width"] == w]
-                for quantity, key in (("wc_star", "wc_star"), ("clones", "clones"), ("exponent", "exponent")):
-                    v = np.array([c[key] for c in sel if c[key] is not None], dtype=float)
-                    add(
-                        s,
-                        quantity,
-                        w,
-                        float(v.mean()) if v.size else None,
-                        float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else None,
-                        int(v.size),
-                    )
+                for quantity in ("wc_star", "clones", "exponent"):
+                    add(s, quantity, w, *mean_sem([c[quantity] for c in sel if c[quantity] is not None], missing=None))
         else:
             summ = s.summary
             for quantity, key in (("wc_star", "w_c_star"), ("clones", "n_clones"), ("exponent", "exponent")):

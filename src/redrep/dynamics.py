@@ -22,7 +22,6 @@ call resumes. The claim it tests: ``docs/method.md#claim-regularization``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +31,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from . import io
 from .analysis import ChunkAnalysis
-from .results import csv_to_rows, load_results, rows_to_csv, write_results
-from .summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, check_reading_config, summarize
+from .results import csv_to_rows, rows_to_csv, write_results
+from .summary import R2_MIN, TRAIN_ERROR_MAX, check_reading_config, summarize_folder
 from .validation import RedrepError, check_int
 
 DYNAMICS_DIR = "dynamics"
@@ -218,10 +217,7 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
             ).fit(rs)
             extra = {"dynamics": {"epoch": epoch, "params": analysis_params, "stamp": stamp, "model": source}}
             write_results(an, rs, folder, extra={**extra, "run": str(run_dir)})
-        results = load_results(folder)
-        curves = ChunkCurves.from_results(results)
-        summ = summarize(curves, train_error_max=config.train_error_max, r2_min=config.r2_min)
-        results.update_json(summary=summ.to_dict())
+        results, curves, summ = summarize_folder(folder, train_error_max=config.train_error_max, r2_min=config.r2_min)
         for r in results.rows:
             rows.append({"epoch": epoch, **{k: r[k] for k in DYNAMICS_COLUMNS[1:]}})
         per_epoch.append(
@@ -310,7 +306,7 @@ def dynamics_reading(per_epoch, zero_epoch, config: DynamicsConfig) -> list[str]
         )
     else:
         base += (
-            f"w_c* = {first['w_c_star']} ({W / first['w_c_star']:.3g} clones) already, with training error "
+            f"w_c* = {first['w_c_star']} ({first['n_clones']:.3g} clones) already, with training error "
             f"{first['train_error']:.4g} for the whole layer: that much redundancy needs no training."
         )
     out.append(base)
@@ -411,14 +407,10 @@ def dynamics_figure(rows, per_epoch, zero_epoch, *, title: str | None = None) ->
 def render_dynamics_page(doc: dict, fig: Figure) -> str:
     from .report import render_page
 
-    table = [
-        {**e, "n_clones": e["n_clones"] if e["n_clones"] is None or math.isfinite(e["n_clones"]) else None}
-        for e in doc["per_epoch"]
-    ]
     return render_page(
         "dynamics.html",
         doc=doc,
-        table=table,
+        table=doc["per_epoch"],
         figure=fig,
         csv_name=DYNAMICS_CSV,
         json_name=DYNAMICS_JSON,

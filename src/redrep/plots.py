@@ -375,6 +375,12 @@ def figure_bytes(fig: Figure, fmt: str = "png", *, dpi: int = 150) -> bytes:
     return buf.getvalue()
 
 
+def check_stem(stem, name: str = "stem") -> None:
+    """Refuse a figure file name (without extension) that is empty, has a folder, or is ``.`` or ``..``."""
+    if not stem or "/" in stem or stem in (".", ".."):
+        raise RedrepError(f"{name}: expected a file name without folder, found {stem!r}")
+
+
 def save_figure(fig: Figure, out_dir, *, stem: str = DEFAULT_STEM, formats=DEFAULT_FORMATS, dpi: int = 150) -> list:
     """Write ``out_dir/stem.<fmt>`` for every format; returns the paths.
 
@@ -382,8 +388,7 @@ def save_figure(fig: Figure, out_dir, *, stem: str = DEFAULT_STEM, formats=DEFAU
     written atomically, so a failure leaves existing figures untouched.
     """
     formats = check_formats(formats)
-    if not stem or "/" in stem or stem in (".", ".."):
-        raise RedrepError(f"stem: expected a file name without folder, found {stem!r}")
+    check_stem(stem)
     blobs = {fmt: figure_bytes(fig, fmt, dpi=dpi) for fmt in formats}
     out_dir = Path(out_dir)
     paths = []

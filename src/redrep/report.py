@@ -51,7 +51,6 @@ def _environment():
     )
     env.filters["num"] = lambda v, digits=6: v if isinstance(v, str) else fmt_number(v, digits)
     env.filters["data_uri"] = image_data_uri
-    env.globals["version"] = __version__
     return env
 
 

@@ -12,7 +12,8 @@
   size the layer holds.
 
 Everything here is a pure function of arrays; :class:`ChunkCurves` gathers
-the arrays of a results folder, and :func:`summarize` computes them all.
+the arrays of a results folder, and :func:`summarize` computes them all
+(:func:`summarize_folder` does both for a folder and stores the summary).
 """
 
 from __future__ import annotations
@@ -274,6 +275,17 @@ def fit_power_law(chunk_sizes, y, *, min_size: float = 0.0) -> PowerLawFit | Non
     return PowerLawFit(slope, se, math.exp(intercept), tuple(int(v) for v in w[use]))
 
 
+def mean_sem(values, missing=math.nan) -> tuple:
+    """(mean, standard error of the mean, count) of ``values``; ``missing`` for a mean of none or a sem of one.
+
+    The sem is the sample standard deviation (``ddof=1``) over the square root of the count.
+    """
+    v = np.array(values, dtype=float)
+    mean = float(v.mean()) if v.size else missing
+    sem = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else missing
+    return mean, sem, int(v.size)
+
+
 def number_of_clones(width, w_c_star) -> float | None:
     """``W / w_c*``: disjoint chunks of the critical size in the layer (None without ``w_c*``)."""
     if w_c_star is None:
@@ -378,6 +390,22 @@ def summarize(curves: ChunkCurves, *, train_error_max: float = TRAIN_ERROR_MAX, 
         error_inf=curves.error_inf,
         notes=tuple(notes),
     )
+
+
+def summarize_folder(folder, *, train_error_max: float, r2_min: float) -> tuple:
+    """Summarize a results folder and store the summary in its ``results.json``.
+
+    Returns
+    -------
+    (Results, ChunkCurves, Summary)
+    """
+    from .results import load_results
+
+    results = load_results(folder)
+    curves = ChunkCurves.from_results(results)
+    summ = summarize(curves, train_error_max=train_error_max, r2_min=r2_min)
+    results.update_json(summary=summ.to_dict())
+    return results, curves, summ
 
 
 def reading(summary: Summary, curves: ChunkCurves) -> list[str]:

@@ -65,7 +65,7 @@ from .executors import (
 )
 from .repset import NATIVE_META, RepresentationSet
 from .results import load_results, rows_to_csv, write_results
-from .summary import EXPONENT_UNRESOLVED_SE
+from .summary import EXPONENT_UNRESOLVED_SE, mean_sem
 from .train import PAPER_CHECKPOINT_EPOCHS, RESUME_FREE_FIELDS, TrainConfig, config_differences
 from .validation import RedrepError, check_float, check_int
 
@@ -728,9 +728,7 @@ def width_table(tidy, widths) -> list[dict]:
         for source in ("full", "chunk"):
             sel = [r for r in tidy if r["source"] == source and r["width"] == w]
             for metric, key in (("test_error", "test"), ("train_error", "train")):
-                v = np.array([r[metric] for r in sel], dtype=float)
-                row[f"{source}_{key}_mean"] = float(v.mean()) if v.size else math.nan
-                row[f"{source}_{key}_sem"] = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+                row[f"{source}_{key}_mean"], row[f"{source}_{key}_sem"], _ = mean_sem([r[metric] for r in sel])
             row[f"{source}_n"] = len(sel)
         table.append(row)
     return table

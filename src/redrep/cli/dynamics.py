@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..summary import R2_MIN, TRAIN_ERROR_MAX
 from . import int_list_callback
 
 
@@ -25,9 +26,9 @@ from . import int_list_callback
               help="Comma-separated chunk sizes [default: W, W/2, W/4, ..., 1].")  # fmt: skip
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the chunk draws, the same at every epoch.")  # fmt: skip
-@click.option("--train-error-max", type=float, default=0.0, show_default=True,
+@click.option("--train-error-max", type=float, default=TRAIN_ERROR_MAX, show_default=True,
               help="w_c*: largest mean chunk training error allowed.")  # fmt: skip
-@click.option("--r2-min", type=float, default=0.95, show_default=True, help="w_c*: smallest mean R^2 allowed.")
+@click.option("--r2-min", type=float, default=R2_MIN, show_default=True, help="w_c*: smallest mean R^2 allowed.")
 @click.option("--device", default="auto", show_default=True, help="auto (a GPU when present), cpu or cuda[:N].")
 @click.option("--data-dir", default=None, help="Where the dataset is now  [default: the run's --data-dir]")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
@@ -38,14 +39,14 @@ def command(run_dir, out, acc_rep, r2_rep, chunk_sizes, seed, train_error_max, r
     (w_c* per epoch), figures and dynamics.html. Epoch 0, the network at initialization, is the null baseline.
     """
     from ..device import resolve_device
-    from ..dynamics import DynamicsConfig, run_dynamics
+    from ..dynamics import DYNAMICS_CSV, DynamicsConfig, run_dynamics
 
     config = DynamicsConfig(
         acc_rep=acc_rep,
         r2_rep=r2_rep,
         chunk_sizes=None if chunk_sizes is None else tuple(chunk_sizes),
         seed=seed,
-        device=resolve_device(device),  # once, here
+        device=resolve_device(device),  # a bad --device fails before the run is read (run_dynamics resolves it again)
         data_dir=data_dir,
         train_error_max=train_error_max,
         r2_min=r2_min,
@@ -59,4 +60,4 @@ def command(run_dir, out, acc_rep, r2_rep, chunk_sizes, seed, train_error_max, r
             click.echo(f"{e['epoch']:>5d}  {wcs:>5}  {cl:>7}  {e['train_error']:10.4f}  {e['test_error']:9.4f}")
         for sentence in res.doc["reading"]:
             click.echo(f"- {sentence}")
-    click.echo(f"wrote {res.out / 'dynamics.csv'} and {res.page}")
+    click.echo(f"wrote {res.out / DYNAMICS_CSV} and {res.page}")

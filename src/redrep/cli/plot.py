@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..plots import DEFAULT_STEM, MIN_CHUNK_SIZE_A, check_formats, save_figure, three_panel_figure
+from ..plots import DEFAULT_STEM, MIN_CHUNK_SIZE_A, check_formats, check_stem, save_figure, three_panel_figure
 from ..results import load_results
 from ..summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, summarize
-from ..validation import RedrepError, check_float
+from ..validation import check_float
 from . import data_path_option
 
 
@@ -40,15 +40,10 @@ def results_options(f):
     return f
 
 
-def check_options(**flags):
-    """Validate float options by their flag (``check_options(**{"--r2-min": (value, min, max)})``)."""
-    for flag, (value, lo, hi) in flags.items():
-        check_float(value, flag, min_value=lo, max_value=hi)
-
-
 def load_and_summarize(path, results_dir, train_error_max, r2_min):
     """Read the results and compute the summary (the callers store it in results.json)."""
-    check_options(**{"--train-error-max": (train_error_max, 0.0, 1.0), "--r2-min": (r2_min, None, 1.0)})
+    check_float(train_error_max, "--train-error-max", min_value=0.0, max_value=1.0)
+    check_float(r2_min, "--r2-min", max_value=1.0)
     results = load_results(results_dir if results_dir is not None else path / "results")
     curves = ChunkCurves.from_results(results)
     summary = summarize(curves, train_error_max=train_error_max, r2_min=r2_min)
@@ -94,11 +89,10 @@ def command(path, results_dir, train_error_max, r2_min, out, formats, stem, min_
     the number of clones W / w_c* in results.json under "summary".
     """
     formats = check_formats(formats, name="--format")
-    check_options(**{"--min-chunk-size": (min_chunk_size, 0.0, None)})
+    check_float(min_chunk_size, "--min-chunk-size", min_value=0.0)
     results, curves, summary = load_and_summarize(path, results_dir, train_error_max, r2_min)
     fig = three_panel_figure(curves, summary, min_chunk_size=min_chunk_size)
-    if not stem or "/" in stem or stem in (".", ".."):
-        raise RedrepError(f"--name: expected a file name without folder, found {stem!r}")
+    check_stem(stem, name="--name")
     paths = save_figure(fig, out, stem=stem, formats=formats, dpi=dpi)
     results.update_json(summary=summary.to_dict())
     if not quiet:
