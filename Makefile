@@ -14,7 +14,7 @@ STAMP := $(VENV)/.redrep-installed
 venv: $(STAMP)
 
 # setup.py and the C sources: the compiled fast pass of the accuracies is rebuilt when they change
-$(STAMP): pyproject.toml Makefile setup.py src/redrep/_fastpass.c src/redrep/_fastpass_body.h
+$(STAMP): pyproject.toml Makefile setup.py src/redrep/core/_fastpass.c src/redrep/core/_fastpass_body.h
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
@@ -27,6 +27,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks setup.py
 	$(BIN)/ruff format --check src tests benchmarks setup.py
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest -q

@@ -51,7 +51,7 @@ def clone_features(rng, n, means, latent_of_neuron, y, noise=0.5):
 def write_authors_set(folder: Path, n_train=50000, n_test=10000, width=512, n_classes=10, seed=0):
     import torch
 
-    from redrep.repset import AUTHORS_FILES
+    from redrep.storage.repset import AUTHORS_FILES
 
     rng = np.random.default_rng(seed)
     n_latent = 64
@@ -85,7 +85,7 @@ def baseline(folder: Path, acc_rep=100, r2_rep=40, seed=0):
     from sklearn.linear_model import Ridge
     from sklearn.metrics import r2_score
 
-    from redrep.repset import AUTHORS_FILES
+    from redrep.storage.repset import AUTHORS_FILES
 
     t = {k: torch.load(folder / v, weights_only=True).numpy() for k, v in AUTHORS_FILES.items()}
     width = t["weight"].shape[1]

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train.py [--epochs 3] [--device auto]
 
-Runs `redrep.train.train` on: an MLP 3 x 512 on mnist1d, the same on
+Runs `redrep.nets.train.train` on: an MLP 3 x 512 on mnist1d, the same on
 parity-digits, and WRN-16-1 on a 1000-image CIFAR-format sample (random
 pixels written as an official-format archive: speed does not depend on
 content). Prints the median over epochs 2.. of the training time and of the
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from redrep.train import TrainConfig, resolve_device, train
+from redrep.nets.train import TrainConfig, resolve_device, train
 
 
 def write_sample_cifar(path: Path, n_train: int, n_test: int) -> None:

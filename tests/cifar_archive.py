@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from redrep.data import CIFAR
+from redrep.nets.data import CIFAR
 
 
 def write_cifar_archive(path, name="cifar10", n_train=64, n_test=32, seed=0, protocol=2):

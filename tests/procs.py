@@ -42,7 +42,7 @@ def lock_holder(path, what="analyze"):
     knows the state without sleeping.
     """
     code = (
-        "import sys\nfrom redrep.io import folder_lock\n"
+        "import sys\nfrom redrep.storage.io import folder_lock\n"
         f"with folder_lock({str(path)!r}, what={what!r}):\n"
         "    print('locked', flush=True)\n    sys.stdin.read()\n"
     )

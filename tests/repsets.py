@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from redrep.repset import RepresentationSet
+from redrep.storage.repset import AUTHORS_ENSEMBLE_FILE, AUTHORS_FILES, RepresentationSet
 
 
 def random_set(seed=0, n_train=300, n_test=200, width=24, n_classes=4, latent=6, noise=0.5, offset=3.0):
@@ -25,3 +25,27 @@ def random_set(seed=0, n_train=300, n_test=200, width=24, n_classes=4, latent=6,
     return RepresentationSet.from_arrays(
         xtr, xte, ytr, yte, coef[:-1].T.astype(np.float32), coef[-1].astype(np.float32), error_inf=0.05
     )
+
+
+def arrays(n_train=20, n_test=10, width=6, n_classes=3, seed=0):
+    """The arrays of a small random set, by their names in RepresentationSet.from_arrays."""
+    rng = np.random.default_rng(seed)
+    return dict(
+        features_train=rng.normal(size=(n_train, width)).astype(np.float32),
+        features_test=rng.normal(size=(n_test, width)).astype(np.float32),
+        labels_train=rng.integers(0, n_classes, n_train),
+        labels_test=rng.integers(0, n_classes, n_test),
+        weight=rng.normal(size=(n_classes, width)).astype(np.float32),
+        bias=rng.normal(size=n_classes).astype(np.float32),
+    )
+
+
+def write_authors(folder, a, ensemble_acc=None):
+    """The arrays ``a`` in the authors' layout (torch .pt files and the ensemble .npy)."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, name in AUTHORS_FILES.items():
+        torch.save(torch.from_numpy(np.asarray(a[key])), folder / name)
+    if ensemble_acc is not None:
+        np.save(folder / AUTHORS_ENSEMBLE_FILE, np.array([ensemble_acc, 0.0]))

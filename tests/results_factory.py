@@ -10,8 +10,8 @@ from dataclasses import fields
 
 import numpy as np
 
-from redrep import io
-from redrep.results import CSV_NAME, JSON_NAME, rows_to_csv
+from redrep.storage import io
+from redrep.storage.results import CSV_NAME, JSON_NAME, rows_to_csv
 
 
 def paper_like(width=512, w_star=64, error_inf=0.04, prefactor=0.12, exponent=-0.5):
@@ -92,8 +92,8 @@ def clone_rows(wc) -> list[dict]:
 def tiny(**kw):
     """A small sweep (synthetic data, MLPs of widths 8 and 16, two seeds, three epochs); ``kw`` overrides any
     field of the sweep or of its training template."""
-    from redrep.sweep import SweepConfig
-    from redrep.train import TrainConfig
+    from redrep.experiments.sweep import SweepConfig
+    from redrep.nets.train import TrainConfig
 
     train_fields = {f.name for f in fields(TrainConfig)}
     train = dict(dataset="synthetic", arch="mlp", depth=2, epochs=3, lr=0.05, data_dir=None, checkpoint_epochs=())

@@ -8,10 +8,14 @@ networks", NeurIPS 2022 (arXiv 2106.03485).
 
 __version__ = "0.1.0"
 
-from .validation import RedrepError  # noqa: E402
+from .core.validation import RedrepError  # noqa: E402
 
 # imported on first use, so that `import redrep.cli` (and `redrep --help`) stays light
-_LAZY = {"ChunkAnalysis": "analysis", "default_chunk_sizes": "analysis", "RepresentationSet": "repset"}
+_LAZY = {
+    "ChunkAnalysis": "core.analysis",
+    "default_chunk_sizes": "core.analysis",
+    "RepresentationSet": "storage.repset",
+}
 
 
 def __getattr__(name):

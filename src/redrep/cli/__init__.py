@@ -2,7 +2,7 @@
 
 Each command lives in its own module of this package, parses its options,
 builds the library objects and calls them; library code never reads the
-command line. User errors (:class:`~redrep.validation.RedrepError`, and
+command line. User errors (:class:`~redrep.core.validation.RedrepError`, and
 operating-system errors such as a full disk) become one line on stderr and
 exit status 2, with no traceback.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..validation import RedrepError
+from ..core.validation import RedrepError
 
 #: Command modules of this package, each defining ``command``.
 COMMAND_MODULES = (
@@ -128,14 +128,14 @@ def _with_flag(ctx, message: str) -> str:
 def os_error_line(exc: OSError) -> str:
     """One line for an operating-system error: a full disk said as such, the path the user knows."""
     where = f": {user_paths(str(exc.filename))}" if getattr(exc, "filename", None) else ""
-    from ..io import disk_full  # here: the command list is printed without importing more than it needs
+    from ..storage.io import disk_full  # here: the command list is printed without importing more than it needs
 
     if disk_full(exc):
         return f"no space left on device{where}"
     return f"{exc.strerror or exc}{where}"
 
 
-#: A hidden temporary entry of redrep.io (``.NAME.abc123.tmp``), to be named as the ``NAME`` it becomes.
+#: A hidden temporary entry of redrep.storage.io (``.NAME.abc123.tmp``), to be named as the ``NAME`` it becomes.
 _TEMP_PART = re.compile(r"(^|[/\\\s'\"(])\.([^/\\\s]+?)\.[A-Za-z0-9_]{8}\.(?:tmp|old)(?![\w.-])")
 
 

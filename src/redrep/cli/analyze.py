@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from ..analysis import ChunkAnalysis
-from ..device import resolve_device
-from ..io import folder_lock
-from ..repset import AUTHORS_SUBDIR, RepresentationSet
-from ..results import write_results
-from ..validation import RedrepError
+from ..core.analysis import ChunkAnalysis
+from ..core.device import resolve_device
+from ..core.validation import RedrepError
+from ..storage.io import folder_lock
+from ..storage.repset import AUTHORS_SUBDIR, RepresentationSet
+from ..storage.results import write_results
 from . import data_path_option, int_list_callback
 
 
@@ -105,7 +105,7 @@ def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, bloc
 
 def _print_summary(analysis, out_dir):
     """One line per chunk size, one column per declared metric computed (accuracies shown as errors)."""
-    from .. import metrics
+    from ..core import metrics
 
     shown = [m for m in metrics.METRICS if m.key in analysis.values_]
     means = [m.shown(analysis.mean(*m.key)) for m in shown]

@@ -19,7 +19,7 @@ def command(sweep_dirs, out, labels, allow_mixed):
 
     Writes OUT/compare.csv (tidy), compare.json, figures/compare.{png,pdf} and compare.html.
     """
-    from ..compare import write_comparison
+    from ..experiments.compare import write_comparison
 
     res = write_comparison(sweep_dirs, out, labels=list(labels) or None, allow_mixed=allow_mixed)
     for sentence in res.reading:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..data import CIFAR, DATASETS, fetch_cifar, load_dataset, write_mnist1d_cache
-from ..validation import RedrepError
+from ..core.validation import RedrepError
+from ..nets.data import CIFAR, DATASETS, fetch_cifar, load_dataset, write_mnist1d_cache
 
 
 @click.command("data")

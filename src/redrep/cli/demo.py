@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from ..device import resolve_device
-from ..executors import LocalExecutor, local_devices
-from ..sweep import demo_config, run_sweep
+from ..core.device import resolve_device
+from ..experiments.executors import LocalExecutor, local_devices
+from ..experiments.sweep import demo_config, run_sweep
 from .sweep import echo_result
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..download import FILES_URL, MANIFEST_NAME, ZIP_URL, DownloadConfig, download_authors
+from ..fetch.authors import FILES_URL, MANIFEST_NAME, ZIP_URL, DownloadConfig, download_authors
 from . import data_path_option
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..summary import R2_MIN, TRAIN_ERROR_MAX
+from ..core.summary import R2_MIN, TRAIN_ERROR_MAX
 from . import int_list_callback
 
 
@@ -38,8 +38,8 @@ def command(run_dir, out, acc_rep, r2_rep, chunk_sizes, seed, train_error_max, r
     Writes RUN_DIR/dynamics/dynamics.csv (epoch, metric, split, chunk_size, mean, sem, n), dynamics.json
     (w_c* per epoch), figures and dynamics.html. Epoch 0, the network at initialization, is the null baseline.
     """
-    from ..device import resolve_device
-    from ..dynamics import DYNAMICS_CSV, DynamicsConfig, run_dynamics
+    from ..core.device import resolve_device
+    from ..experiments.dynamics import DYNAMICS_CSV, DynamicsConfig, run_dynamics
 
     config = DynamicsConfig(
         acc_rep=acc_rep,

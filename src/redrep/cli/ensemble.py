@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..device import resolve_device
-from ..ensemble import ensemble_error, store_error_inf
+from ..core.device import resolve_device
+from ..nets.ensemble import ensemble_error, store_error_inf
 
 
 @click.command("ensemble")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..synthetic import make_clone_set
+from ..storage.synthetic import make_clone_set
 
 
 @click.command("example")

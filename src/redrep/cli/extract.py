@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..device import resolve_device
-from ..extract import extract_run
+from ..core.device import resolve_device
+from ..nets.extract import extract_run
 
 
 @click.command("extract")

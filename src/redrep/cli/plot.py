@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..plots import DEFAULT_STEM, MIN_CHUNK_SIZE_A, check_formats, check_stem, save_figure, three_panel_figure
-from ..results import load_results
-from ..summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, summarize
-from ..validation import check_float
+from ..core.summary import R2_MIN, TRAIN_ERROR_MAX, ChunkCurves, summarize
+from ..core.validation import check_float
+from ..report.figures import DEFAULT_STEM, MIN_CHUNK_SIZE_A, check_formats, check_stem, save_figure, three_panel_figure
+from ..storage.results import load_results
 from . import data_path_option
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..report import REPORT_NAME, write_report
+from ..report.pages import REPORT_NAME, write_report
 from .plot import echo_summary, load_and_summarize, results_options
 
 

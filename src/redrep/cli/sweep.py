@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from ..device import resolve_device
-from ..executors import LocalExecutor, SlurmExecutor, SlurmOptions, local_devices, parse_slurm_params
-from ..sweep import SLURM_DIR, SweepConfig, run_sweep
+from ..core.device import resolve_device
+from ..experiments.executors import LocalExecutor, SlurmExecutor, SlurmOptions, local_devices, parse_slurm_params
+from ..experiments.sweep import SLURM_DIR, SweepConfig, run_sweep
 from . import int_list_callback
 
 _D = SweepConfig()  # the defaults live in the config, once

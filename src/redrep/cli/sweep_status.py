@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..sweep import SWEEP_FILE, SweepConfig, plan_sweep, read_state, run_statuses, status_line
-from ..validation import RedrepError
+from ..core.validation import RedrepError
+from ..experiments.sweep import SWEEP_FILE, SweepConfig, plan_sweep, read_state, run_statuses, status_line
 
 
 @click.command("sweep-status")

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 from tqdm.auto import tqdm
 
-from ..data import DATASETS
-from ..device import resolve_device
-from ..models import MODELS
-from ..train import CONFIG_FILE, TrainConfig, read_run_config, train
+from ..core.device import resolve_device
+from ..nets.data import DATASETS
+from ..nets.models import MODELS
+from ..nets.train import CONFIG_FILE, TrainConfig, read_run_config, train
 from . import int_list_callback
 
 _D = TrainConfig()

@@ -1,0 +1,513 @@
+"""Datasets as tensors, augmented in batches on the training device.
+
+Every dataset is held whole in memory (CIFAR-10 is 150 MB as uint8) and cut
+into batches by index, so that a GPU run never waits for a loader and a CPU
+run has no worker processes. Image augmentation (random crop with 4-pixel
+reflect padding, horizontal flip) is a handful of tensor operations on the
+whole batch.
+
+Datasets
+--------
+``cifar10``, ``cifar100``
+    The official "python version" archives (``cifar-10-python.tar.gz``,
+    ``cifar-100-python.tar.gz``), read without unpacking, or their unpacked
+    folders. Images stay uint8 (N, 3, 32, 32) until a batch is normalised.
+``digits``
+    scikit-learn's bundled 8x8 digits, (N, 1, 8, 8), a fixed stratified split
+    (1198 train / 599 test).
+``parity-digits``
+    The digits projected on their first 10 principal components (fitted on
+    the training split only), label = parity: the offline analogue of the
+    paper's parity MNIST.
+``mnist1d``
+    MNIST-1D (4000 train / 1000 test sequences of length 40, 10 classes),
+    generated procedurally by the ``mnist1d`` package.
+``synthetic``
+    A Gaussian mixture (4 classes in 16 dimensions), for tests.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import pickle
+import tarfile
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..core.validation import RedrepError, check_int, exception_line
+from ..storage import io
+
+# ------------------------------------------------------------------- CIFAR
+CIFAR_URL_BASE = "https://www.cs.toronto.edu/~kriz/"
+
+
+@dataclass(frozen=True)
+class CifarInfo:
+    """Facts of one official CIFAR archive."""
+
+    archive: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_key: str
+    num_classes: int
+    md5: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def url(self) -> str:
+        return CIFAR_URL_BASE + self.archive
+
+
+CIFAR = {
+    "cifar10": CifarInfo(
+        archive="cifar-10-python.tar.gz",
+        folder="cifar-10-batches-py",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test_files=("test_batch",),
+        label_key="labels",
+        num_classes=10,
+        md5="c58f30108f718f92721af3b95e74349a",
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.247, 0.243, 0.261),
+    ),
+    "cifar100": CifarInfo(
+        archive="cifar-100-python.tar.gz",
+        folder="cifar-100-python",
+        train_files=("train",),
+        test_files=("test",),
+        label_key="fine_labels",
+        num_classes=100,
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        mean=(0.5071, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2762),
+    ),
+}
+
+DATASETS = ("cifar10", "cifar100", "digits", "parity-digits", "mnist1d", "synthetic")
+
+#: Cache of the generated MNIST-1D arrays inside a data folder.
+MNIST1D_CACHE = "mnist1d.npz"
+
+
+@dataclass
+class Dataset:
+    """A classification dataset held as tensors.
+
+    Attributes
+    ----------
+    name : str
+    x_train : Tensor of shape (n_train, *in_shape); uint8 images when ``mean`` is set, else float32
+    y_train : int64 Tensor of shape (n_train,)
+    x_test : Tensor of shape (n_test, *in_shape)
+    y_test : int64 Tensor of shape (n_test,)
+    num_classes : int
+    mean, std : per-channel normalisation of uint8 images (pixel values scaled to [0, 1] first), or None
+    augment : whether training batches get random crops and flips
+    source : where the data came from
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    augment: bool = False
+    source: str = ""
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.x_test.shape[0])
+
+    def to(self, device) -> Dataset:
+        """The same dataset with its tensors on ``device``."""
+        return replace(
+            self,
+            x_train=self.x_train.to(device),
+            y_train=self.y_train.to(device),
+            x_test=self.x_test.to(device),
+            y_test=self.y_test.to(device),
+        )
+
+    def subset_train(self, n: int, seed: int = 0) -> Dataset:
+        """The first ``n`` training samples of a fixed random order (``seed``), test set unchanged."""
+        n = check_int(n, "train_subset", min_value=1, max_value=self.n_train)
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(self.n_train, generator=g)[:n].sort().values.to(self.x_train.device)
+        return replace(self, x_train=self.x_train[idx], y_train=self.y_train[idx])
+
+    def prepare(self, x: torch.Tensor, *, augment: bool = False, generator: torch.Generator | None = None):
+        """Turn a batch of stored samples into network input (float32, normalised, optionally augmented).
+
+        Parameters
+        ----------
+        x : Tensor of shape (n, *in_shape), as stored
+        augment : apply the random crop and flip (only if the dataset augments)
+        generator : CPU generator of the augmentation randomness
+
+        Returns
+        -------
+        float32 Tensor of shape (n, *in_shape) on ``x``'s device
+        """
+        if self.mean is not None:
+            mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+            x = (x.float() / 255.0 - mean) / std
+        else:
+            x = x.float()
+        if augment and self.augment:
+            x = augment_batch(x, generator=generator)
+        return x
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "in_shape": list(self.in_shape),
+            "num_classes": self.num_classes,
+            "augment": self.augment,
+            "source": self.source,
+        }
+
+
+def augment_batch(x: torch.Tensor, *, padding: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop (reflect padding ``padding``) and random horizontal flip of a batch of images.
+
+    Each image gets its own offset in [0, 2 * padding] along each axis and a
+    flip with probability 1/2. The random draws use ``generator`` on the CPU
+    (so a run reproduces on any device) and the work happens on ``x``'s device.
+
+    Parameters
+    ----------
+    x : float Tensor of shape (n, c, h, w)
+
+    Returns
+    -------
+    Tensor of shape (n, c, h, w)
+    """
+    n, _, h, w = x.shape
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    dy, dx, flip = dy.to(x.device), dx.to(x.device), flip.to(x.device)
+    padded = F.pad(x, (padding, padding, padding, padding), mode="reflect")
+    rows = (dy[:, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = torch.arange(w, device=x.device).expand(n, w)
+    # a flipped image reads its crop's columns right to left
+    cols = torch.where(flip[:, None], w - 1 - cols, cols) + dx[:, None]
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    chans = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    return padded[batch, chans, rows, cols.view(n, 1, 1, w)]
+
+
+# --------------------------------------------------------------- loading
+def load_dataset(name: str, data_dir=None) -> Dataset:
+    """Load dataset ``name`` (one of :data:`DATASETS`) on the CPU.
+
+    ``data_dir`` is where the CIFAR archives (or their unpacked folders) and
+    the MNIST-1D cache live; the other datasets need no files.
+    """
+    if name not in DATASETS:
+        raise RedrepError(f"dataset: expected one of {', '.join(DATASETS)}, found {name!r}")
+    if name in CIFAR:
+        return load_cifar(name, data_dir)
+    if name == "digits":
+        return load_digits()
+    if name == "parity-digits":
+        return load_parity_digits()
+    if name == "mnist1d":
+        return load_mnist1d(data_dir)
+    return make_synthetic()
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts of numpy arrays and nothing else: a tampered archive cannot run code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _unpickle(data: bytes) -> dict:
+    obj = _ArrayUnpickler(_io.BytesIO(data), encoding="bytes").load()
+    if not isinstance(obj, dict):
+        raise pickle.UnpicklingError(f"expected a dict, found {type(obj).__name__}")
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def find_cifar(name: str, data_dir) -> Path:
+    """The archive or unpacked folder of CIFAR dataset ``name`` under (or at) ``data_dir``."""
+    info = CIFAR[name]
+    if data_dir is None:
+        raise RedrepError(f"{name}: expected a data folder (data_dir) holding {info.archive}, found none")
+    d = Path(data_dir)
+    if d.is_file():
+        return d
+    for cand in (d / info.archive, d / info.folder):
+        if cand.exists():
+            return cand
+    if (d / info.test_files[0]).is_file():  # the unpacked folder itself
+        return d
+    raise RedrepError(
+        f"{d}: no {name} data found (expected {info.archive} or {info.folder}/ there): "
+        f"run `redrep data {name} --data-dir {d}`"
+    )
+
+
+def read_cifar_source(name: str, path) -> dict[str, bytes]:
+    """The raw pickled batches of CIFAR dataset ``name`` from an archive or a folder, by file name."""
+    info = CIFAR[name]
+    path = Path(path)
+    wanted = (*info.train_files, *info.test_files)
+    out: dict[str, bytes] = {}
+    try:
+        if path.is_dir():
+            for f in wanted:
+                out[f] = (path / f).read_bytes()
+        else:
+            with tarfile.open(path, "r:gz") as tar:
+                members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+                missing = [f for f in wanted if f not in members]
+                if missing:
+                    raise RedrepError(
+                        f"{path}: expected the official {name} python archive ({info.archive}), "
+                        f"found no {', '.join(missing)} in it"
+                    )
+                for f in wanted:
+                    out[f] = tar.extractfile(members[f]).read()
+    except RedrepError:
+        raise
+    except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
+        raise RedrepError(
+            f"{path}: expected the official {name} python archive ({info.archive}), could not read it "
+            f"({type(exc).__name__}: {exception_line(exc)})"
+        ) from None
+    return out
+
+
+def fetch_cifar(name: str, data_dir, *, url: str | None = None, md5: str | None = None, progress: bool = True):
+    """Download the official archive of CIFAR dataset ``name`` into ``data_dir``, verified by md5.
+
+    An archive already there with the right md5 is kept without any request;
+    one with another md5 is replaced once the new download is complete. An
+    interrupted download resumes from its ``.part`` file.
+
+    Parameters
+    ----------
+    url : where to download from (default: the official address)
+    md5 : expected hex md5 (default: the official archive's)
+
+    Returns
+    -------
+    (path of the archive, whether it was downloaded now)
+    """
+    from ..fetch.http import download_file, file_md5
+
+    if name not in CIFAR:
+        raise RedrepError(f"dataset: expected one of {', '.join(CIFAR)} to download, found {name!r}")
+    info = CIFAR[name]
+    md5 = (md5 or info.md5).lower()
+    dest = Path(data_dir) / info.archive
+    if dest.is_file() and file_md5(dest) == md5:
+        return dest, False
+    download_file(url or info.url, dest, md5=md5, progress=progress, desc=info.archive)
+    return dest, True
+
+
+def load_cifar(name: str, data_dir) -> Dataset:
+    """CIFAR-10 or CIFAR-100 as uint8 (N, 3, 32, 32) images and int64 labels."""
+    info = CIFAR[name]
+    src = find_cifar(name, data_dir)
+    raw = read_cifar_source(name, src)
+
+    def stack(files):
+        xs, ys = [], []
+        for f in files:
+            try:
+                d = _unpickle(raw[f])
+                x = np.asarray(d["data"], dtype=np.uint8)
+                y = np.asarray(d[info.label_key], dtype=np.int64)
+            except (pickle.UnpicklingError, KeyError, EOFError, ValueError, TypeError, AttributeError) as exc:
+                raise RedrepError(
+                    f"{src}: batch {f}: expected a pickled dict with 'data' and '{info.label_key}', "
+                    f"could not read it ({type(exc).__name__}: {exception_line(exc)})"
+                ) from None
+            if x.ndim != 2 or x.shape[1] != 3072 or y.shape != (x.shape[0],):
+                raise RedrepError(
+                    f"{src}: batch {f}: expected data of shape (n, 3072) and n labels, "
+                    f"found data {x.shape} and labels {y.shape}"
+                )
+            if y.size and (y.min() < 0 or y.max() >= info.num_classes):
+                raise RedrepError(
+                    f"{src}: batch {f}: expected labels in [0, {info.num_classes}), found [{y.min()}, {y.max()}]"
+                )
+            xs.append(x)
+            ys.append(y)
+        x = np.concatenate(xs).reshape(-1, 3, 32, 32)
+        return torch.from_numpy(x), torch.from_numpy(np.concatenate(ys))
+
+    xtr, ytr = stack(info.train_files)
+    xte, yte = stack(info.test_files)
+    return Dataset(name, xtr, ytr, xte, yte, info.num_classes, info.mean, info.std, augment=True, source=str(src))
+
+
+def _digits_split():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    return train_test_split(x, d.target.astype(np.int64), test_size=1 / 3, stratify=d.target, random_state=0)
+
+
+def load_digits() -> Dataset:
+    """scikit-learn's 8x8 digits, (N, 1, 8, 8), standardised with the training split's mean and std."""
+    xtr, xte, ytr, yte = _digits_split()
+    mu, sd = xtr.mean(), xtr.std()
+    xtr, xte = ((a - mu) / sd for a in (xtr, xte))
+    return Dataset(
+        "digits",
+        torch.from_numpy(xtr.reshape(-1, 1, 8, 8).copy()),
+        torch.from_numpy(ytr),
+        torch.from_numpy(xte.reshape(-1, 1, 8, 8).copy()),
+        torch.from_numpy(yte),
+        10,
+        source="sklearn.datasets.load_digits",
+    )
+
+
+def load_parity_digits(n_components: int = 10) -> Dataset:
+    """Digits projected on their first principal components (fitted on train), label = digit parity.
+
+    The projections are divided by one scalar (their RMS on the training
+    split), which keeps the components' relative variances.
+    """
+    from sklearn.decomposition import PCA
+
+    xtr, xte, ytr, yte = _digits_split()
+    pca = PCA(n_components=n_components, svd_solver="full").fit(xtr)
+    ptr, pte = pca.transform(xtr), pca.transform(xte)
+    scale = np.sqrt(np.mean(ptr**2))
+    return Dataset(
+        "parity-digits",
+        torch.from_numpy((ptr / scale).astype(np.float32)),
+        torch.from_numpy(ytr % 2),
+        torch.from_numpy((pte / scale).astype(np.float32)),
+        torch.from_numpy(yte % 2),
+        2,
+        source=f"sklearn.datasets.load_digits, PCA({n_components}) on train",
+    )
+
+
+def generate_mnist1d() -> dict[str, np.ndarray]:
+    """Generate MNIST-1D offline with the package's default arguments (about 2 s)."""
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as exc:
+        raise RedrepError(f"mnist1d: expected the mnist1d package to be installed, found none ({exc})") from None
+    state = np.random.get_state()  # make_dataset reseeds numpy's global generator
+    try:
+        d = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(state)
+    return {
+        "x_train": np.asarray(d["x"], dtype=np.float32),
+        "y_train": np.asarray(d["y"], dtype=np.int64),
+        "x_test": np.asarray(d["x_test"], dtype=np.float32),
+        "y_test": np.asarray(d["y_test"], dtype=np.int64),
+    }
+
+
+def write_mnist1d_cache(data_dir) -> Path:
+    """Generate MNIST-1D and store it as ``data_dir/mnist1d.npz`` (atomically)."""
+    arrays = generate_mnist1d()
+    path = Path(data_dir) / MNIST1D_CACHE
+    with io.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return path
+
+
+def load_mnist1d(data_dir=None) -> Dataset:
+    """MNIST-1D from ``data_dir/mnist1d.npz`` when present, else generated on the spot."""
+    cache = Path(data_dir) / MNIST1D_CACHE if data_dir is not None else None
+    if cache is not None and cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                a = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise RedrepError(
+                f"{cache}: expected a cached MNIST-1D (.npz), could not read it ({exception_line(exc)})"
+            ) from None
+        if a["x_train"].shape != (4000, 40) or a["x_test"].shape != (1000, 40):
+            raise RedrepError(
+                f"{cache}: expected MNIST-1D arrays of shape (4000, 40) and (1000, 40), "
+                f"found {a['x_train'].shape} and {a['x_test'].shape}"
+            )
+        source = str(cache)
+    else:
+        a = generate_mnist1d()
+        source = "mnist1d.data.make_dataset(get_dataset_args())"
+    return Dataset(
+        "mnist1d",
+        torch.from_numpy(a["x_train"].astype(np.float32)),
+        torch.from_numpy(a["y_train"].astype(np.int64)),
+        torch.from_numpy(a["x_test"].astype(np.float32)),
+        torch.from_numpy(a["y_test"].astype(np.int64)),
+        10,
+        source=source,
+    )
+
+
+def make_synthetic(
+    n_train: int = 512, n_test: int = 256, dim: int = 16, n_classes: int = 4, separation: float = 3.0, seed: int = 0
+) -> Dataset:
+    """A mixture of ``n_classes`` unit Gaussians in ``dim`` dimensions, class means of norm ``separation``."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(n_classes, dim))
+    means *= separation / np.linalg.norm(means, axis=1, keepdims=True)
+
+    def sample(n):
+        y = rng.integers(0, n_classes, size=n)
+        return (means[y] + rng.normal(size=(n, dim))).astype(np.float32), y.astype(np.int64)
+
+    xtr, ytr = sample(n_train)
+    xte, yte = sample(n_test)
+    return Dataset(
+        "synthetic",
+        torch.from_numpy(xtr),
+        torch.from_numpy(ytr),
+        torch.from_numpy(xte),
+        torch.from_numpy(yte),
+        n_classes,
+        source=f"gaussian mixture, seed {seed}",
+    )

@@ -1,0 +1,333 @@
+"""Last-hidden-layer representations of trained networks.
+
+:func:`extract_representations` works on any :class:`torch.nn.Module`: a
+forward hook on its final :class:`torch.nn.Linear` records that layer's input
+(the features) and output (the logits), so that
+
+    logits == features @ readout.weight.T + readout.bias
+
+holds for every sample, which is exactly what the chunk analysis assumes.
+:func:`extract_run` does it for a ``redrep train`` run and writes a native
+representation set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..core.device import resolve_device
+from ..core.validation import RedrepError, check_int
+from ..storage import io
+from ..storage.repset import NATIVE_META, RepresentationSet
+from .models import create_model
+from .train import (
+    TrainConfig,
+    checkpoint_path,
+    initial_model,
+    list_checkpoints,
+    load_checkpoint,
+    read_run_config,
+)
+
+#: Default folder of a run's representation set (of its last epoch).
+REPRESENTATIONS_DIR = "representations"
+
+
+def find_readout(model: nn.Module, readout: nn.Linear | None = None) -> nn.Linear:
+    """The final linear layer of ``model``: ``readout`` if given, else ``model.get_classifier()``,
+    else the last :class:`~torch.nn.Linear` registered in the model."""
+    if readout is not None:
+        if not isinstance(readout, nn.Linear):
+            raise RedrepError(f"readout: expected a torch.nn.Linear, found {type(readout).__name__}")
+        if not any(m is readout for m in model.modules()):
+            raise RedrepError("readout: expected a layer of the model, found a Linear that is not one of its modules")
+        return readout
+    get = getattr(model, "get_classifier", None)
+    if callable(get):
+        fc = get()
+        if isinstance(fc, nn.Linear):
+            return fc
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise RedrepError(f"model: expected a torch.nn.Linear readout, found none in {type(model).__name__}")
+    return linears[-1]
+
+
+def _batches(data, batch_size: int):
+    """Yield (x, y) batches from an (x, y) pair of arrays/tensors or from an iterable of (x, y) batches."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
+        x, y = data
+        x = torch.as_tensor(x)
+        y = torch.as_tensor(y)
+        if x.shape[0] != y.shape[0]:
+            raise RedrepError(
+                f"data: expected as many labels as samples, found {x.shape[0]} samples, {y.shape[0]} labels"
+            )
+        for i in range(0, x.shape[0], batch_size):
+            yield x[i : i + batch_size], y[i : i + batch_size]
+        return
+    try:
+        it = iter(data)
+    except TypeError:
+        raise RedrepError(
+            f"data: expected an (x, y) pair or an iterable of (x, y) batches, found {type(data).__name__}"
+        ) from None
+    for item in it:
+        if not (isinstance(item, (tuple, list)) and len(item) >= 2):
+            raise RedrepError(f"data: expected batches of (x, y), found {type(item).__name__}")
+        yield torch.as_tensor(item[0]), torch.as_tensor(item[1])
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module,
+    data,
+    *,
+    readout: nn.Linear | None = None,
+    device=None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+    desc: str = "extract",
+):
+    """Run ``model`` in eval mode over ``data`` and record its readout's input and output.
+
+    Parameters
+    ----------
+    model : nn.Module whose forward calls ``readout`` once per batch
+    data : (x, y) arrays or tensors, x of shape (N, ...) and y of shape (N,); or an iterable of (x, y) batches
+    readout : the final nn.Linear (found by :func:`find_readout` when None)
+    device : where to run; None keeps the model where it is
+    transform : applied to each input batch on the device (e.g. normalisation)
+    batch_size : rows per forward pass when ``data`` is an (x, y) pair
+
+    Returns
+    -------
+    features : float32 ndarray of shape (N, W), the readout's input
+    labels : int64 ndarray of shape (N,)
+    logits : float32 ndarray of shape (N, C), the readout's output
+    """
+    batch_size = check_int(batch_size, "batch_size", min_value=1)
+    fc = find_readout(model, readout)
+    if device is not None:
+        model.to(device)
+    try:
+        dev = next(model.parameters()).device
+    except StopIteration:
+        raise RedrepError("model: expected a model with parameters, found none") from None
+    seen: list = []
+
+    def hook(_module, inputs, output):
+        seen.append((inputs[0].detach(), output.detach()))
+
+    was_training = model.training
+    model.eval()
+    handle = fc.register_forward_hook(hook)
+    feats, labels, logits = [], [], []
+    try:
+        for xb, yb in tqdm(_batches(data, batch_size), desc=desc, leave=False, disable=not progress):
+            xb = xb.to(dev)
+            if transform is not None:
+                xb = transform(xb)
+            seen.clear()
+            model(xb)
+            if len(seen) != 1:
+                raise RedrepError(
+                    f"readout: expected the final Linear to be called once per forward pass, found {len(seen)} calls"
+                )
+            f, out = seen[0]
+            if f.dim() != 2 or f.shape[0] != xb.shape[0]:
+                raise RedrepError(
+                    f"readout: expected its input to have shape (batch, W) = ({xb.shape[0]}, W), found {tuple(f.shape)}"
+                )
+            feats.append(f.float().cpu())
+            logits.append(out.float().cpu())
+            labels.append(yb.reshape(-1).cpu().long())
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not feats:
+        raise RedrepError("data: expected at least one sample, found none")
+    return torch.cat(feats).numpy(), torch.cat(labels).numpy(), torch.cat(logits).numpy()
+
+
+def extract_representations(
+    model: nn.Module,
+    train,
+    test,
+    *,
+    readout: nn.Linear | None = None,
+    device=None,
+    transform=None,
+    batch_size: int = 256,
+    meta: dict | None = None,
+    progress: bool = False,
+) -> RepresentationSet:
+    """A representation set of ``model``: features of ``train`` and ``test`` and the readout's weight and bias.
+
+    ``train`` and ``test`` are (x, y) pairs or iterables of (x, y) batches
+    (a DataLoader without shuffling, say); see :func:`extract_features`. The
+    set's meta gets ``train_accuracy`` and ``test_accuracy`` of the readout's
+    own logits, plus ``meta``.
+    """
+    fc = find_readout(model, readout)
+    kw = dict(readout=fc, device=device, transform=transform, batch_size=batch_size, progress=progress)
+    ftr, ytr, ltr = extract_features(model, train, desc="train set", **kw)
+    fte, yte, lte = extract_features(model, test, desc="test set", **kw)
+    m = dict(meta or {})
+    m["width"] = int(ftr.shape[1])
+    m["train_accuracy"] = float(np.mean(ltr.argmax(1) == ytr))
+    m["test_accuracy"] = float(np.mean(lte.argmax(1) == yte))
+    weight = fc.weight.detach().float().cpu().numpy()
+    bias = fc.bias.detach().float().cpu().numpy() if fc.bias is not None else np.zeros(weight.shape[0], np.float32)
+    return RepresentationSet.from_arrays(ftr, fte, ytr, yte, weight, bias, meta=m)
+
+
+def load_run_model(run_dir, epoch: int | None = None):
+    """The config, checkpoint and model (on the CPU, eval mode) of a run at ``epoch`` (None: its last epoch)."""
+    run_dir = Path(run_dir)
+    read_run_config(run_dir)  # a clear error when run_dir is not a run
+    if epoch is None:
+        path = checkpoint_path(run_dir)
+    else:
+        epoch = check_int(epoch, "epoch", min_value=0)  # 0: the network at initialization
+        path = checkpoint_path(run_dir, epoch)
+        if not path.is_file():
+            last = checkpoint_path(run_dir)
+            kept = sorted(list_checkpoints(run_dir))
+            last_epoch = load_checkpoint(last)["epoch"] if last.is_file() else None
+            if last_epoch == epoch:
+                path = last
+            else:
+                have = ", ".join(map(str, kept)) or "none"
+                raise RedrepError(
+                    f"{run_dir}: no checkpoint of epoch {epoch} (expected one of the kept epochs: {have}; "
+                    f"last finished epoch: {last_epoch})"
+                )
+    if not path.is_file():
+        raise RedrepError(f"{run_dir}: no checkpoint yet (expected {path}; has the run finished an epoch?)")
+    ckpt = load_checkpoint(path)
+    config, model = model_of_checkpoint(ckpt, str(path))
+    return config, ckpt, model
+
+
+def model_of_checkpoint(ckpt: dict, where: str, *, weights: bool = True):
+    """The validated config and the model (on the CPU, eval mode) that a checkpoint describes.
+
+    With ``weights`` False the checkpoint's weights are not loaded: the model
+    is the one `redrep train` starts from, built after seeding everything
+    with the run's seed, as it does.
+    """
+    config = TrainConfig.from_dict(ckpt["config"], where=where).validated()
+    info = ckpt["model_info"]
+    if weights:
+        model = create_model(config.arch, info["num_classes"], info["in_shape"], **config.model_options)
+        model.load_state_dict(ckpt["model"])
+    else:
+        model = initial_model(config, info["num_classes"], info["in_shape"])
+    model.eval()
+    return config, model
+
+
+def extract_run(
+    run_dir,
+    *,
+    epoch: int | None = None,
+    out=None,
+    device: str = "auto",
+    data_dir=None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> tuple[Path, RepresentationSet]:
+    """Extract the representation set of a ``redrep train`` run and save it (native layout).
+
+    Parameters
+    ----------
+    run_dir : the run directory
+    epoch : a kept checkpoint's epoch; None for the last finished epoch
+    out : set folder; default ``run_dir/representations`` (``representations_epoch_NNNN`` for an
+          epoch other than the last)
+    device : 'auto', 'cpu', 'cuda'
+    data_dir : where the dataset is, if it moved since training
+
+    Returns
+    -------
+    (path of the set, the set)
+    """
+    run_dir = Path(run_dir)
+    config, ckpt, model = load_run_model(run_dir, epoch)
+    ep = int(ckpt["epoch"])
+    if out is None:
+        last_path = checkpoint_path(run_dir)
+        last_epoch = load_checkpoint(last_path)["epoch"] if epoch is not None and last_path.is_file() else ep
+        out = run_dir / (REPRESENTATIONS_DIR if ep == last_epoch else f"{REPRESENTATIONS_DIR}_epoch_{ep:04d}")
+    out = Path(out)
+    dev = resolve_device(device)
+    with io.folder_lock(out, what="extract"):
+        carried = _check_output(out, run_dir, ep)
+        dataset = config.load_data(data_dir)
+        meta = {
+            "dataset": config.dataset,
+            "arch": config.arch,
+            "widening_factor": config.widening_factor,
+            "depth": config.depth,
+            "epoch": ep,
+            "epochs": config.epochs,
+            "seed": config.seed,
+            "weight_decay": config.weight_decay,
+            "label_smoothing": config.label_smoothing,
+            "lr": config.lr,
+            "batch_size": config.batch_size,
+            "train_subset": config.train_subset,
+            "run_dir": str(run_dir.resolve()),
+        }
+        rs = extract_representations(
+            model,
+            (dataset.x_train, dataset.y_train),
+            (dataset.x_test, dataset.y_test),
+            device=dev,
+            transform=dataset.prepare,
+            batch_size=batch_size,
+            meta=meta,
+            progress=progress,
+        )
+        rs.meta.update(carried.get("meta", {}))
+        if carried.get("error_inf") is not None:
+            rs.error_inf = carried["error_inf"]
+        rs.save(out)
+        return out, rs
+
+
+def _check_output(out: Path, run_dir: Path, epoch: int) -> dict:
+    """Refuse to replace a folder that is not a representation set; return the ensemble result to keep.
+
+    Re-extracting into a set of the same run and epoch keeps its error_inf
+    (set by ``redrep ensemble``), which does not depend on the extraction.
+    """
+    if not out.exists():
+        return {}
+    if not out.is_dir():
+        raise RedrepError(f"{out}: expected a folder for the representation set, found a file")
+    meta_file = out / NATIVE_META
+    if not meta_file.is_file():
+        if any(out.iterdir()):
+            raise RedrepError(
+                f"{out}: expected a new folder or a representation set to replace, found other files "
+                f"(no {NATIVE_META}); choose another out folder"
+            )
+        return {}
+    try:
+        doc = io.read_json_object(meta_file)
+    except RedrepError:  # a damaged set is replaced; it has nothing to carry over
+        return {}
+    meta = doc.get("meta", {})
+    meta = meta if isinstance(meta, dict) else {}
+    if meta.get("run_dir") == str(run_dir.resolve()) and meta.get("epoch") == epoch and "ensemble" in meta:
+        return {"error_inf": doc.get("error_inf"), "meta": {"ensemble": meta["ensemble"]}}
+    return {}

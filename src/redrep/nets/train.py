@@ -1,0 +1,789 @@
+"""Training with the authors' recipe, on CPU or GPU, resumable.
+
+The recipe (docs/method.md#published-values): SGD with momentum 0.9, lr 0.1, weight decay 5e-4,
+batch 128, cosine annealing to 1e-5 over 200 epochs (one step per epoch),
+cross-entropy with optional label smoothing, random crops and flips for
+CIFAR. Every value is a field of :class:`TrainConfig` and can be changed.
+
+A run directory holds::
+
+    config.json            the TrainConfig (also inside every checkpoint)
+    metrics.jsonl          one JSON line per epoch
+    summary.json           progress, the epoch where training error reached 0, devices, versions
+    checkpoints/last.pt    the latest epoch (what a resumed run starts from)
+    checkpoints/epoch_NNNN.pt  kept at epoch 0 (the initialization), the paper's checkpoint epochs and the last
+
+Checkpoints hold the config, model, optimizer and gradient-scaler states, the
+epoch, the metrics so far and every random-number state, and are written
+atomically: a run killed at any moment resumes from its last finished epoch
+and continues as if it had not been interrupted (bit for bit on the CPU; on a
+GPU up to the nondeterminism of cuDNN kernels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..core.device import check_device_name, resolve_device
+from ..core.validation import RedrepError, check_float, check_int, exception_line
+from ..storage import io
+from .data import DATASETS, Dataset, load_dataset
+from .models import check_arch, create_model, resolve_model_options
+
+#: Epochs at which the authors kept checkpoints (the last epoch is always kept too).
+PAPER_CHECKPOINT_EPOCHS = (1, 2, 5, 10, 20, 40, 60, 80, 100, 130, 140, 150, 160, 180)
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+CHECKPOINT_FORMAT = "redrep.checkpoint"
+
+#: Config fields that may differ when a run is resumed: where and how it runs, not what it computes.
+RESUME_FREE_FIELDS = ("device", "amp", "data_dir", "eval_batch_size", "checkpoint_epochs")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; the defaults are the authors' WRN-28-8 / CIFAR-10 recipe.
+
+    ``widening_factor`` (Wide-ResNets, DenseNet), ``width`` and ``depth`` (mlp)
+    left as None take the architecture's default (WRN k = 8, DenseNet k = 1,
+    mlp 5 x 512) when the config is validated. ``amp`` None means on for CUDA,
+    off for CPU. ``train_subset`` trains on a fixed random subset of that many
+    training samples (the same subset for every seed). ``eval_train``
+    evaluates the un-augmented training set in eval mode after each epoch,
+    which is how zero training error is detected (otherwise the running
+    accuracy of the augmented batches is used).
+    """
+
+    dataset: str = "cifar10"
+    data_dir: str | None = "data"
+    arch: str = "wide_resnet28"
+    widening_factor: float | None = None
+    width: int | None = None
+    depth: int | None = None
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    lr_min: float = 1e-5
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool | None = None
+    train_subset: int | None = None
+    checkpoint_epochs: tuple[int, ...] = PAPER_CHECKPOINT_EPOCHS
+    eval_train: bool = True
+    eval_batch_size: int = 256
+
+    @property
+    def model_options(self) -> dict:
+        return {"widening_factor": self.widening_factor, "width": self.width, "depth": self.depth}
+
+    def validated(self) -> TrainConfig:
+        """A checked copy with the architecture's defaults filled in; raises RedrepError on a bad value."""
+        if self.dataset not in DATASETS:
+            raise RedrepError(f"dataset: expected one of {', '.join(DATASETS)}, found {self.dataset!r}")
+        check_arch(self.arch)
+        opts = resolve_model_options(self.arch, **self.model_options)
+        check_int(self.epochs, "epochs", min_value=1)
+        check_int(self.batch_size, "batch_size", min_value=1)
+        check_int(self.eval_batch_size, "eval_batch_size", min_value=1)
+        check_int(self.seed, "seed", min_value=0)
+        lr = check_float(self.lr, "lr")
+        if lr <= 0:
+            raise RedrepError(f"lr: expected a number > 0, found {lr}")
+        check_float(self.lr_min, "lr_min", min_value=0.0, max_value=lr)
+        check_float(self.momentum, "momentum", min_value=0.0, max_value=0.999)
+        check_float(self.weight_decay, "weight_decay", min_value=0.0)
+        check_float(self.label_smoothing, "label_smoothing", min_value=0.0, max_value=0.999)
+        if self.train_subset is not None:
+            check_int(self.train_subset, "train_subset", min_value=1)
+        check_device_name(self.device)
+        if self.amp not in (None, True, False):
+            raise RedrepError(f"amp: expected true, false or none (auto), found {self.amp!r}")
+        try:
+            ckpts = tuple(sorted({check_int(e, "checkpoint_epochs", min_value=0) for e in self.checkpoint_epochs}))
+        except TypeError:
+            raise RedrepError(
+                f"checkpoint_epochs: expected a list of epochs, found {self.checkpoint_epochs!r}"
+            ) from None
+        # absolute, so that `redrep extract` finds the data from any working directory
+        data_dir = None if self.data_dir is None else str(Path(self.data_dir).expanduser().resolve())
+        return replace(
+            self,
+            widening_factor=opts.get("widening_factor"),
+            width=opts.get("width"),
+            depth=opts.get("depth"),
+            checkpoint_epochs=ckpts,
+            data_dir=data_dir,
+            lr=float(self.lr),
+            lr_min=float(self.lr_min),
+            momentum=float(self.momentum),
+            weight_decay=float(self.weight_decay),
+            label_smoothing=float(self.label_smoothing),
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["checkpoint_epochs"] = list(self.checkpoint_epochs)
+        return d
+
+    def load_data(self, data_dir=None) -> Dataset:
+        """The data the run trains on: its data set (from ``data_dir`` if given), cut to its training subset."""
+        dataset = load_dataset(self.dataset, data_dir if data_dir is not None else self.data_dir)
+        if self.train_subset is not None:
+            dataset = dataset.subset_train(self.train_subset)
+        return dataset
+
+    @classmethod
+    def from_dict(cls, d: dict, *, where: str = "config") -> TrainConfig:
+        if not isinstance(d, dict):
+            raise RedrepError(f"{where}: expected a JSON object with the training config, found {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise RedrepError(f"{where}: expected only TrainConfig fields, found unknown {', '.join(unknown)}")
+        d = dict(d)
+        if "checkpoint_epochs" in d and isinstance(d["checkpoint_epochs"], list):
+            d["checkpoint_epochs"] = tuple(d["checkpoint_epochs"])
+        return cls(**d)
+
+
+# ------------------------------------------------------------------- devices
+def resolve_amp(amp: bool | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full precision: auto is on for CUDA and off for the CPU.
+
+    bfloat16 where the GPU supports it (no loss scaling needed), else float16.
+    """
+    if amp is None:
+        amp = device.type == "cuda"
+    if not amp:
+        return None
+    if device.type != "cuda":
+        raise RedrepError(f"amp: mixed precision needs a CUDA device, found {device} (leave amp unset for auto)")
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    """A factory of autocast contexts; a no-op when ``dtype`` is None (so one loop serves CPU and GPU)."""
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ----------------------------------------------------------------- schedule
+def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
+    """Learning rate of epoch ``epoch`` (0-based) out of ``epochs``: cosine from ``lr`` down towards ``lr_min``.
+
+    Constant within an epoch, as a CosineAnnealingLR stepped once per epoch.
+    """
+    return lr_min + (lr - lr_min) * (1.0 + math.cos(math.pi * epoch / epochs)) / 2.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+# -------------------------------------------------------------- checkpoints
+def checkpoint_path(run_dir, epoch: int | None = None) -> Path:
+    """``checkpoints/epoch_NNNN.pt``, or ``checkpoints/last.pt`` when ``epoch`` is None."""
+    d = Path(run_dir) / CHECKPOINT_DIR
+    return d / LAST_CHECKPOINT if epoch is None else d / f"epoch_{epoch:04d}.pt"
+
+
+def list_checkpoints(run_dir) -> dict[int, Path]:
+    """Kept checkpoints of a run by epoch (``last.pt`` not included)."""
+    d = Path(run_dir) / CHECKPOINT_DIR
+    out = {}
+    for p in sorted(d.glob("epoch_*.pt")):
+        try:
+            out[int(p.stem.split("_", 1)[1])] = p
+        except ValueError:
+            continue
+    return out
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint on the CPU; a missing or unreadable file is a RedrepError."""
+    path = Path(path)
+    if not path.is_file():
+        raise RedrepError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise RedrepError(
+            f"{path}: expected a redrep checkpoint, could not read it ({type(exc).__name__}: {exception_line(exc)})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise RedrepError(f"{path}: expected a redrep checkpoint, found another kind of file")
+    return ckpt
+
+
+def read_run_config(run_dir) -> TrainConfig:
+    """The TrainConfig saved in a run directory."""
+    f = Path(run_dir) / CONFIG_FILE
+    if not f.is_file():
+        raise RedrepError(f"{run_dir}: expected a run directory holding {CONFIG_FILE}, found none")
+    return TrainConfig.from_dict(io.read_json_object(f, "a JSON training config"), where=str(f))
+
+
+def config_differences(old: TrainConfig, new: TrainConfig, ignore=RESUME_FREE_FIELDS) -> list[str]:
+    """'field: old -> new' for every field that differs, ``ignore`` left out."""
+    a, b = old.to_dict(), new.to_dict()
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in ignore and a[k] != b.get(k)]
+
+
+def _np_rng_state() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _set_np_rng_state(s: dict) -> None:
+    np.random.set_state((s["kind"], np.asarray(s["keys"], dtype=np.uint32), s["pos"], s["has_gauss"], s["cached"]))
+
+
+def _rng_states(gen: torch.Generator, device: torch.device) -> dict:
+    st = {
+        "torch": torch.get_rng_state(),
+        "numpy": _np_rng_state(),
+        "python": random.getstate(),
+        "data": gen.get_state(),
+    }
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _restore_rng_states(st: dict, gen: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(st["torch"])
+    _set_np_rng_state(st["numpy"])
+    random.setstate(tuple(st["python"][:1]) + (tuple(st["python"][1]),) + tuple(st["python"][2:]))
+    gen.set_state(st["data"])
+    # a run resumed on a machine with another number of GPUs keeps its fresh CUDA states
+    if device.type == "cuda" and len(st.get("cuda", [])) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+# --------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(model, dataset: Dataset, x, y, *, batch_size: int = 256, autocast=contextlib.nullcontext):
+    """Mean cross-entropy (no smoothing) and accuracy of ``model`` in eval mode, without augmentation.
+
+    Parameters
+    ----------
+    x : Tensor of shape (n, *in_shape), stored samples on the model's device
+    y : int64 Tensor of shape (n,)
+
+    Returns
+    -------
+    (loss, accuracy) : floats
+    """
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), dtype=torch.float64, device=y.device)
+    correct = torch.zeros((), dtype=torch.int64, device=y.device)
+    for i in range(0, x.shape[0], batch_size):
+        xb = _to_model_layout(dataset.prepare(x[i : i + batch_size]))
+        yb = y[i : i + batch_size]
+        with autocast():
+            out = model(xb)
+        out = out.float()
+        loss += F.cross_entropy(out, yb, reduction="sum").double()
+        correct += (out.argmax(1) == yb).sum()
+    model.train(was_training)
+    n = max(1, int(x.shape[0]))
+    return float(loss) / n, int(correct) / n
+
+
+def _to_model_layout(x: torch.Tensor) -> torch.Tensor:
+    # channels-last convolutions are markedly faster on GPUs; on the CPU layout is left alone
+    if x.is_cuda and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+# ------------------------------------------------------------------ results
+@dataclass
+class TrainResult:
+    """What a call to :func:`train` did.
+
+    Attributes
+    ----------
+    run_dir : the run directory
+    config : the validated TrainConfig
+    epochs_done : last finished epoch
+    history : list of per-epoch metrics dicts (the lines of metrics.jsonl)
+    zero_train_error_epoch : first epoch with training error 0, or None
+    resumed_from : epoch this call started from (0 for a fresh run)
+    device : the device used, as a string
+    amp_dtype : autocast dtype name, or None
+    """
+
+    run_dir: Path
+    config: TrainConfig
+    epochs_done: int
+    history: list = field(default_factory=list)
+    zero_train_error_epoch: int | None = None
+    resumed_from: int = 0
+    device: str = "cpu"
+    amp_dtype: str | None = None
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def _zero_error(metrics: dict) -> bool:
+    acc = metrics.get("train_eval_acc")
+    if acc is None:
+        acc = metrics["train_acc"]
+    return acc >= 1.0
+
+
+# --------------------------------------------------------------------- loop
+@dataclass
+class _Session:
+    """What one call of :func:`train` works with, set up once by :func:`_setup`."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    autocast: Callable
+    dataset: Dataset
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    gen: torch.Generator
+    criterion: torch.nn.Module
+    history: list
+    zero_epoch: int | None
+    start: int
+    model_info: dict
+    env: dict
+    keep: set
+
+
+def train(
+    config: TrainConfig,
+    run_dir,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train (or resume) the run ``config`` in ``run_dir``.
+
+    A run directory that already holds a run with the same config resumes
+    from its last checkpoint (fields in :data:`RESUME_FREE_FIELDS` may
+    differ); a different config is an error, and so is a non-empty folder
+    that is not a run. The folder is locked while training
+    (:func:`redrep.storage.io.folder_lock`): a second training into it fails at once.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    run_dir : folder of the run
+    device : an already-resolved device name (:func:`redrep.core.device.resolve_device`);
+        None resolves ``config.device``
+    progress : show progress bars on stderr
+    on_epoch_end : called as ``on_epoch_end(epoch, metrics)`` after each epoch is saved
+    log : receives one-line messages (what is trained where, when training error reaches 0)
+
+    Returns
+    -------
+    TrainResult
+    """
+    config = config.validated()
+    run_dir = Path(run_dir)
+    log = log or (lambda _msg: None)
+    with io.folder_lock(run_dir, what="train"):
+        ckpt = _existing_run(run_dir, config)
+        if ckpt is not None and ckpt["epoch"] >= config.epochs:
+            return _result_from_checkpoint(run_dir, config, ckpt)
+        s = _setup(config, run_dir, ckpt, device)
+        log(
+            f"{config.arch} (W = {s.model_info['num_features']}, {s.model_info['num_params']:,} parameters) on "
+            f"{config.dataset} ({s.dataset.n_train} train / {s.dataset.n_test} test), device {s.device}, "
+            f"amp {s.env['amp_dtype'] or 'off'}, epochs {s.start + 1}-{config.epochs}"
+            + (f" (resumed after epoch {s.start})" if s.start else "")
+        )
+        s.dataset = s.dataset.to(s.device)
+        bar = tqdm(
+            total=config.epochs, initial=s.start, desc="epochs", unit="ep", disable=not progress, file=sys.stderr
+        )
+        try:
+            if s.start == 0:
+                _save_epoch(s, 0, None)  # the network at initialization, the null baseline of later analyses
+            for epoch in range(s.start + 1, config.epochs + 1):
+                metrics = _train_epoch(s, epoch, progress)
+                io.crash_point(f"train:epoch:{epoch}:trained")
+                s.history.append(metrics)
+                if s.zero_epoch is None and _zero_error(metrics):
+                    s.zero_epoch = epoch
+                    log(f"epoch {epoch}: training error reached 0")
+                _save_epoch(s, epoch, metrics)
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{metrics['train_loss']:.3f}",
+                    train=f"{metrics['train_eval_acc'] or metrics['train_acc']:.3f}",
+                    test=f"{metrics['test_acc']:.3f}",
+                )
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, metrics)
+        finally:
+            bar.close()
+    return TrainResult(
+        run_dir, config, config.epochs, s.history, s.zero_epoch, s.start, str(s.device), s.env["amp_dtype"]
+    )
+
+
+def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | None) -> _Session:
+    """Device, data, model, optimizer and random states of a fresh run, or restored from ``ckpt``.
+
+    Writes ``config.json`` first (atomically), then the metrics log as the
+    checkpoint has it, so that a kill at any point leaves a resumable folder.
+    """
+    device = torch.device(resolve_device(config.device if device is None else device))
+    amp_dtype = resolve_amp(config.amp, device)
+    dataset = config.load_data()
+    _check_model_fits(config, dataset, device)
+
+    model = _create_model(config, dataset)
+    gen = torch.Generator().manual_seed(config.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    try:
+        model = model.to(device)
+    except (RuntimeError, MemoryError) as exc:  # out of GPU memory
+        raise RedrepError(
+            f"{_size_option(config)}: the network does not fit on {device} ({exception_line(exc)})"
+        ) from None
+    if device.type == "cuda" and len(dataset.in_shape) == 3:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    history: list[dict] = []
+    zero_epoch = None
+    start = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        _restore_rng_states(ckpt["rng"], gen, device)
+        history = list(ckpt["history"])
+        zero_epoch = ckpt.get("zero_train_error_epoch")
+        start = int(ckpt["epoch"])
+    try:
+        io.write_json(run_dir / CONFIG_FILE, config.to_dict())
+        io.crash_point("train:config-written")
+        # the metrics log is rewritten from the checkpoint: a kill may have left an extra or half line
+        io.write_text(run_dir / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in history))
+    except OSError as exc:
+        raise io.write_error(exc, run_dir) from None
+    model_info = {
+        "num_features": int(model.num_features),
+        "num_params": int(sum(p.numel() for p in model.parameters())),
+        "num_classes": dataset.num_classes,
+        "in_shape": list(dataset.in_shape),
+        "n_train": dataset.n_train,
+        "n_test": dataset.n_test,
+    }
+    env = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "amp_dtype": None if amp_dtype is None else str(amp_dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+        "redrep": __version__,
+        "python": sys.version.split()[0],
+    }
+    return _Session(
+        config=config,
+        run_dir=run_dir,
+        device=device,
+        autocast=autocast_context(device, amp_dtype),
+        dataset=dataset,
+        model=model,
+        optimizer=optimizer,
+        scaler=scaler,
+        gen=gen,
+        criterion=torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        history=history,
+        zero_epoch=zero_epoch,
+        start=start,
+        model_info=model_info,
+        env=env,
+        keep={0, *(e for e in config.checkpoint_epochs if e <= config.epochs), config.epochs},
+    )
+
+
+def _train_epoch(s: _Session, epoch: int, progress: bool) -> dict:
+    """One epoch of SGD over the shuffled training set, then the evaluations; returns its metrics."""
+    config, dataset, model, device = s.config, s.dataset, s.model, s.device
+    t0 = time.perf_counter()
+    lr = cosine_lr(epoch - 1, config.epochs, config.lr, config.lr_min)
+    for g in s.optimizer.param_groups:
+        g["lr"] = lr
+    model.train()
+    n = dataset.n_train
+    perm = torch.randperm(n, generator=s.gen).to(device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    n_batches = math.ceil(n / config.batch_size)
+    batches = tqdm(range(n_batches), desc=f"epoch {epoch}", leave=False, disable=not progress, file=sys.stderr)
+    for b in batches:
+        idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
+        xb = dataset.prepare(dataset.x_train[idx], augment=True, generator=s.gen)
+        xb = _to_model_layout(xb)
+        yb = dataset.y_train[idx]
+        with s.autocast():
+            out = model(xb)
+            loss = s.criterion(out, yb)
+        s.optimizer.zero_grad(set_to_none=True)
+        s.scaler.scale(loss).backward()
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+        loss_sum += loss.detach().double() * yb.shape[0]
+        correct += (out.detach().argmax(1) == yb).sum()
+    train_loss = float(loss_sum) / n
+    if not math.isfinite(train_loss):
+        raise RedrepError(
+            f"training diverged at epoch {epoch} (train loss {train_loss}): expected a finite loss; "
+            f"lower lr (now {config.lr})"
+        )
+    train_seconds = time.perf_counter() - t0
+    metrics = {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": train_loss,
+        "train_acc": int(correct) / n,
+        "train_eval_loss": None,
+        "train_eval_acc": None,
+    }
+    kw = dict(batch_size=config.eval_batch_size, autocast=s.autocast)
+    if config.eval_train:
+        metrics["train_eval_loss"], metrics["train_eval_acc"] = evaluate(
+            model, dataset, dataset.x_train, dataset.y_train, **kw
+        )
+    metrics["test_loss"], metrics["test_acc"] = evaluate(model, dataset, dataset.x_test, dataset.y_test, **kw)
+    metrics["train_seconds"] = train_seconds
+    metrics["seconds"] = time.perf_counter() - t0
+    return metrics
+
+
+def _save_epoch(s: _Session, epoch: int, metrics: dict | None) -> None:
+    """Checkpoint after ``epoch`` (0: before any step), then its metrics line and the summary.
+
+    The checkpoint comes first: a kill before the metrics line is appended
+    is repaired on resume, which rewrites the log from the checkpoint.
+    """
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "config": s.config.to_dict(),
+        "epoch": epoch,
+        "model": s.model.state_dict(),
+        "optimizer": s.optimizer.state_dict(),
+        "scaler": s.scaler.state_dict(),
+        "rng": _rng_states(s.gen, s.device),
+        "history": s.history,
+        "zero_train_error_epoch": s.zero_epoch,
+        "model_info": s.model_info,
+    }
+    try:
+        _save_checkpoint(s.run_dir, state, keep_epoch=epoch in s.keep)
+        io.crash_point(f"train:epoch:{epoch}:checkpointed")
+        if metrics is not None:
+            with open(s.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(metrics) + "\n")
+        _write_summary(s.run_dir, s.config, epoch, s.history, s.zero_epoch, s.model_info, s.env)
+    except OSError as exc:
+        raise io.write_error(exc, s.run_dir) from None
+
+
+def _size_option(config: TrainConfig) -> str:
+    """The option that sets the network's size, for messages."""
+    return "width" if config.width is not None else "widening_factor"
+
+
+def initial_model(config: TrainConfig, num_classes: int, in_shape) -> torch.nn.Module:
+    """The network a run of ``config`` starts from: every random generator seeded with its seed, then the model built.
+
+    The same calls as :func:`train`'s, so the weights are those of the run's epoch 0, bit for bit.
+    """
+    seed_everything(config.seed)
+    return create_model(config.arch, num_classes, in_shape, **config.model_options)
+
+
+def _create_model(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
+    """:func:`initial_model` for ``dataset``; a failed allocation is a one-line :class:`RedrepError`."""
+    try:
+        return initial_model(config, dataset.num_classes, dataset.in_shape)
+    except (RuntimeError, MemoryError) as exc:  # an allocation the size check let through
+        raise RedrepError(
+            f"{_size_option(config)}: could not allocate the network {config.arch} "
+            f"({_size_option(config)}={getattr(config, _size_option(config))}): {exception_line(exc)}"
+        ) from None
+
+
+#: Bytes per parameter during training: float32 weights, gradients and SGD momentum.
+_TRAIN_BYTES_PER_PARAM = 12
+
+
+def _check_model_fits(config: TrainConfig, dataset: Dataset, device: torch.device) -> None:
+    """Refuse a network whose parameters alone exceed the device's memory, before allocating any of it."""
+    with torch.device("meta"):  # shapes only: no memory, no random numbers drawn
+        model = create_model(config.arch, dataset.num_classes, dataset.in_shape, **config.model_options)
+    n = sum(p.numel() for p in model.parameters())
+    need = n * _TRAIN_BYTES_PER_PARAM
+    have = device_memory(device)
+    if have is not None and need > have:
+        opt = _size_option(config)
+        raise RedrepError(
+            f"{opt}: {config.arch} with {opt}={getattr(config, opt)} has {n:,} parameters, about "
+            f"{need / 1e9:,.1f} GB with gradients and momentum; expected it to fit the {have / 1e9:,.1f} GB "
+            f"of {device} (choose a smaller {opt})"
+        )
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Total memory in bytes of ``device`` (the machine's RAM for the CPU); None where unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _existing_run(run_dir: Path, config: TrainConfig) -> dict | None:
+    """The last checkpoint of a compatible run in ``run_dir``, None for a fresh run; errors otherwise.
+
+    Called under the folder's lock: temporary files of a killed writer are
+    removed, and a folder killed at its very first start (a metrics log and
+    no config or checkpoint) starts over.
+    """
+    if not run_dir.exists():
+        return None
+    if not run_dir.is_dir():
+        raise RedrepError(f"{run_dir}: expected a run directory, found a file")
+    io.remove_stale_temps(run_dir)
+    io.remove_stale_temps(run_dir / CHECKPOINT_DIR)
+    if not (run_dir / CONFIG_FILE).is_file():
+        if not _first_start_leftovers(run_dir):
+            raise RedrepError(
+                f"{run_dir}: expected a new or empty folder or a redrep run (with {CONFIG_FILE}), "
+                f"found other files; choose another out folder"
+            )
+        for name in (METRICS_FILE, SUMMARY_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+        if (run_dir / CHECKPOINT_DIR).is_dir():
+            (run_dir / CHECKPOINT_DIR).rmdir()
+        return None
+    last = checkpoint_path(run_dir)
+    ckpt = load_checkpoint(last) if last.is_file() else None
+    saved = TrainConfig.from_dict(ckpt["config"]) if ckpt is not None else read_run_config(run_dir)
+    diffs = config_differences(saved, config)
+    if diffs:
+        raise RedrepError(
+            f"{run_dir}: holds a run with another config ({'; '.join(diffs)}); "
+            f"expected the same options to resume it, or choose another out folder"
+        )
+    return ckpt
+
+
+def _first_start_leftovers(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds only what a run killed before its config was written can leave.
+
+    That is a metrics log, a summary and an empty checkpoints folder: no
+    checkpoint, so nothing was trained that could be lost.
+    """
+    for p in run_dir.iterdir():
+        if p.name in (METRICS_FILE, SUMMARY_FILE) and p.is_file():
+            continue
+        if p.name == CHECKPOINT_DIR and p.is_dir() and not any(p.iterdir()):
+            continue
+        return False
+    return True
+
+
+#: Parts of a checkpoint that only resuming needs; kept epoch checkpoints leave them out.
+RESUME_ONLY_KEYS = ("optimizer", "scaler", "rng")
+
+
+def _save_checkpoint(run_dir: Path, state: dict, *, keep_epoch: bool) -> None:
+    last = checkpoint_path(run_dir)
+    if keep_epoch:
+        # a kept epoch is for extraction and dynamics, not for resuming (last.pt is): after epoch 0 it
+        # holds the network alone, about half the bytes of the full state with the optimizer's momentum;
+        # epoch 0, the state every run starts from, is whole (its optimizer holds nothing yet)
+        kept = checkpoint_path(run_dir, state["epoch"])
+        if state["epoch"] > 0:
+            state_kept = {k: v for k, v in state.items() if k not in RESUME_ONLY_KEYS}
+        else:
+            state_kept = state
+        with io.atomic_path(kept) as tmp:
+            _torch_save(state_kept, tmp)
+    with io.atomic_path(last) as tmp:
+        _torch_save(state, tmp)
+
+
+def _torch_save(state: dict, path: Path) -> None:
+    # through a Python file, so a full disk is an OSError (ENOSPC) rather than torch's RuntimeError
+    with open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def _write_summary(run_dir, config, epoch, history, zero_epoch, model_info, env) -> None:
+    io.write_json(
+        run_dir / SUMMARY_FILE,
+        {
+            "epochs_done": epoch,
+            "epochs": config.epochs,
+            "complete": epoch >= config.epochs,
+            "zero_train_error_epoch": zero_epoch,
+            "final": history[-1] if history else None,
+            "kept_checkpoints": sorted(list_checkpoints(run_dir)),
+            "model": model_info,
+            "environment": env,
+            "total_seconds": sum(m["seconds"] for m in history),
+        },
+    )
+
+
+def _result_from_checkpoint(run_dir: Path, config: TrainConfig, ckpt: dict) -> TrainResult:
+    return TrainResult(
+        run_dir,
+        config,
+        int(ckpt["epoch"]),
+        list(ckpt["history"]),
+        ckpt.get("zero_train_error_epoch"),
+        int(ckpt["epoch"]),
+        "none",
+        None,
+    )

@@ -1,0 +1,300 @@
+"""Result files of ``redrep analyze`` and reading them back.
+
+A results folder holds:
+
+* one array per metric, ``<metric>_<split>.npy``, of shape (2, n_sizes), row 0
+  the chunk sizes and row 1 the means (:func:`result_file_names`); for the
+  authors' published set, the authors' names as well
+  (:data:`AUTHORS_RESULT_FILES`), which their plotting script reads;
+* ``results.csv``: tidy, one row per metric x split x chunk size with the
+  columns of :data:`CSV_COLUMNS`;
+* ``results.json``: the input, parameters, seed, versions, timings and
+  derived quantities (later steps, such as ``redrep plot``, add keys to it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _stdio
+import math
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..core import metrics as _metrics
+from ..core import summary as _summary
+from ..core.validation import RedrepError
+from . import io
+
+#: (metric, split) -> the authors' file name, for the metrics that have one.
+AUTHORS_RESULT_FILES = {m.key: m.authors_file for m in _metrics.METRICS if m.authors_file}
+CSV_NAME = "results.csv"
+JSON_NAME = "results.json"
+CSV_COLUMNS = ("metric", "split", "chunk_size", "mean", "std", "sem", "n")
+
+
+def package_versions() -> dict:
+    """Versions of Python and of the packages behind the numbers."""
+    out = {"python": platform.python_version(), "redrep": __version__}
+    for mod in ("numpy", "scipy", "torch", "sklearn", "matplotlib"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "unknown")
+    return out
+
+
+def rows_to_csv(rows, columns=CSV_COLUMNS, *, missing: str = "") -> str:
+    """A tidy CSV of ``rows`` (dicts) in ``columns``: every CSV redrep writes goes through here.
+
+    Floats are written as ``repr`` (an exact round trip), NaN as ``nan``, a value
+    that is None or absent as ``missing``; other keys of a row are ignored.
+    """
+    buf = _stdio.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_fmt(row.get(k), missing) for k in columns])
+    return buf.getvalue()
+
+
+def csv_to_rows(path, columns, convert, expected: str) -> list:
+    """Read a CSV written by :func:`rows_to_csv` back: ``convert(row)`` of every row, in order.
+
+    One-line :class:`RedrepError` when a column of ``columns`` is missing, when
+    ``convert`` raises TypeError or ValueError on a row (``expected`` says what
+    that row should hold, and the line is named) or when the file cannot be
+    read as CSV.
+    """
+    path = Path(path)
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
+                raise RedrepError(f"{path}: expected the columns {', '.join(columns)}, found {reader.fieldnames}")
+            for lineno, r in enumerate(reader, start=2):
+                try:
+                    rows.append(convert(r))
+                except (TypeError, ValueError):
+                    raise RedrepError(f"{path}, line {lineno}: expected {expected}, found {dict(r)}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise RedrepError(f"{path}: could not read it as CSV ({exc})") from None
+    return rows
+
+
+def _fmt(v, missing=""):
+    if v is None:
+        return missing
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        return "nan" if math.isnan(v) else repr(v)
+    return v
+
+
+def result_file_names(metric, *, authors: bool) -> list[str]:
+    """The ``.npy`` names of a :class:`~redrep.core.metrics.Metric`: the neutral one, then the authors' when asked."""
+    names = [metric.file_name]
+    if authors and metric.authors_file:
+        names.append(metric.authors_file)
+    return names
+
+
+def is_authors_layout(repset) -> bool:
+    """Whether ``repset`` is the authors' published set (its results keep the authors' file names too)."""
+    return getattr(repset, "meta", {}).get("layout") == "authors"
+
+
+def read_result_array(path, name: str, split: str = "test") -> np.ndarray:
+    """The (2, n_sizes) array of one metric in a results folder, under its neutral or its authors' name.
+
+    Raises :class:`RedrepError` when neither file exists or the array is not of that shape.
+    """
+    path = Path(path)
+    m = _metrics.by_key().get((name, split))
+    candidates = result_file_names(m, authors=True) if m is not None else [f"{name}_{split}.npy"]
+    for cand in candidates:
+        f = path / cand
+        if f.is_file():
+            try:
+                arr = np.load(f, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise RedrepError(f"{f}: could not read it as a .npy array ({exc})") from None
+            if arr.ndim != 2 or arr.shape[0] != 2:
+                raise RedrepError(f"{f}: expected an array of shape (2, n_sizes), found shape {arr.shape}")
+            return arr
+    raise RedrepError(f"{path}: expected {' or '.join(candidates)} for metric {name!r} on {split}, found neither")
+
+
+def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> dict:
+    """Write the result files of a fitted :class:`~redrep.core.analysis.ChunkAnalysis`.
+
+    The whole folder is built aside and swapped in at once (entries that are
+    not result files, such as figures and a report, are kept), under the
+    folder's lock (:func:`redrep.storage.io.folder_lock`): a concurrent writer fails
+    at once, and a reader never sees files of two analyses side by side.
+    Returns the JSON document written.
+    """
+    out_dir = Path(out_dir)
+    # every name a result file can have, so that none of an earlier analysis survives beside the new ones
+    owned = {CSV_NAME, JSON_NAME}
+    for m in _metrics.METRICS:
+        owned.update(result_file_names(m, authors=True))
+    sizes = np.asarray(analysis.chunk_sizes_, dtype=np.float64)
+    authors = is_authors_layout(repset)
+    arrays = {}
+    files = {}
+    for m in _metrics.METRICS:
+        if m.key not in analysis.values_:
+            continue
+        curve = np.stack([sizes, analysis.mean(*m.key)])
+        for name in result_file_names(m, authors=authors):
+            arrays[name] = curve
+        files[f"{m.name}_{m.split}"] = m.file_name
+    doc = {
+        "tool": "redrep",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "input": repset.describe(),
+        "error_inf": repset.error_inf,
+        "params": {
+            "chunk_sizes": [int(w) for w in analysis.chunk_sizes_],
+            "acc_rep": int(analysis.acc_rep),
+            "r2_rep": int(analysis.r2_rep),
+            "alpha": float(analysis.alpha),
+            "seed": analysis.random_state,
+            "block_rows": int(analysis.block_rows),
+            "device": getattr(analysis, "device_", "cpu"),
+        },
+        # the last bits of R^2 depend on the block size and on how many threads the BLAS sums over
+        "threads": {**thread_info(), "workers": getattr(analysis, "n_workers_", 1)},
+        # the counts are the same whichever pass decided them (docs/method.md, "Chunk accuracies: one pass, exact")
+        "accuracy_pass": getattr(analysis, "accuracy_pass_", None),
+        "versions": package_versions(),
+        "timings_s": {k: round(v, 4) for k, v in analysis.timings_.items()},
+        "files": {**files, "csv": CSV_NAME},
+    }
+    if extra:
+        doc.update(extra)
+    with io.folder_lock(out_dir, what="analyze"):
+        try:
+            with io.atomic_dir(out_dir, keep=lambda name: name not in owned) as tmp:
+                for name, arr in arrays.items():
+                    np.save(tmp / name, arr, allow_pickle=False)
+                (tmp / CSV_NAME).write_text(rows_to_csv(analysis.to_rows()), encoding="utf-8")
+                io.crash_point("results:half-written")
+                io.write_json(tmp / JSON_NAME, clean_nan(doc))
+                io.crash_point("results:before-swap")
+        except OSError as exc:
+            raise io.write_error(exc, out_dir) from None
+    return doc
+
+
+def thread_info() -> dict:
+    """Thread counts behind the numbers: each BLAS/OpenMP pool (threadpoolctl) and torch's, if loaded."""
+    out: dict = {}
+    from threadpoolctl import threadpool_info
+
+    out["pools"] = [
+        {"api": d.get("internal_api"), "num_threads": d.get("num_threads"), "version": d.get("version")}
+        for d in threadpool_info()
+    ]
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch"] = int(torch.get_num_threads())
+    return out
+
+
+def clean_nan(obj):
+    """``obj`` with every non-finite float, in dicts and lists at any depth, replaced by None (for JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: clean_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_nan(v) for v in obj]
+    return obj
+
+
+class Results:
+    """A results folder read back: the tidy table and the JSON document.
+
+    Attributes
+    ----------
+    path : Path
+    rows : list of dict with the :data:`CSV_COLUMNS` keys (numbers as float/int)
+    doc : dict, the content of ``results.json``
+    """
+
+    def __init__(self, path, rows, doc):
+        self.path = Path(path)
+        self.rows = rows
+        self.doc = doc
+
+    @property
+    def error_inf(self):
+        return self.doc.get("error_inf")
+
+    def has(self, metric: str, split: str = "test") -> bool:
+        """Whether the table holds rows of this metric and split (older folders lack newer metrics)."""
+        return any(r["metric"] == metric and r["split"] == split for r in self.rows)
+
+    def series(self, metric: str, split: str = "test"):
+        """Arrays (chunk_size, mean, std, sem, n) for one metric and split, by chunk size."""
+        sel = sorted(
+            (r for r in self.rows if r["metric"] == metric and r["split"] == split), key=lambda r: r["chunk_size"]
+        )
+        if not sel:
+            raise RedrepError(f"{self.path / CSV_NAME}: expected rows for metric {metric!r} on {split}, found none")
+        cols = {k: np.array([r[k] for r in sel], dtype=np.float64) for k in ("chunk_size", "mean", "std", "sem", "n")}
+        return cols
+
+    def update_json(self, **keys) -> None:
+        """Add keys to ``results.json`` (atomically)."""
+        self.doc.update(keys)
+        io.write_json(self.path / JSON_NAME, clean_nan(self.doc))
+
+
+def load_results(path) -> Results:
+    """Read a results folder written by :func:`write_results`; one-line errors on missing or corrupt files."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RedrepError(f"{path}: no such results folder (expected the output of `redrep analyze`)")
+    csv_path, json_path = path / CSV_NAME, path / JSON_NAME
+    missing = [str(p) for p in (csv_path, json_path) if not p.is_file()]
+    if missing:
+        raise RedrepError(f"{path}: missing result file(s) {', '.join(missing)} (run `redrep analyze` first)")
+    doc = io.read_json_object(json_path)
+    rows = csv_to_rows(
+        csv_path,
+        CSV_COLUMNS,
+        lambda r: {
+            "metric": r["metric"],
+            "split": r["split"],
+            "chunk_size": int(r["chunk_size"]),
+            "mean": float(r["mean"]),
+            "std": float(r["std"]),
+            "sem": float(r["sem"]),
+            "n": int(r["n"]),
+        },
+        "numbers in chunk_size, mean, std, sem and n",
+    )
+    if not rows:
+        raise RedrepError(f"{csv_path}: expected result rows, found none")
+    return Results(path, rows, doc)
+
+
+def summarize_folder(folder, *, train_error_max: float, r2_min: float) -> tuple:
+    """Summarize a results folder and store the summary in its ``results.json``.
+
+    Returns
+    -------
+    (Results, ChunkCurves, Summary)
+    """
+    results = load_results(folder)
+    curves = _summary.ChunkCurves.from_results(results)
+    summ = _summary.summarize(curves, train_error_max=train_error_max, r2_min=r2_min)
+    results.update_json(summary=summ.to_dict())
+    return results, curves, summ

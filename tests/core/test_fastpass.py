@@ -1,0 +1,48 @@
+"""The compiled fast pass of the chunk accuracies (redrep/core/_fastpass.c) is built and loads."""
+
+from __future__ import annotations
+
+import shutil
+import sysconfig
+
+import numpy as np
+import pytest
+
+import redrep.core.accuracy as acc_mod
+from repsets import random_set
+
+
+def test_the_compiled_pass_is_built_where_a_compiler_is():
+    """setup.py builds it as an optional extension; where a C compiler exists, a missing build is a fault."""
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if not shutil.which(cc):
+        pytest.skip(f"no C compiler ({cc}) here: the numpy fast pass serves")
+    lib = acc_mod.fastpass_library()
+    assert lib is not None, "redrep.core._fastpass was not built: reinstall with `pip install -e .`"
+    assert lib.redrep_fastpass_level() in (0, 3, 4)
+    rs = random_set(1, n_train=50, width=8)
+    plan = acc_mod._Plan(rs.weight, rs.bias, [np.arange(4)])
+    assert plan.fused
+
+
+def test_a_level_this_cpu_lacks_is_refused(monkeypatch):
+    lib = acc_mod.fastpass_library()
+    if lib is None:
+        pytest.skip("the compiled fast pass is not built here")
+    rs = random_set(2, n_train=40, width=8)
+    plan = acc_mod._Plan(rs.weight, rs.bias, [np.arange(4)])
+    monkeypatch.setattr(acc_mod, "FASTPASS_LEVEL", 5)  # no such level
+    with pytest.raises(ValueError, match="level 5"):
+        acc_mod._block_counts(plan, rs.features_train, rs.labels_train)
+
+
+def test_a_build_of_another_calling_convention_is_not_used():
+    """An extension left from an older source is refused, with the reason, rather than called wrongly."""
+    lib, problem = acc_mod._load_fastpass()
+    if lib is None:
+        pytest.skip("the compiled fast pass is not built here")
+    assert problem is None
+    lib, problem = acc_mod._load_fastpass(abi=acc_mod._FASTPASS_ABI + 1)
+    assert lib is None
+    assert f"expected the compiled fast pass of calling convention {acc_mod._FASTPASS_ABI + 1}, found 1" in problem
+    assert "pip install -e ." in problem

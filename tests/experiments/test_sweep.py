@@ -1,0 +1,370 @@
+"""Width sweeps and the demo: resumption, the Fig. 3a numbers against the runs they come from."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import redrep.experiments.runs as runs_mod
+import redrep.experiments.sweep as sweep_mod
+from redrep.cli import main
+from redrep.core.validation import RedrepError
+from redrep.experiments.sweep import SweepConfig, run_name, run_sweep, sweep_reading, width_table
+from redrep.nets.train import PAPER_CHECKPOINT_EPOCHS, TrainConfig
+from redrep.report.figures import width_figure
+from results_factory import read_csv as _csv
+from results_factory import tiny  # test_sweep_local imports it from here
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    result = run_sweep(tiny(), out, log=lambda _m: None)
+    return out, result
+
+
+def test_sweep_writes_everything(finished):
+    out, result = finished
+    for name in (
+        "sweep.json",
+        "sweep.csv",
+        "width_comparison.csv",
+        "report.html",
+        "figures/width_comparison.png",
+        "figures/chunks.pdf",
+        "analysis/seed0/results.csv",
+        "analysis/seed1/results.json",
+        f"runs/{run_name(16, 1)}/representations/meta.json",
+    ):
+        assert (out / name).is_file(), name
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["status"] == "done" and len(doc["runs"]) == 4
+    assert doc["error_inf"] == pytest.approx(result.error_inf)
+    html = (out / "report.html").read_text()
+    assert "Full networks against chunks, by width" in html and "data:image/png;base64," in html
+    # the sweep's own reading leads the page, before the chunk-analysis summary
+    assert html.index("What the sweep shows") < html.index('id="summary"')
+
+
+def test_fig3a_numbers_come_from_the_runs(finished):
+    out, result = finished
+    table = {int(r["width"]): r for r in _csv(out / "width_comparison.csv")}
+    for w in (8, 16):
+        errs = []
+        for s in range(2):
+            run = out / "runs" / run_name(w, s)
+            doc = json.loads((run / "representations" / "meta.json").read_text())
+            errs.append(1 - doc["meta"]["test_accuracy"])
+            # the training loop's own evaluation of the same network agrees
+            last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+            assert abs((1 - last["test_acc"]) - errs[-1]) <= 1 / doc["n_test"] + 1e-12
+        assert float(table[w]["full_test_mean"]) == pytest.approx(np.mean(errs), abs=1e-12)
+        assert float(table[w]["full_test_sem"]) == pytest.approx(np.std(errs, ddof=1) / np.sqrt(2), abs=1e-12)
+        chunk = []
+        for s in range(2):
+            rows = _csv(out / "analysis" / f"seed{s}" / "results.csv")
+            acc = [
+                float(r["mean"])
+                for r in rows
+                if r["metric"] == "accuracy" and r["split"] == "test" and int(r["chunk_size"]) == w
+            ]
+            chunk.append(1 - acc[0])
+        assert float(table[w]["chunk_test_mean"]) == pytest.approx(np.mean(chunk), abs=1e-12)
+    # a chunk of all W neurons of the widest network is that network
+    assert float(table[16]["chunk_test_mean"]) == pytest.approx(float(table[16]["full_test_mean"]), abs=1e-12)
+
+
+def test_error_inf_is_stored_in_the_widest_sets(finished):
+    out, result = finished
+    for s in range(2):
+        meta = json.loads((out / "runs" / run_name(16, s) / "representations" / "meta.json").read_text())
+        assert meta["error_inf"] == pytest.approx(result.error_inf)
+
+
+def test_interrupted_sweep_resumes_without_retraining(tmp_path, monkeypatch):
+    real = runs_mod.train_and_extract
+    calls = []
+
+    def flaky(task, **kw):
+        calls.append((task.width, task.seed))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(task, **kw)
+
+    monkeypatch.setattr(runs_mod, "train_and_extract", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(tiny(), tmp_path / "s", log=lambda _m: None)
+    done = [(w, s) for w, s in calls[:2]]
+    stamps = {d: (tmp_path / "s" / "runs" / run_name(*d) / "checkpoints").stat().st_mtime_ns for d in done}
+    monkeypatch.setattr(runs_mod, "train_and_extract", real)
+    result = run_sweep(tiny(), tmp_path / "s", log=lambda _m: None)
+    by = {(r["width"], r["seed"]): r for r in result.runs}
+    for d in done:
+        assert by[d]["trained_now"] is False
+        assert (tmp_path / "s" / "runs" / run_name(*d) / "checkpoints").stat().st_mtime_ns == stamps[d]
+    assert sum(r["trained_now"] for r in result.runs) == 2
+
+
+def test_resume_with_another_config_is_refused(finished):
+    out, _ = finished
+    with pytest.raises(RedrepError, match=r"holds a sweep with another config \(epochs: 3 -> 4\)"):
+        run_sweep(tiny(epochs=4), out, log=lambda _m: None)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"arch": "densenet40", "depth": None}, r"arch: expected one of mlp, wide_resnet16.*found 'densenet40'"),
+        ({"widths": (8,)}, r"widths: expected at least two different widths, found \[8\]"),
+        ({"widths": (0, 8)}, r"widths: expected an integer >= 1, found 0"),
+        ({"seeds": 0}, r"seeds: expected an integer >= 1, found 0"),
+        ({"jobs": 99}, r"jobs: expected an integer <= "),
+        ({"dataset": "imagenet"}, r"dataset: expected one of"),
+        ({"arch": "wide_resnet16", "depth": 3}, r"depth: only the mlp takes a depth"),
+    ],
+)
+def test_bad_sweep_configs(tmp_path, kw, message):
+    with pytest.raises(RedrepError, match=message):
+        run_sweep(tiny(**kw), tmp_path / "s", log=lambda _m: None)
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_cli_errors_exit_2(tmp_path):
+    r = CliRunner().invoke(main, ["sweep", "--widths", "8", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "widths: expected at least two different widths" in r.stderr
+    r = CliRunner().invoke(main, ["sweep", "--widths", "8,x", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "expected a comma-separated list of integers" in r.stderr
+
+
+def test_width_table_and_reading_known_answer():
+    tidy = [
+        {"source": "full", "width": 8, "seed": 0, "test_error": 0.3, "train_error": 0.1},
+        {"source": "full", "width": 8, "seed": 1, "test_error": 0.5, "train_error": 0.0},
+        {"source": "full", "width": 16, "seed": 0, "test_error": 0.2, "train_error": 0.0},
+        {"source": "full", "width": 16, "seed": 1, "test_error": 0.2, "train_error": 0.0},
+        {"source": "chunk", "width": 8, "seed": 0, "test_error": 0.6, "train_error": 0.2},
+        {"source": "chunk", "width": 8, "seed": 1, "test_error": 0.4, "train_error": 0.2},
+        {"source": "chunk", "width": 16, "seed": 0, "test_error": 0.2, "train_error": 0.0},
+        {"source": "chunk", "width": 16, "seed": 1, "test_error": 0.2, "train_error": 0.0},
+    ]
+    t = width_table(tidy, (16, 8))
+    assert [r["width"] for r in t] == [8, 16]
+    assert t[0]["full_test_mean"] == pytest.approx(0.4) and t[0]["full_test_sem"] == pytest.approx(0.1)
+    assert t[0]["chunk_test_mean"] == pytest.approx(0.5) and t[0]["chunk_n"] == 2
+    assert t[0]["full_train_mean"] == pytest.approx(0.05)
+    text = " ".join(sweep_reading(t, 0.15, {"w_c_star": None}, 16))
+    assert "from 0.4000 at W = 8 to 0.2000 at W = 16 (wider is better)" in text
+    assert "error_inf = 0.1500" in text
+    assert "training error 0 on every seed) from W = 16 on" in text
+    assert "match full networks of width W = w_c (within two standard errors) at W = 8" in text
+    assert "signature does not show at this budget" in text
+
+
+def test_width_figure_panels():
+    w = [8, 16, 32]
+    fig = width_figure(
+        w,
+        ([0.5, 0.4, 0.3], [0.01, 0.01, 0.01]),
+        ([0.7, 0.5, 0.3], [0.02, 0.02, 0.0]),
+        full_train=([0.1, 0, 0], [0, 0, 0]),
+        chunk_train=([0.5, 0.1, 0], [0, 0, 0]),
+        error_inf=0.25,
+        widest=32,
+    )
+    a, b = fig.axes
+    assert a.get_xscale() == "log" and a.get_yscale() == "log" and b.get_yscale() == "symlog"
+    assert len(a.containers) == 2 and len(b.containers) == 2  # two error-bar series per panel
+    assert any(line.get_linestyle() == "--" for line in a.get_lines())  # the error_inf line
+    np.testing.assert_allclose(a.containers[1].lines[0].get_ydata(), [0.7, 0.5, 0.3])
+
+
+def test_demo_quick(tmp_path):
+    r = CliRunner().invoke(
+        main, ["demo", "--quick", "--out", str(tmp_path / "demo"), "--data-dir", str(tmp_path / "data"), "-q"]
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "demo" / "report.html").is_file()
+    assert (tmp_path / "demo" / "figures" / "width_comparison.png").stat().st_size > 10_000
+    assert "open " in r.output and "report.html" in r.output
+
+
+def test_reading_says_when_the_decay_is_not_resolved():
+    t = width_table(
+        [
+            {"source": s, "width": w, "seed": k, "test_error": 0.1, "train_error": 0.0}
+            for s in ("full", "chunk")
+            for w in (8, 16)
+            for k in (0, 1)
+        ],
+        (8, 16),
+    )
+    loose = " ".join(sweep_reading(t, 0.05, {"w_c_star": 8, "exponent": 0.05, "exponent_se": 1.03}, 16))
+    assert "w_c* = 8" in loose and "about 2 clones" in loose
+    assert "not resolved at this budget (fitted exponent 0.05 ± 1.03" in loose
+    tight = " ".join(sweep_reading(t, 0.05, {"w_c_star": 8, "exponent": -0.48, "exponent_se": 0.05}, 16))
+    assert "decays like w_c^(-0.48 ± 0.05)" in tight
+
+
+# ------------------------------------------------------------ stages, state and errors
+def test_plan_has_one_task_per_run_with_its_config(tmp_path):
+    cfg = tiny(widths=(16, 8), seeds=3).validated()
+    tasks = sweep_mod.plan_sweep(cfg, tmp_path)
+    assert [(t.width, t.seed) for t in tasks] == [(16, 0), (16, 1), (16, 2), (8, 0), (8, 1), (8, 2)]
+    for t in tasks:
+        assert t.name == run_name(t.width, t.seed) and t.run_dir == str(tmp_path / "runs" / t.name)
+        tc = TrainConfig.from_dict(t.train_config)
+        # the widest runs keep the paper's checkpoint epochs up to the last (for redrep dynamics); the others none
+        kept = (1, 2) if t.width == 16 else ()
+        assert PAPER_CHECKPOINT_EPOCHS[:2] == (1, 2)
+        assert (tc.width, tc.seed, tc.depth, tc.epochs, tc.checkpoint_epochs) == (t.width, t.seed, 2, 3, kept)
+
+
+def test_demo_config_states_only_what_differs():
+    full, quick = sweep_mod.demo_config(jobs=1), sweep_mod.demo_config(quick=True, jobs=1)
+    assert full.train == replace(SweepConfig().train, data_dir="data") and full.widths == SweepConfig().widths
+    assert (quick.train.epochs, quick.widths, quick.seeds) == (30, (16, 32, 64, 128), 2)
+
+
+def test_sweep_json_round_trip_and_version(finished):
+    out, _ = finished
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["version"] == sweep_mod.SWEEP_VERSION
+    assert SweepConfig.from_dict(doc["config"]) == tiny().validated()
+
+
+def test_old_sweep_layout_is_refused(tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"config": {"dataset": "synthetic"}, "status": "done"}))
+    with pytest.raises(
+        RedrepError, match=r"expected a redrep sweep of layout version 2, found version none.*new folder"
+    ):
+        run_sweep(tiny(), out, log=lambda _m: None)
+    r = CliRunner().invoke(main, ["sweep-status", str(out)])
+    assert r.exit_code == 2 and "layout version 2, found version none" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_sweep_status_of_a_local_sweep(finished, tmp_path):
+    out, _ = finished
+    r = CliRunner().invoke(main, ["sweep-status", str(out)])
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.output.splitlines() if x.startswith("w")]
+    assert [x.split()[:2] for x in lines] == [[run_name(w, s), "finished"] for w in (8, 16) for s in (0, 1)]
+    assert all(x.endswith("job -  log -") for x in lines)  # local runs: no job id, and no error log
+    assert "4 finished; sweep done" in r.output
+    r = CliRunner().invoke(main, ["sweep-status", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "expected a redrep sweep folder (with sweep.json), found none" in r.stderr
+
+
+def test_a_failing_local_run_is_reported_and_left_out(tmp_path):
+    out = tmp_path / "s"
+    bad = out / "runs" / run_name(8, 1)
+    bad.mkdir(parents=True)
+    (bad / "notes.txt").write_text("not a run")
+    lines = []
+    with pytest.raises(RedrepError, match=r"1 runs failed \(w00008_s1\): the report at .* leaves them out"):
+        run_sweep(tiny(), out, log=lines.append)
+    line = next(x for x in lines if "w00008_s1" in x)
+    assert "failed (" in line and "found other files" in line and f"log {bad / 'error.log'}" in line
+    assert "found other files" in (bad / "error.log").read_text()
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["status"] == "partial" and doc["missing"] == ["w00008_s1"] and len(doc["runs"]) == 3
+    assert "Left out because they did not finish: w00008_s1." in doc["reading"]
+    # the run is fixed; the re-run trains only it
+    (bad / "notes.txt").unlink()
+    (bad / "error.log").unlink()
+    result = run_sweep(tiny(), out, log=lines.append)
+    assert [r["run"] for r in result.runs if r["trained_now"]] == ["w00008_s1"] and result.missing == []
+
+
+def test_collect_refuses_a_width_without_finished_run():
+    from redrep.experiments.runs import FAILED, FINISHED, MISSING, RunStatus
+
+    cfg = tiny(widths=(8, 16, 32)).validated()
+    st = {run_name(w, s): RunStatus(FINISHED) for w in (8, 16, 32) for s in (0, 1)}
+    sweep_mod.check_collectable(cfg, st)  # all there
+    st[run_name(16, 0)] = RunStatus(FAILED, "cancelled")
+    sweep_mod.check_collectable(cfg, st)  # W = 16 still has seed 1
+    st[run_name(16, 1)] = RunStatus(MISSING)
+    with pytest.raises(
+        RedrepError, match=r"no finished run at W = 16 \(w00016_s0 failed, w00016_s1 missing\); re-run the same"
+    ):
+        sweep_mod.check_collectable(cfg, st)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--executor", "slurm", "--slurm-param", "account"], "slurm_param: expected KEY=VALUE, found 'account'"),
+        (["--executor", "slurm", "--slurm-time", "0"], "Invalid value for --slurm-time: expected an integer >= 1"),
+        (
+            ["--executor", "slurm", "--max-parallel", "0"],
+            "Invalid value for --max-parallel: expected an integer >= 1, found 0",
+        ),
+        (
+            ["--executor", "slurm", "--slurm-gpus", "-1"],
+            "Invalid value for --slurm-gpus: expected an integer >= 0, found -1",
+        ),
+        (["--executor", "pbs"], "Invalid value for '--executor'"),
+        (
+            ["--slurm-gpus", "1", "--max-parallel", "2"],
+            "--slurm-gpus, --max-parallel given, expected with --executor slurm",
+        ),
+        (["--wait-timeout", "-1"], "Invalid value for --wait-timeout: expected minutes > 0, found -1"),
+        (["--device", "cuda:7"], "device: expected "),
+        (["--device", "tpu"], "device: expected one of auto, cpu, cuda or cuda:N, found 'tpu'"),
+    ],
+)
+def test_sweep_cli_executor_errors_exit_2(tmp_path, args, message):
+    base = ["sweep", "--dataset", "synthetic", "--widths", "8,16", "--seeds", "1", "--out", str(tmp_path / "s")]
+    r = CliRunner().invoke(main, base + args)
+    assert r.exit_code == 2 and message in r.stderr, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "s").exists()
+
+
+def test_slurm_without_sbatch_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    base = ["sweep", "--dataset", "synthetic", "--widths", "8,16", "--seeds", "1", "--out", str(tmp_path / "s")]
+    r = CliRunner().invoke(main, base + ["--executor", "slurm", "--epochs", "1"])
+    assert r.exit_code == 2 and "executor: slurm needs SLURM's sbatch on PATH, found none" in r.stderr
+    assert not (tmp_path / "s" / "runs").exists()
+
+
+def test_slurm_params_go_to_submitit(tmp_path):
+    from redrep.experiments.executors import SlurmExecutor, SlurmOptions, parse_slurm_params
+
+    assert parse_slurm_params(["account=abc", "qos = high", "nice=10", "exclusive="]) == {
+        "account": "abc",
+        "qos": "high",
+        "nice": 10,
+        "exclusive": "",
+    }
+    if __import__("shutil").which("sbatch") is None:
+        pytest.skip("submitit checks for sbatch before building a script")
+    opts = SlurmOptions(partition="gpu", time_min=90, gpus=None, cpus=8, mem_gb=32, max_parallel=3)
+    opts.params = {"account": "abc", "reservation": "r1"}
+    ex = SlurmExecutor(tmp_path, opts, arch="wide_resnet28")._executor()
+    p = ex.parameters
+    assert (p["partition"], p["time"], p["cpus_per_task"], p["gpus_per_node"], p["mem"]) == ("gpu", 90, 8, 1, "32GB")
+    # a parameter submitit knows goes through update_parameters, any other sbatch option as an additional one
+    assert p["array_parallelism"] == 3 and p["account"] == "abc" and p["additional_parameters"] == {"reservation": "r1"}
+    mlp = SlurmExecutor(tmp_path, SlurmOptions(), arch="mlp")._executor()
+    assert "gpus_per_node" not in mlp.parameters  # the mlp asks for no GPU
+
+
+def test_slurm_that_does_not_answer_is_not_a_lost_job(tmp_path, monkeypatch):
+    from redrep.experiments.executors import SlurmExecutor, SlurmOptions
+    from redrep.experiments.runs import QUEUED
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither sacct nor squeue: SLURM does not answer
+    ex = SlurmExecutor(tmp_path, SlurmOptions(lost_after_s=0.5, poll_s=0.1))
+    handles = {"w00008_s0": {"job_id": "12_0", "log": "l", "submitted": 0.0}}
+    st = ex.status(handles)["w00008_s0"]
+    assert st.state == QUEUED and st.detail == "state unknown: sacct and squeue do not answer"  # never resubmitted
+    with pytest.raises(RedrepError, match=r"SLURM has not answered \(sacct, squeue\) for 0 s; the jobs may still run"):
+        ex.wait(handles, timeout=30)
