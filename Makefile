@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile setup.py src/redrep/core/_fastpass.c src/redre
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[train,slurm,test]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -44,5 +44,44 @@ def test_a_build_of_another_calling_convention_is_not_used():
     assert problem is None
     lib, problem = acc_mod._load_fastpass(abi=acc_mod._FASTPASS_ABI + 1)
     assert lib is None
-    assert f"expected the compiled fast pass of calling convention {acc_mod._FASTPASS_ABI + 1}, found 1" in problem
+    abi = acc_mod._FASTPASS_ABI
+    assert f"expected the compiled fast pass of calling convention {abi + 1}, found {abi}" in problem
     assert "pip install -e ." in problem
+
+
+def test_the_compiled_pass_is_one_build_for_every_python():
+    """It uses no Python API, so it is built for the stable ABI (abi3): the same file serves Python 3.10 and later."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("redrep.core._fastpass")
+    if spec is None:
+        pytest.skip("the compiled fast pass is not built here")
+    assert spec.origin.endswith(".abi3.so"), spec.origin
+
+
+def test_a_build_without_the_faster_copies_says_so(tmp_path):
+    """A compiler older than GCC 11 builds the plain copy only: redrep warns where this CPU would run a faster one."""
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if not shutil.which(cc):
+        pytest.skip(f"no C compiler ({cc}) here")
+    import subprocess
+    from pathlib import Path
+
+    src = Path(acc_mod.__file__).with_name("_fastpass.c")
+    out = tmp_path / "base_only.so"
+    include = sysconfig.get_paths()["include"]
+    cmd = [cc, "-O1", "-shared", "-fPIC", "-DREDREP_FASTPASS_BASE_ONLY", f"-I{include}", str(src), "-o", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    lib, problem = acc_mod._load_fastpass(path=str(out))
+    assert problem is None and lib is not None
+    assert lib.redrep_fastpass_has_levels() == 0
+    assert lib.redrep_fastpass_level() == 0  # the plain copy runs, whatever the CPU
+    why = acc_mod._slower_copy_only(lib)
+    if lib.redrep_cpu_level() >= 3:
+        assert "without its x86-64-v3/v4 copies (they need GCC 11 or newer)" in why
+    else:
+        assert why is None  # a CPU without AVX2 loses nothing
+    # the installed build holds the faster copies where GCC >= 11 built it, and then says nothing
+    installed = acc_mod.fastpass_library()
+    if installed is not None and installed.redrep_fastpass_has_levels():
+        assert acc_mod._slower_copy_only(installed) is None

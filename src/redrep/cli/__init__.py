@@ -70,6 +70,9 @@ class RedrepGroup(click.Group):
                 formatter.write_dl(rows)
 
     def invoke(self, ctx):
+        # the command's name before it is resolved: resolving it imports its module, which may be what fails
+        protected = getattr(ctx, "_protected_args", None) or getattr(ctx, "protected_args", None) or []
+        pending = [*protected, *ctx.args]
         try:
             return super().invoke(ctx)
         except RedrepError as exc:
@@ -78,6 +81,26 @@ class RedrepGroup(click.Group):
         except OSError as exc:
             click.echo(f"Error: {os_error_line(exc)}", err=True)
             ctx.exit(2)
+        except ModuleNotFoundError as exc:
+            line = missing_extra_line(exc, ctx.invoked_subcommand or (pending[0] if pending else None))
+            if line is None:
+                raise
+            click.echo(f"Error: {line}", err=True)
+            ctx.exit(2)
+
+
+#: Packages of the optional extras (pyproject.toml), by the name they are imported as: the extra that installs each.
+EXTRAS = {"torch": "train", "sklearn": "train", "mnist1d": "train", "submitit": "slurm"}
+
+
+def missing_extra_line(exc: ModuleNotFoundError, command: str | None) -> str | None:
+    """The one line for a command that needs a package of an extra that is not installed, or None for another."""
+    name = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(name)
+    if extra is None:
+        return None
+    what = f"redrep {command}" if command else "this command"
+    return f"{what} needs {name}, which is not installed: pip install 'redrep[{extra}]'"
 
 
 def _module_name(cmd_name: str) -> str:

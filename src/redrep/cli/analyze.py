@@ -101,6 +101,12 @@ def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, bloc
         write_results(analysis, repset, out_dir)
     if not quiet:
         _print_summary(analysis, out_dir)
+        if analysis.accuracy_pass_ == "numpy":
+            click.echo(
+                "note: the compiled fast pass is not built here, so the numpy pass counted the accuracies (the same "
+                "counts, about half as fast); a C compiler and `pip install -e .` build it",
+                err=True,
+            )
 
 
 def _print_summary(analysis, out_dir):

@@ -15,6 +15,8 @@
  * each call.
  */
 #define PY_SSIZE_T_CLEAN
+/* the stable ABI of Python 3.10: one build serves every later Python (the module uses no Python API) */
+#define Py_LIMITED_API 0x030A0000
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -32,7 +34,10 @@
     typedef float vfu __attribute__((vector_size(bytes), aligned(4)));               \
     typedef int32_t viu __attribute__((vector_size(bytes), aligned(4)));
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+/* The x86-64-v3 and v4 copies need GCC 11 or newer (the arch=x86-64-vN targets); an older GCC, or another
+   compiler, builds the plain x86-64 copy only (as does -DREDREP_FASTPASS_BASE_ONLY), and redrep/core/accuracy.py warns
+   where the CPU could run a faster one. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 11 && !defined(REDREP_FASTPASS_BASE_ONLY)
 #define LEVELS 1
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v4") /* AVX-512: 32 registers of 16 floats */
@@ -73,19 +78,56 @@ VECTOR_TYPES(16)
 
 /* The calling convention of this library: redrep/core/accuracy.py refuses a build whose number is not its own (an
    extension left from an older source, say), so that it never calls a function with the wrong arguments. */
-int redrep_fastpass_abi(void) { return 1; }
+int redrep_fastpass_abi(void) { return 2; }
 
 /* The instruction-set level of the best copy this CPU runs: 4 (x86-64-v4, AVX-512), 3 (x86-64-v3, AVX2) or 0. */
 int redrep_fastpass_level(void)
 {
 #ifdef LEVELS
     __builtin_cpu_init();
+#if __GNUC__ >= 12 /* the level names; GCC 11 knows the features they stand for */
     if (__builtin_cpu_supports("x86-64-v4"))
         return 4;
     if (__builtin_cpu_supports("x86-64-v3"))
         return 3;
+#else
+    const int v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi") &&
+                   __builtin_cpu_supports("bmi2");
+    if (v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return 4;
+    if (v3)
+        return 3;
+#endif
 #endif
     return 0;
+}
+
+/* Whether this build holds the x86-64-v3 and v4 copies (1), or the plain x86-64 one only (0: a compiler older than
+   GCC 11, or not GCC), so that redrep/core/accuracy.py can say so where the CPU would run a faster copy. */
+int redrep_fastpass_has_levels(void)
+{
+#ifdef LEVELS
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* The vector extensions a CPU has that a copy of this build would use: 4 (AVX-512), 3 (AVX2 and FMA) or 0, read
+   whatever the build holds (the plain copy's build cannot ask by level name), for the warning above. */
+int redrep_cpu_level(void)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    __builtin_cpu_init();
+    const int v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return 4;
+    return v3 ? 3 : 0;
+#else
+    return 0;
+#endif
 }
 
 /* redrep_block_counts_at(level, ...): correct and undecided predictions of every chunk over one block of samples.

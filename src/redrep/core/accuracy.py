@@ -89,7 +89,7 @@ FASTPASS_LEVEL = -1
 
 
 #: The calling convention this module expects of the compiled fast pass (redrep_fastpass_abi in _fastpass.c).
-_FASTPASS_ABI = 1
+_FASTPASS_ABI = 2
 
 
 @cache
@@ -102,31 +102,48 @@ def fastpass_library():
     a warning says so, and the numpy pass serves.
     """
     lib, problem = _load_fastpass()
+    problem = problem or _slower_copy_only(lib)
     if problem:
         warnings.warn(problem, RuntimeWarning, stacklevel=2)
     return lib
 
 
-def _load_fastpass(abi: int = _FASTPASS_ABI):
-    """``(library, None)``, ``(None, None)`` where it was not built, or ``(None, why not)`` where it is unusable."""
+def _slower_copy_only(lib) -> str | None:
+    """Why a build that holds only the plain x86-64 copy is slower on this CPU, or None."""
+    if lib is None or lib.redrep_fastpass_has_levels() or lib.redrep_cpu_level() < 3:
+        return None
+    return (
+        "the compiled fast pass was built without its x86-64-v3/v4 copies (they need GCC 11 or newer): it runs "
+        "its plain x86-64 copy, about half as fast on this CPU; rebuild with GCC >= 11 (`pip install -e .`)"
+    )
+
+
+def _load_fastpass(abi: int = _FASTPASS_ABI, path: str | None = None):
+    """``(library, None)``, ``(None, None)`` where it was not built, or ``(None, why not)`` where it is unusable.
+
+    ``path``: a library file to load instead of the installed extension.
+    """
     try:
-        spec = importlib.util.find_spec("redrep.core._fastpass")
-        if spec is None or not spec.origin:
-            return None, None
-        lib = ctypes.CDLL(spec.origin)
+        if path is None:
+            spec = importlib.util.find_spec("redrep.core._fastpass")
+            if spec is None or not spec.origin:
+                return None, None
+            path = spec.origin
+        lib = ctypes.CDLL(path)
     except (ImportError, OSError):
         return None, None
     found = lib.redrep_fastpass_abi() if hasattr(lib, "redrep_fastpass_abi") else 0
     if found != abi:
         return None, (
-            f"{spec.origin}: expected the compiled fast pass of calling convention {abi}, found {found} "
+            f"{path}: expected the compiled fast pass of calling convention {abi}, found {found} "
             "(built from another version of the source): using the numpy pass; rebuild with `pip install -e .`"
         )
     p, n = ctypes.c_void_p, ctypes.c_long
     lib.redrep_block_counts_at.argtypes = [ctypes.c_int, p, n, n, n, p, n, p, p, n, p, p, p, p, p, n]
     lib.redrep_block_counts_at.restype = n
-    lib.redrep_fastpass_level.argtypes = []
-    lib.redrep_fastpass_level.restype = ctypes.c_int
+    for fn in (lib.redrep_fastpass_level, lib.redrep_fastpass_has_levels, lib.redrep_cpu_level):
+        fn.argtypes = []
+        fn.restype = ctypes.c_int
     return lib, None
 
 
