@@ -85,3 +85,38 @@ def test_a_build_without_the_faster_copies_says_so(tmp_path):
     installed = acc_mod.fastpass_library()
     if installed is not None and installed.redrep_fastpass_has_levels():
         assert acc_mod._slower_copy_only(installed) is None
+
+
+def test_a_stale_build_beside_the_current_one_is_passed_over(tmp_path, monkeypatch):
+    """An install upgraded in place keeps an older per-version build that Python finds first: the current serves."""
+    lib = acc_mod.fastpass_library()
+    if lib is None:
+        pytest.skip("the compiled fast pass is not built here")
+    import importlib.util
+    from pathlib import Path
+
+    good = Path(importlib.util.find_spec("redrep.core._fastpass").origin)
+    stale = tmp_path / "stale.so"
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if not shutil.which(cc):
+        pytest.skip(f"no C compiler ({cc}) here")
+    import subprocess
+
+    stale_src = tmp_path / "stale.c"
+    stale_src.write_text("int redrep_fastpass_abi(void) { return 1; }\n")
+    subprocess.run([cc, "-shared", "-fPIC", str(stale_src), "-o", str(stale)], check=True, capture_output=True)
+    monkeypatch.setattr(acc_mod, "_fastpass_files", lambda: [str(stale), str(good)])
+    acc_mod.fastpass_library.cache_clear()
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no warning: a usable build was found
+            found = acc_mod.fastpass_library()
+        assert found is not None and found._name == str(good)
+        monkeypatch.setattr(acc_mod, "_fastpass_files", lambda: [str(stale)])
+        acc_mod.fastpass_library.cache_clear()
+        with pytest.warns(RuntimeWarning, match="calling convention 2, found 1"):
+            assert acc_mod.fastpass_library() is None
+    finally:
+        acc_mod.fastpass_library.cache_clear()

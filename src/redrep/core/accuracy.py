@@ -50,8 +50,10 @@ settled by the sign of the remainder.
 from __future__ import annotations
 
 import ctypes
+import importlib.machinery
 import importlib.util
 import math
+import os
 import threading
 import warnings
 from functools import cache
@@ -101,11 +103,31 @@ def fastpass_library():
     of another calling convention (left from an older source) is not used:
     a warning says so, and the numpy pass serves.
     """
-    lib, problem = _load_fastpass()
+    lib, problem = None, None
+    for path in _fastpass_files():  # a usable build wins over a stale one that Python would find first
+        lib, why = _load_fastpass(path=path)
+        problem = problem or why
+        if lib is not None:
+            problem = None
+            break
     problem = problem or _slower_copy_only(lib)
     if problem:
         warnings.warn(problem, RuntimeWarning, stacklevel=2)
     return lib
+
+
+def _fastpass_files() -> list[str]:
+    """The extension's files: the one Python imports first, then any other build beside it.
+
+    An install upgraded in place keeps the build for one Python version made before the stable-ABI one, and
+    Python finds that one first: it is tried, refused by its calling convention, and the next one serves.
+    """
+    spec = importlib.util.find_spec("redrep.core._fastpass")
+    if spec is None or not spec.origin:
+        return []
+    folder = os.path.dirname(spec.origin)
+    others = [os.path.join(folder, "_fastpass" + s) for s in importlib.machinery.EXTENSION_SUFFIXES]
+    return [spec.origin] + [f for f in others if f != spec.origin and os.path.isfile(f)]
 
 
 def _slower_copy_only(lib) -> str | None:
