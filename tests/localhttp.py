@@ -14,6 +14,7 @@ Every request is logged in ``srv.requests``.
 
 from __future__ import annotations
 
+import base64
 import io
 import socket
 import struct
@@ -37,6 +38,9 @@ class Route:
     ranges : honour ``Range: bytes=N-`` requests (206 / 416)
     hang_after : body bytes sent on every request before the server stops sending (and holds the connection)
     hang : seconds it then holds the connection open, silent
+    trickle : seconds between body bytes, sent one at a time after the headers (a stalling server)
+    trickle_head : seconds between the bytes of a head that never ends (a header line grown byte by byte)
+    auth : "user:password" that a Basic Authorization header must carry (401 otherwise)
     """
 
     body: bytes = b""
@@ -50,6 +54,9 @@ class Route:
     send_length: bool = True
     hang_after: int | None = None
     hang: float = 5.0
+    trickle: float | None = None
+    trickle_head: float | None = None
+    auth: str | None = None
 
 
 @dataclass
@@ -58,6 +65,7 @@ class Logged:
     path: str
     range: str | None
     status: int
+    auth: str | None = None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -78,6 +86,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._status(404, rng)
         if fail is not None:
             return self._status(fail, rng)
+        auth = self.headers.get("Authorization")
+        if route.auth is not None and auth != "Basic " + base64.b64encode(route.auth.encode()).decode():
+            return self._status(401, rng)
+        if route.trickle_head is not None:
+            srv.requests.append(Logged("GET", self.path, rng, 200, auth))
+            return self._trickle(b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 100_000, route.trickle_head)
         body, status, extra = route.body, route.status, {}
         if route.ranges and rng and rng.startswith("bytes=") and rng.endswith("-"):
             start = int(rng[len("bytes=") : -1])
@@ -90,7 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             extra["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
             body, status = body[start:], 206
-        srv.requests.append(Logged("GET", self.path, rng, status))
+        srv.requests.append(Logged("GET", self.path, rng, status, auth))
         self.send_response(status)
         for k, v in {**route.headers, **extra}.items():
             self.send_header(k, v)
@@ -100,6 +114,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         if stall:
             time.sleep(stall)
+        if route.trickle is not None:
+            return self._trickle(body, route.trickle)
         if route.hang_after is not None:
             self.wfile.write(body[: route.hang_after])
             self.wfile.flush()
@@ -113,8 +129,22 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(body)
 
+    def _trickle(self, data, gap, limit=30.0):
+        """Send ``data`` one byte every ``gap`` seconds until the client goes away (or ``limit`` seconds pass)."""
+        self.close_connection = True
+        end = time.monotonic() + limit
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                if time.monotonic() > end:
+                    break
+                time.sleep(gap)
+        except OSError:  # the client gave up: what the tests expect
+            pass
+
     def _status(self, code, rng):
-        self.server.owner.requests.append(Logged("GET", self.path, rng, code))
+        self.server.owner.requests.append(Logged("GET", self.path, rng, code, self.headers.get("Authorization")))
         self.send_response(code)
         self.send_header("Content-Length", "0")
         self.end_headers()

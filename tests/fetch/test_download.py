@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import io as stdio
 import json
+import re
 import signal
+import struct
+import time
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -652,3 +655,99 @@ def test_deeply_nested_manifest_is_a_problem_not_a_crash(fig, pub, tmp_path):
     (tmp_path / AUTHORS_SUBDIR / MANIFEST_NAME).write_text("[" * 100000 + "]" * 100000)
     problems = verify_manifest(tmp_path / AUTHORS_SUBDIR, pub.release)
     assert len(problems) == 1 and problems[0].startswith(f"{MANIFEST_NAME} unreadable (RecursionError")
+
+
+# ------------------------------------------------------------ issue 19: stalls, bounds, zips, passwords
+def test_trickling_mirror_gives_up_in_one_line(srv, patched, tmp_path):
+    """The probe's server: 200, Content-Length 10000000, then a byte every 0.5 s; --timeout 2 --retries 1."""
+    srv.routes["/trickle.zip"] = Route(body=b"PK" * 5_000_000, trickle=0.5)
+    args = ["download", "--path", str(tmp_path), "--url", srv.url("/trickle.zip"), "--timeout", "2", "--retries", "1"]
+    t0 = time.monotonic()
+    res = run([*args, "--stall-timeout", "1.5", "--max-zip-mb", "20", "-q"])
+    assert time.monotonic() - t0 < 9
+    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+    assert re.match(
+        r"Error: .*/trickle.zip: stalled after \d+ bytes .*below the minimum of 1000 B/s\) \(2 attempts", res.output
+    )
+    assert "run again to resume" in res.output
+    assert [p.name for p in tmp_path.iterdir()] == [f"{ZIP_NAME}.part"]  # kept for the resume, nothing installed
+
+
+def test_retries_beyond_ten_is_one_line(tmp_path):
+    res = run(["download", "--path", str(tmp_path / "d"), "--retries", "11"])
+    assert res.exit_code == 2 and res.output == "Error: retries: expected an integer <= 10, found 11\n"
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("flag, value, match", [
+    ("--timeout", "0", "read_timeout: expected a number >= 0.001, found 0.0"),
+    ("--stall-timeout", "0", "stall_timeout: expected a number >= 0.001, found 0.0"),
+    ("--min-rate", "-5", "min_rate: expected a number >= 0.0, found -5.0"),
+    ("--max-zip-mb", "0", "max_zip_mb: expected a number >= 1e-06, found 0.0"),
+])  # fmt: skip
+def test_bad_limits_are_one_line(tmp_path, flag, value, match):
+    res = run(["download", "--path", str(tmp_path / "d"), flag, value])
+    assert res.exit_code == 2 and res.output == f"Error: {match} [{flag}]\n"
+    assert not (tmp_path / "d").exists()
+
+
+def _zip64_end(count: int) -> bytes:
+    """The end records of a zip whose central directory claims ``count`` entries (46 bytes each): a few
+    dozen bytes standing for a zip that would cost zipfile a ZipInfo per entry before any check."""
+    record = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, 46 * count, 0)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, 0, 1)  # the zip64 record sits at offset 0
+    return record + locator + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 2**32 - 1, 2**32 - 1, 0)
+
+
+def test_three_million_entries_refused_before_zipfile_reads_them(patched, tmp_path, monkeypatch):
+    z = tmp_path / "many.zip"
+    z.write_bytes(_zip64_end(3_000_000))
+
+    def never(*args, **kwargs):
+        raise AssertionError("zipfile.ZipFile opened a zip with 3 million entries")
+
+    monkeypatch.setattr(dl.zipfile, "ZipFile", never)
+    res = run(["download", "--path", str(tmp_path / "d"), "--from-zip", str(z), "-q"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+    assert "many.zip: 3000000 entries (138000000 bytes) in its central directory, more than the 1000" in res.output
+    assert z.is_file() and not (tmp_path / "d").exists()
+
+
+def test_too_many_real_entries_refused(pub, tmp_path):
+    z = tmp_path / "a.zip"
+    z.write_bytes(pub.zip_bytes(extra=[(f"junk/{i}", b"") for i in range(1200)]))
+    with pytest.raises(RedrepError, match=r"a.zip: 1207 entries \(\d+ bytes\) in its central directory, more than"):
+        check_zip(z, pub.release)
+    with zipfile.ZipFile(z, "w") as zf:  # few entries yet a huge central directory (long names): refused too
+        for i in range(300):
+            zf.writestr(f"{i:04d}" + "x" * 4000, b"")
+    with pytest.raises(RedrepError, match=r"a.zip: 300 entries \(\d+ bytes\) in its central directory"):
+        check_zip(z, pub.release, max_bytes=10**9)
+
+
+def test_from_zip_larger_than_the_limit_is_refused(patched, tmp_path):
+    z = tmp_path / "by_hand.zip"
+    z.write_bytes(patched.zip_bytes())
+    size = z.stat().st_size
+    res = run(["download", "--path", str(tmp_path / "d"), "--from-zip", str(z), "--max-zip-mb", "0.001", "-q"])
+    assert res.exit_code == 2
+    assert res.output == f"Error: {z}: {size} bytes, more than the 1000 bytes the article zip can be (--max-zip-mb)\n"
+    assert z.is_file() and not (tmp_path / "d").exists()
+    res = run(["download", "--path", str(tmp_path / "d"), "--from-zip", str(z), "--max-zip-mb", str(size / 1e6), "-q"])
+    assert res.exit_code == 0, res.output  # at the limit: fine
+    assert_installed(tmp_path / "d", patched)
+
+
+def test_passwords_never_printed_or_recorded(fig, patched, tmp_path):
+    fig.srv.routes["/mirror.zip"] = Route(body=patched.zip_bytes(), auth="user:s3cret")
+    with_pw = fig.srv.url("/mirror.zip").replace("http://", "http://user:s3cret@")
+    res = run(fig.cli(tmp_path, "--url", with_pw))
+    assert res.exit_code == 0, res.output
+    assert f"from http://***@127.0.0.1:{fig.srv.port}/mirror.zip (zip)" in res.stdout
+    manifest = (tmp_path / AUTHORS_SUBDIR / MANIFEST_NAME).read_text()
+    assert "***@" in manifest and "s3cret" not in manifest
+    down = f"http://user:s3cret@127.0.0.1:{closed_port()}"
+    res = run(["download", "--path", str(tmp_path / "e"), "--files-url", down + "/api", "--zip-url", down + "/zip",
+               "--retries", "0"])  # fmt: skip
+    assert res.exit_code == 2 and "files listing unavailable" in res.stderr and "***@" in res.stderr
+    assert "s3cret" not in res.stdout + res.stderr
