@@ -130,16 +130,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _trickle(self, data, gap, limit=30.0):
-        """Send ``data`` one byte every ``gap`` seconds until the client goes away (or ``limit`` seconds pass)."""
+        """Send ``data`` one byte every ``gap`` seconds until the client goes away, the server stops or ``limit``
+        seconds pass."""
         self.close_connection = True
         end = time.monotonic() + limit
         try:
             for i in range(len(data)):
                 self.wfile.write(data[i : i + 1])
                 self.wfile.flush()
-                if time.monotonic() > end:
+                if time.monotonic() > end or self.server.owner.stopping.wait(gap):
                     break
-                time.sleep(gap)
         except OSError:  # the client gave up: what the tests expect
             pass
 
@@ -169,6 +169,7 @@ class LocalServer:
         self.routes: dict[str, Route] = {}
         self.requests: list[Logged] = []
         self.lock = threading.Lock()
+        self.stopping = threading.Event()  # ends the trickles still sending when the server exits
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.owner = self
@@ -186,6 +187,7 @@ class LocalServer:
         return self
 
     def __exit__(self, *exc):
+        self.stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)

@@ -41,6 +41,16 @@ def sha256(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
+def recorded_sleeps(monkeypatch) -> list:
+    """The downloader's sleeps, recorded instead of slept (time.sleep is global: other threads still sleep)."""
+    sleeps, sleep = [], time.sleep
+    main = threading.main_thread()
+    monkeypatch.setattr(
+        fetch.time, "sleep", lambda s: sleeps.append(s) if threading.current_thread() is main else sleep(s)
+    )
+    return sleeps
+
+
 @pytest.fixture
 def srv():
     with LocalServer() as s:
@@ -200,8 +210,7 @@ def test_403_fails_at_once(srv, tmp_path):
 
 
 def test_500_is_retried_then_fails(srv, tmp_path, monkeypatch):
-    sleeps = []
-    monkeypatch.setattr(fetch.time, "sleep", sleeps.append)
+    sleeps = recorded_sleeps(monkeypatch)
     srv.routes["/a.bin"] = Route(body=b"x", fail=[500] * 10)
     with pytest.raises(RedrepError, match=r"/a.bin: HTTP 500 Internal Server Error \(4 attempts in a row"):
         download_file(srv.url("/a.bin"), tmp_path / "a.bin", **fast(retries=3, backoff=0.25))
@@ -415,8 +424,7 @@ def test_header_line_grown_byte_by_byte_hits_the_deadline(srv, tmp_path):
 
 # -------------------------------------------------------------- backoff (issue 19)
 def test_backoff_is_capped(srv, tmp_path, monkeypatch):
-    sleeps = []
-    monkeypatch.setattr(fetch.time, "sleep", sleeps.append)
+    sleeps = recorded_sleeps(monkeypatch)
     srv.routes["/a.bin"] = Route(body=b"x", fail=[503] * 20)
     with pytest.raises(RedrepError, match=r"/a.bin: HTTP 503 Service Unavailable \(11 attempts in a row\)$"):
         download_file(srv.url("/a.bin"), tmp_path / "a.bin", **fast(retries=10, backoff=5.0))
