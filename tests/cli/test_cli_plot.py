@@ -28,9 +28,10 @@ def test_plot_from_results_dir_all_formats(tmp_path):
         assert f"wrote {f}" in r.output
     assert "w_c* = 32" in r.output and "exponent = -0.500" in r.output
     after = json.loads((res / "results.json").read_text())
-    # existing keys untouched, the summary added
+    # existing keys untouched; a folder without analyze's summary (an older one) gets this one, by its thresholds
     assert {k: after[k] for k in before} == before
-    s = after["summary"]
+    assert list(after["summaries"]) == ["train_error_max=0.0,r2_min=0.95"]
+    s = after["summaries"]["train_error_max=0.0,r2_min=0.95"]
     assert s["w_c_star"] == 32 and s["n_clones"] == 8.0 and s["width"] == 256
     assert s["exponent"] == pytest.approx(-0.5) and s["exponent_se"] == pytest.approx(0.0, abs=1e-8)
     assert s["thresholds"] == {"train_error_max": 0.0, "r2_min": 0.95}
@@ -46,7 +47,9 @@ def test_plot_default_paths_and_thresholds(tmp_path, monkeypatch):
         "cifar10_wr28_plots.pdf",
         "cifar10_wr28_plots.png",
     ]
-    s = json.loads((tmp_path / "data" / "results" / "results.json").read_text())["summary"]
+    s = json.loads((tmp_path / "data" / "results" / "results.json").read_text())["summaries"][
+        "train_error_max=0.0,r2_min=0.999"
+    ]
     # R^2 = 1 - 0.5 / w reaches 0.999 only at w = 500 and above
     assert s["w_c_star"] is None and s["thresholds"]["r2_min"] == 0.999
     assert s["exponent"] is None

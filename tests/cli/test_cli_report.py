@@ -16,7 +16,8 @@ def test_report_default_location_without_plot(tmp_path, monkeypatch):
     html = (res / "report.html").read_text(encoding="utf-8")
     assert "data:image/png;base64," in html and "critical chunk size w_c*" in html
     assert "wrote run/results/report.html" in r.output
-    assert json.loads((res / "results.json").read_text())["summary"]["w_c_star"] == 16
+    kept = json.loads((res / "results.json").read_text())["summaries"]
+    assert kept["train_error_max=0.0,r2_min=0.95"]["w_c_star"] == 16
     assert not (tmp_path / "plots").exists()  # the report does not need `redrep plot`
 
 
@@ -29,7 +30,8 @@ def test_report_options(tmp_path):
     html = out.read_text(encoding="utf-8")
     assert "<title>T&lt;1&gt;</title>" in html
     # training error 0.6 * (1 - log2(w) / 4) + 0.01 is 0.16 at w = 4: allowed by 0.3; R^2 = 1 - 0.5 / w >= 0.95 from 16
-    assert json.loads((tmp_path / "results.json").read_text())["summary"]["w_c_star"] == 16
+    kept = json.loads((tmp_path / "results.json").read_text())["summaries"]
+    assert kept["train_error_max=0.3,r2_min=0.95"]["w_c_star"] == 16
     assert not (tmp_path / "report.html").exists()
 
 
@@ -55,5 +57,8 @@ def test_end_to_end_example_analyze_plot_report(tmp_path):
     r = runner.invoke(main, ["report", "--results", str(s / "results"), "--train-error-max", "0.1"])
     assert r.exit_code == 0, r.output
     doc = json.loads((s / "results" / "results.json").read_text())
-    assert doc["summary"]["thresholds"]["train_error_max"] == 0.1
+    # analyze's summary (the default thresholds) stays; the report's other thresholds are kept beside it
+    assert doc["summary"]["thresholds"] == {"train_error_max": 0.0, "r2_min": 0.95}
+    assert list(doc["summaries"]) == ["train_error_max=0.1,r2_min=0.95"]
+    assert doc["summaries"]["train_error_max=0.1,r2_min=0.95"]["thresholds"]["train_error_max"] == 0.1
     assert (s / "results" / "report.html").stat().st_size > 20000

@@ -257,3 +257,94 @@ def test_a_full_disk_is_said_as_such_even_by_numpy(tmp_path):
     assert io.disk_full(exc) and os_error_line(exc) == "no space left on device"
     assert str(io.write_error(exc, "/x/big.bin")) == "no space left on device writing /x/big.bin"
     assert not io.disk_full(PermissionError(13, "Permission denied"))
+
+
+def test_read_json_object_number_too_long(tmp_path):
+    """An integer of more digits than Python converts is one line naming the file, not a ValueError traceback."""
+    f = tmp_path / "results.json"
+    f.write_text('{"acc_rep": ' + "9" * 5000 + "}")
+    with pytest.raises(RedrepError, match=rf"^{f}: expected a JSON object, found a number too long to read \("):
+        io.read_json_object(f)
+
+
+# ---------------------------------------------------------------- linked folders
+@pytest.fixture
+def other_disk(tmp_path):
+    """A folder on another file system when there is one (/dev/shm), else another folder of tmp_path."""
+    import shutil
+    import tempfile
+
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK) and os.stat(shm).st_dev != os.stat(tmp_path).st_dev:
+        d = tempfile.mkdtemp(prefix="redrep-test-", dir=shm)
+        yield __import__("pathlib").Path(d)
+        shutil.rmtree(d, ignore_errors=True)
+    else:
+        d = tmp_path / "bigdisk"
+        d.mkdir()
+        yield d
+
+
+def _linked(tmp_path, other_disk, **files):
+    """data/results -> OTHER/results_real holding ``files``; returns (link, real)."""
+    real = other_disk / "results_real"
+    _folder(real, **files)
+    (tmp_path / "data").mkdir()
+    link = tmp_path / "data" / "results"
+    link.symlink_to(real)
+    return link, real
+
+
+def test_atomic_dir_writes_through_a_link(tmp_path, other_disk):
+    link, real = _linked(tmp_path, other_disk, a="old", report="r")
+    with io.folder_lock(link, what="test"):
+        assert io.lock_file(link) == other_disk / ".results_real.lock"  # the target's lock, beside it
+        with io.atomic_dir(link, keep=lambda name: name != "a") as tmp:
+            assert tmp.parent == other_disk  # built on the target's disk
+            (tmp / "a").write_text("new")
+    assert link.is_symlink() and link.resolve() == real  # still a link to the same folder
+    assert (real / "a").read_text() == "new" and (real / "report").read_text() == "r"
+    assert _listing(tmp_path / "data") == ["results"]  # no hidden link or folder left on the original disk
+    assert _listing(other_disk) == ["results_real"]
+
+
+def test_a_linked_folder_has_one_lock_under_both_names(tmp_path, other_disk):
+    link, real = _linked(tmp_path, other_disk, a="1")
+    with procs.lock_holder(real, what="analyze") as holder:
+        with pytest.raises(RedrepError, match=rf"^{link}: locked by another analyze \(pid {holder.pid} "):
+            with io.folder_lock(link, what="analyze"):
+                pass
+    with procs.lock_holder(link, what="analyze"):
+        with pytest.raises(RedrepError, match="locked by another analyze"):
+            with io.folder_lock(real, what="analyze"):
+                pass
+
+
+def test_a_file_written_through_a_link(tmp_path, other_disk):
+    real = other_disk / "config.json"
+    real.write_text("{}")
+    link = tmp_path / "config.json"
+    link.symlink_to(real)
+    io.write_json(link, {"a": 1})
+    assert link.is_symlink() and json.loads(real.read_text()) == {"a": 1}
+    assert _listing(tmp_path) == ["config.json"] and _listing(other_disk) == ["config.json"]
+
+
+def test_swap_from_another_disk_into_a_linked_folder(tmp_path, other_disk):
+    """A folder staged beside the link (as a download stages its files) is moved onto the link's target."""
+    link, real = _linked(tmp_path, other_disk, a="old")
+    staging = tmp_path / "data" / "results.partial"
+    _folder(staging, a="new", b="2")
+    io.swap_into_place(staging, link)
+    assert link.is_symlink() and _listing(real) == ["a", "b"] and (real / "a").read_text() == "new"
+    assert _listing(tmp_path / "data") == ["results"] and _listing(other_disk) == ["results_real"]
+
+
+def test_a_dangling_link_is_refused(tmp_path):
+    link = tmp_path / "results"
+    link.symlink_to(tmp_path / "unmounted" / "results_real")
+    msg = r"results: a link to .*results_real, whose folder .*unmounted does not exist"
+    with pytest.raises(RedrepError, match=msg):
+        with io.atomic_dir(link) as tmp:
+            (tmp / "a").write_text("x")
+    assert not (tmp_path / "unmounted").exists() and link.is_symlink()

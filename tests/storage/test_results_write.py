@@ -129,3 +129,21 @@ def test_a_file_in_place_of_the_results_folder_is_left_alone(tmp_path):
     with pytest.raises(RedrepError, match=rf"^{out}: expected a folder \(or nothing\) to replace, found a file$"):
         write_results(an, rs, out)
     assert out.read_text() == "my notes" and sorted(p.name for p in tmp_path.iterdir()) == ["res"]
+
+
+def test_analyze_into_a_linked_results_folder(native, tmp_path):
+    """The probe's reproduction: data/results -> ../bigdisk/results_real stays a link, written through, twice."""
+    real = tmp_path / "bigdisk" / "results_real"
+    real.mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    link = tmp_path / "data" / "results"
+    link.symlink_to("../bigdisk/results_real")
+    for seed in (0, 1):
+        r = procs.redrep("analyze", "--repr", native, "--out", link, "--seed", seed, *ARGS)
+        assert r.returncode == 0, r.stderr
+        assert link.is_symlink() and seed_of(real) == seed
+        assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["results"]  # no hidden link or lock left
+        assert sorted(p.name for p in (tmp_path / "bigdisk").iterdir()) == ["results_real"]
+    with procs.lock_holder(real, what="analyze") as holder:  # one lock, whichever name is used
+        r = procs.redrep("analyze", "--repr", native, "--out", link, *ARGS)
+        assert r.returncode == 2 and f"locked by another analyze (pid {holder.pid}" in r.stderr

@@ -1,4 +1,4 @@
-"""``redrep plot``: the three-panel figure of a results folder, and the summary in results.json."""
+"""``redrep plot``: the three-panel figure of a results folder; a summary at other thresholds kept in results.json."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def results_options(f):
 
 
 def load_and_summarize(path, results_dir, train_error_max, r2_min):
-    """Read the results and compute the summary (the callers store it in results.json)."""
+    """Read the results and compute the summary (the callers keep it with :meth:`Results.add_summary`)."""
     check_float(train_error_max, "--train-error-max", min_value=0.0, max_value=1.0)
     check_float(r2_min, "--r2-min", max_value=1.0)
     results = load_results(results_dir if results_dir is not None else path / "results")
@@ -85,16 +85,18 @@ def echo_summary(summary):
 def command(path, results_dir, train_error_max, r2_min, out, formats, stem, min_chunk_size, dpi, quiet):
     """Three-panel figure: test error, training error, R^2 and residual correlation vs chunk size.
 
-    Also stores the critical chunk size w_c*, the decay exponent above it and
-    the number of clones W / w_c* in results.json under "summary".
+    Prints the critical chunk size w_c*, the decay exponent above it and the
+    number of clones W / w_c*. The summary `redrep analyze` stored in
+    results.json stays; one at other thresholds is kept beside it, under
+    "summaries".
     """
     formats = check_formats(formats, name="--format")
     check_float(min_chunk_size, "--min-chunk-size", min_value=0.0)
+    check_stem(stem, name="--name")
     results, curves, summary = load_and_summarize(path, results_dir, train_error_max, r2_min)
     fig = three_panel_figure(curves, summary, min_chunk_size=min_chunk_size)
-    check_stem(stem, name="--name")
+    results.add_summary(summary.to_dict())  # first: a folder being rewritten stops the command before it writes
     paths = save_figure(fig, out, stem=stem, formats=formats, dpi=dpi)
-    results.update_json(summary=summary.to_dict())
     if not quiet:
         echo_summary(summary)
         for p in paths:

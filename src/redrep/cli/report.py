@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..report.pages import REPORT_NAME, write_report
+from ..storage.io import real_path
 from .plot import echo_summary, load_and_summarize, results_options
 
 
@@ -23,12 +24,19 @@ from .plot import echo_summary, load_and_summarize, results_options
 def command(path, results_dir, train_error_max, r2_min, out, title, quiet):
     """Self-contained HTML report: summary, reading, embedded figure, tables, input metadata.
 
-    Builds the figure itself (no need to run `redrep plot` first) and stores
-    the summary in results.json as `redrep plot` does.
+    Builds the figure itself (no need to run `redrep plot` first); a summary
+    at other thresholds is kept in results.json as `redrep plot` keeps it.
     """
     results, curves, summary = load_and_summarize(path, results_dir, train_error_max, r2_min)
-    written = write_report(results, out, curves=curves, summary=summary, title=title)
-    results.update_json(summary=summary.to_dict())
+    target = out if out is not None else results.path / REPORT_NAME
+    if real_path(target).parent == real_path(results.path):
+        # a page inside the results folder: written under its lock, and only beside the analysis it describes
+        with results.locked("report"):
+            written = write_report(results, out, curves=curves, summary=summary, title=title)
+            results.add_summary(summary.to_dict())
+    else:
+        results.add_summary(summary.to_dict())
+        written = write_report(results, out, curves=curves, summary=summary, title=title)
     if not quiet:
         echo_summary(summary)
         click.echo(f"wrote {written}")

@@ -5,6 +5,12 @@ then renamed onto the target; a folder is built aside and swapped in at once.
 A reader never sees a half-written file or folder, and a failure leaves what
 was there before untouched. :func:`folder_lock` keeps a second writer out of a
 folder, and repairs what a killed writer left behind.
+
+A path that is a symbolic link (a results folder kept on another disk, say) is
+written through: the temporary file or folder is made beside the link's
+target, the swap replaces the target, and the lock is taken on the target's
+name (:func:`real_path`), so the link stays a link and two names of one folder
+share one lock.
 """
 
 from __future__ import annotations
@@ -44,10 +50,26 @@ _FILE_MODE = 0o666 & ~_umask()
 _DIR_MODE = 0o777 & ~_umask()
 
 
+def real_path(path) -> Path:
+    """The absolute path that writes to ``path`` land on: symbolic links followed, in the last part too.
+
+    A link whose target's folder does not exist (a disk that is not mounted,
+    say) is a :class:`RedrepError`: writing would create that folder elsewhere.
+    """
+    path = Path(path).expanduser()
+    real = Path(os.path.realpath(path))
+    if real != Path(os.path.abspath(path)) and not real.parent.is_dir():
+        raise RedrepError(
+            f"{path}: a link to {real}, whose folder {real.parent} does not exist; "
+            "expected the link's target folder to exist (is its disk mounted?)"
+        )
+    return real
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
-    path = Path(path)
+    """Yield a temporary path beside ``path`` (beside its target, for a link); rename it onto that on success."""
+    path = real_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -64,15 +86,22 @@ def atomic_path(path):
             tmp.unlink()
 
 
-def read_json_object(path, what: str = "a JSON object") -> dict:
-    """The JSON object in ``path``; a :class:`RedrepError` naming the file when it is unreadable or not an object."""
+def read_json_object(path, what: str = "a JSON object", *, text: str | None = None) -> dict:
+    """The JSON object in ``path``; a :class:`RedrepError` naming the file when it is unreadable or not an object.
+
+    Every reader of redrep's own JSON files (results.json, meta.json,
+    config.json, sweep.json, ...) goes through here. ``text``, when given, is
+    the file's content already read (``path`` then only names it).
+    """
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8") if text is None else text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RedrepError(f"{path}: expected {what}, could not parse it ({exc})") from None
     except RecursionError:
         raise RedrepError(f"{path}: expected {what}, found JSON nested too deeply to read") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise RedrepError(f"{path}: expected {what}, found a number too long to read ({exc})") from None
     if not isinstance(doc, dict):
         raise RedrepError(f"{path}: expected {what}, found a JSON {type(doc).__name__}")
     return doc
@@ -120,9 +149,10 @@ def atomic_dir(path, *, keep=None):
     An existing ``path`` is replaced only once the new folder is complete and
     synced to disk; entries of the old folder for which ``keep(name)`` is true
     (and that the new one lacks) are carried over, so a folder can hold more
-    than what writes it.
+    than what writes it. A ``path`` that is a link is written through: the
+    temporary folder is made beside its target, which the swap replaces.
     """
-    path = Path(path)
+    path = real_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -143,11 +173,24 @@ def swap_into_place(src, target, *, keep=None) -> None:
     exchanged in one step (``renameat2(RENAME_EXCHANGE)``), so ``target``
     never goes missing; elsewhere two renames are used, and a process killed
     between them leaves the old folder in a hidden ``.<name>.*.old`` folder,
-    which :func:`recover_leftovers` puts back.
+    which :func:`recover_leftovers` puts back. A ``target`` that is a link is
+    written through (its target is replaced; a ``src`` on another file system
+    is copied beside it first).
     """
-    src, target = Path(src), Path(target)
+    src, target = Path(src), real_path(target)
     if (target.exists() or target.is_symlink()) and not target.is_dir():
         raise RedrepError(f"{target}: expected a folder (or nothing) to replace, found a file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if os.stat(src).st_dev != os.stat(target.parent).st_dev:  # a rename cannot cross file systems
+        near = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            near.rmdir()
+            shutil.copytree(src, near, symlinks=True)
+            swap_into_place(near, target, keep=keep)
+        finally:
+            shutil.rmtree(near, ignore_errors=True)
+        shutil.rmtree(src, ignore_errors=True)
+        return
     if keep is not None and target.is_dir():
         for entry in target.iterdir():
             if keep(entry.name) and not (src / entry.name).exists():
@@ -266,7 +309,7 @@ def recover_leftovers(path) -> list[str]:
     entries are removed. Call it only while holding :func:`folder_lock` on
     ``path``, so that no live writer's temporary folder is deleted.
     """
-    path = Path(path)
+    path = real_path(path)
     done = []
     olds = _leftovers(path, ".old")
     for old in olds:
@@ -307,8 +350,8 @@ _HELD: dict[str, int] = {}
 
 
 def lock_file(path) -> Path:
-    """The lock file of a folder: ``.<name>.lock`` beside it."""
-    path = Path(path)
+    """The lock file of a folder: ``.<name>.lock`` beside it (beside its target, for a link)."""
+    path = real_path(path)
     return path.parent / f".{path.name}.lock"
 
 
@@ -328,17 +371,21 @@ def folder_lock(path, *, what: str):
     path : the folder (it need not exist yet)
     what : what the holder does, e.g. "analyze"; goes into the lock file
 
+    A ``path`` that is a link is locked by its target's name (the lock file
+    sits beside the target), so every name of a folder takes the same lock.
+
     Raises
     ------
     RedrepError
         When another process holds the lock: one line naming it.
     """
-    path = Path(path)
-    key = str(path.expanduser().resolve())
+    given = Path(path)
+    path = real_path(given)
+    key = str(path)
     if _HELD.get(key):
         _HELD[key] += 1
         try:
-            yield path
+            yield given
         finally:
             _HELD[key] -= 1
         return
@@ -349,7 +396,7 @@ def folder_lock(path, *, what: str):
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RedrepError(f"{path.parent}: cannot create the folder ({exc.strerror or exc})") from None
-        fd = _acquire(lock, path)
+        fd = _acquire(lock, given)
         try:
             info = {
                 "pid": os.getpid(),
@@ -369,7 +416,7 @@ def folder_lock(path, *, what: str):
             raise
     _HELD[key] = 1
     try:
-        yield path
+        yield given
     finally:
         del _HELD[key]
         if fd is not None:
@@ -409,7 +456,7 @@ def _release(lock: Path, fd: int) -> None:
 def _holder_line(lock: Path) -> str:
     try:
         info = read_json_object(lock)
-    except ValueError:  # a RedrepError (unreadable, or not an object), or json's ValueError for an over-long integer
+    except RedrepError:  # unreadable, half written, or not an object
         return "locked by another process (its details are not written yet)"
     return (
         f"locked by another {info.get('what', 'writer')} (pid {info.get('pid')} on {info.get('host')}, "

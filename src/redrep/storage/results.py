@@ -8,17 +8,25 @@ A results folder holds:
   (:data:`AUTHORS_RESULT_FILES`), which their plotting script reads;
 * ``results.csv``: tidy, one row per metric x split x chunk size with the
   columns of :data:`CSV_COLUMNS`;
-* ``results.json``: the input, parameters, seed, versions, timings and
-  derived quantities (later steps, such as ``redrep plot``, add keys to it).
+* ``results.json``: the input, parameters, seed, versions, timings, an
+  ``analysis_id`` that names this analysis, and its ``summary`` (w_c*, the
+  decay exponent, the number of clones) at the default thresholds. Later
+  steps add keys to it under the folder's lock, and only to the analysis
+  they read (:meth:`Results.update_json`): ``redrep plot`` and ``redrep
+  report`` asked for other thresholds keep their summaries under
+  ``summaries``, one per pair of thresholds (:func:`thresholds_key`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io as _stdio
 import math
+import os
 import platform
 import sys
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -61,18 +69,19 @@ def rows_to_csv(rows, columns=CSV_COLUMNS, *, missing: str = "") -> str:
     return buf.getvalue()
 
 
-def csv_to_rows(path, columns, convert, expected: str) -> list:
+def csv_to_rows(path, columns, convert, expected: str, *, text: str | None = None) -> list:
     """Read a CSV written by :func:`rows_to_csv` back: ``convert(row)`` of every row, in order.
 
     One-line :class:`RedrepError` when a column of ``columns`` is missing, when
     ``convert`` raises TypeError or ValueError on a row (``expected`` says what
     that row should hold, and the line is named) or when the file cannot be
-    read as CSV.
+    read as CSV. ``text``, when given, is the file's content already read
+    (``path`` then only names it).
     """
     path = Path(path)
     rows = []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8") if text is None else _stdio.StringIO(text, newline="") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
                 raise RedrepError(f"{path}: expected the columns {', '.join(columns)}, found {reader.fieldnames}")
@@ -157,6 +166,8 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
     doc = {
         "tool": "redrep",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # names this analysis: a later step adds keys to the folder only while it still holds this one
+        "analysis_id": uuid.uuid4().hex,
         "input": repset.describe(),
         "error_inf": repset.error_inf,
         "params": {
@@ -178,12 +189,15 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
     }
     if extra:
         doc.update(extra)
+    rows = analysis.to_rows()
+    # the summary at the default thresholds; `redrep plot` and `report` keep others beside it, under "summaries"
+    doc["summary"] = _summary.summarize(_summary.ChunkCurves.from_results(Results(out_dir, rows, doc))).to_dict()
     with io.folder_lock(out_dir, what="analyze"):
         try:
             with io.atomic_dir(out_dir, keep=lambda name: name not in owned) as tmp:
                 for name, arr in arrays.items():
                     np.save(tmp / name, arr, allow_pickle=False)
-                (tmp / CSV_NAME).write_text(rows_to_csv(analysis.to_rows()), encoding="utf-8")
+                (tmp / CSV_NAME).write_text(rows_to_csv(rows), encoding="utf-8")
                 io.crash_point("results:half-written")
                 io.write_json(tmp / JSON_NAME, clean_nan(doc))
                 io.crash_point("results:before-swap")
@@ -226,12 +240,16 @@ class Results:
     path : Path
     rows : list of dict with the :data:`CSV_COLUMNS` keys (numbers as float/int)
     doc : dict, the content of ``results.json``
+    identity : tuple or None, what names the analysis read: the folder's inode (a new analysis is a new folder)
+        and the document's ``analysis_id`` (its creation time and timings in folders written before the id);
+        None for results not read from disk. :meth:`update_json` writes only while the folder still holds it.
     """
 
-    def __init__(self, path, rows, doc):
+    def __init__(self, path, rows, doc, identity=None):
         self.path = Path(path)
         self.rows = rows
         self.doc = doc
+        self.identity = identity
 
     @property
     def error_inf(self):
@@ -251,14 +269,126 @@ class Results:
         cols = {k: np.array([r[k] for r in sel], dtype=np.float64) for k in ("chunk_size", "mean", "std", "sem", "n")}
         return cols
 
+    @contextlib.contextmanager
+    def locked(self, what: str):
+        """Hold the folder's lock while the folder still holds the analysis read; yields ``results.json`` as it is now.
+
+        Raises
+        ------
+        RedrepError
+            When another process writes the folder (``redrep analyze``, say), or when the folder was replaced
+            by another analysis since it was read: one line, and nothing written.
+        """
+        with io.folder_lock(self.path, what=what):
+            doc, _, now = _read_folder(self.path, csv=False)
+            if self.identity is not None and now != self.identity:
+                raise RedrepError(
+                    f"{self.path}: replaced by another analysis (created {doc.get('created')}) since it was read "
+                    f"(created {self.doc.get('created')}); expected the analysis that was read: run the command "
+                    "again to read the new one"
+                )
+            yield doc
+
     def update_json(self, **keys) -> None:
-        """Add keys to ``results.json`` (atomically)."""
+        """Set top-level keys of ``results.json``, atomically and under the folder's lock; the others stay.
+
+        The file is read again under the lock and only ``keys`` change, so keys
+        another step added meanwhile stay; a folder replaced since it was read
+        (by a new ``redrep analyze``) is refused in one line (:meth:`locked`).
+        """
+        with self.locked("update results.json") as doc:
+            doc.update(keys)
+            io.write_json(self.path / JSON_NAME, clean_nan(doc))
         self.doc.update(keys)
-        io.write_json(self.path / JSON_NAME, clean_nan(self.doc))
+
+    def add_summary(self, summary: dict) -> None:
+        """Keep a summary (:meth:`redrep.core.summary.Summary.to_dict`) under ``summaries``, by its thresholds.
+
+        The ``summary`` that ``redrep analyze`` stored stays; nothing is
+        written when it, or the one kept for these thresholds, already is
+        this summary.
+        """
+        t = summary["thresholds"]
+        key = thresholds_key(t["train_error_max"], t["r2_min"])
+        summary = clean_nan(summary)
+        if summary in (self.doc.get("summary"), (self.doc.get("summaries") or {}).get(key)):
+            return
+        with self.locked("update results.json") as doc:
+            kept = doc.get("summaries") if isinstance(doc.get("summaries"), dict) else {}
+            doc["summaries"] = {**kept, key: summary}
+            io.write_json(self.path / JSON_NAME, clean_nan(doc))
+        self.doc["summaries"] = doc["summaries"]
+
+
+def thresholds_key(train_error_max: float, r2_min: float) -> str:
+    """The key of a summary under ``summaries`` in results.json, e.g. ``"train_error_max=0.0,r2_min=0.95"``."""
+    return f"train_error_max={float(train_error_max)!r},r2_min={float(r2_min)!r}"
+
+
+def _read_folder(path: Path, *, csv: bool = True) -> tuple:
+    """``(doc, csv text or None, identity)`` of a results folder, every file read from one and the same folder.
+
+    The files are opened through a descriptor of the folder, so a new
+    analysis swapped in meanwhile (:func:`redrep.storage.io.atomic_dir`) does
+    not mix its files with those of the one read; a folder replaced between
+    opening it and its files is read again.
+    """
+    names = (JSON_NAME, CSV_NAME) if csv else (JSON_NAME,)
+    for attempt in range(_READ_ATTEMPTS):
+        try:
+            dfd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except FileNotFoundError:
+            raise RedrepError(f"{path}: no such results folder (expected the output of `redrep analyze`)") from None
+        except OSError as exc:
+            raise RedrepError(f"{path}: cannot open the results folder ({exc.strerror or exc})") from None
+        try:
+            st = os.fstat(dfd)
+            texts = [_read_at(dfd, path, name) for name in names]
+            break
+        except FileNotFoundError as exc:
+            if attempt + 1 < _READ_ATTEMPTS and _replaced(path, st):
+                continue  # the folder was swapped (and the old one removed) while it was opened: read the new one
+            raise RedrepError(f"{path}: missing result file {exc.filename} (run `redrep analyze` first)") from None
+        finally:
+            os.close(dfd)
+    doc = io.read_json_object(path / JSON_NAME, text=texts[0])
+    ident = doc.get("analysis_id") or repr((doc.get("created"), doc.get("timings_s")))
+    return doc, texts[1] if csv else None, (st.st_dev, st.st_ino, ident)
+
+
+#: Reads of a results folder that another process may swap meanwhile, before giving up.
+_READ_ATTEMPTS = 5
+
+
+def _replaced(path: Path, st: os.stat_result) -> bool:
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino)
+
+
+def _read_at(dfd: int, path: Path, name: str) -> str:
+    """The text of the file ``name`` in the folder open as ``dfd``; FileNotFoundError (naming it) when absent."""
+    try:
+        fd = os.open(name, os.O_RDONLY, dir_fd=dfd)
+    except FileNotFoundError:
+        raise FileNotFoundError(2, "No such file", str(path / name)) from None
+    except OSError as exc:
+        raise RedrepError(f"{path / name}: could not read it ({exc.strerror or exc})") from None
+    try:
+        with open(fd, encoding="utf-8", newline="") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RedrepError(f"{path / name}: could not read it ({exc})") from None
 
 
 def load_results(path) -> Results:
-    """Read a results folder written by :func:`write_results`; one-line errors on missing or corrupt files."""
+    """Read a results folder written by :func:`write_results`; one-line errors on missing or corrupt files.
+
+    The table and the document are read from one folder even while ``redrep
+    analyze`` swaps a new one in, so they always belong to one analysis.
+    """
     path = Path(path)
     if not path.is_dir():
         raise RedrepError(f"{path}: no such results folder (expected the output of `redrep analyze`)")
@@ -266,7 +396,7 @@ def load_results(path) -> Results:
     missing = [str(p) for p in (csv_path, json_path) if not p.is_file()]
     if missing:
         raise RedrepError(f"{path}: missing result file(s) {', '.join(missing)} (run `redrep analyze` first)")
-    doc = io.read_json_object(json_path)
+    doc, text, identity = _read_folder(path)
     rows = csv_to_rows(
         csv_path,
         CSV_COLUMNS,
@@ -280,10 +410,11 @@ def load_results(path) -> Results:
             "n": int(r["n"]),
         },
         "numbers in chunk_size, mean, std, sem and n",
+        text=text,
     )
     if not rows:
         raise RedrepError(f"{csv_path}: expected result rows, found none")
-    return Results(path, rows, doc)
+    return Results(path, rows, doc, identity)
 
 
 def summarize_folder(folder, *, train_error_max: float, r2_min: float) -> tuple:
