@@ -104,21 +104,30 @@ class DynamicsResult:
 
 
 def run_checkpoints(run_dir) -> tuple[dict, dict]:
-    """The kept checkpoints of a run by epoch, and its last checkpoint's content; one-line errors otherwise."""
-    from ..nets.train import checkpoint_path, list_checkpoints, load_checkpoint, read_run_config
+    """The kept checkpoints of a run by epoch, and its last checkpoint's content; one-line errors otherwise.
+
+    Every kept checkpoint is read and checked against the run's config
+    (:func:`redrep.nets.train.check_checkpoint`) before any is analysed: one
+    copied from another run, or damaged, stops the command in one line.
+    """
+    from ..nets.train import checkpoint_path, list_checkpoints, load_run_checkpoint, read_run_config
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RedrepError(f"{run_dir}: no such folder (expected a run directory of `redrep train`)")
-    read_run_config(run_dir)  # one line when the folder is not a run
+    config = read_run_config(run_dir)  # one line when the folder is not a run
     kept = list_checkpoints(run_dir)
     if not kept:
         raise RedrepError(
             f"{run_dir}: no kept checkpoints (expected checkpoints/epoch_NNNN.pt, written by `redrep train` "
             "at its checkpoint epochs and its last epoch)"
         )
+    for epoch, path in kept.items():
+        ckpt = load_run_checkpoint(path, config)
+        if ckpt["epoch"] != epoch:
+            raise RedrepError(f"{path}: expected the checkpoint of epoch {epoch}, found epoch {ckpt['epoch']}")
     last = checkpoint_path(run_dir)
-    last_ckpt = load_checkpoint(last if last.is_file() else kept[max(kept)])
+    last_ckpt = load_run_checkpoint(last if last.is_file() else kept[max(kept)], config)
     return kept, last_ckpt
 
 

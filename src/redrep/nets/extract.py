@@ -31,7 +31,7 @@ from .train import (
     checkpoint_path,
     initial_model,
     list_checkpoints,
-    load_checkpoint,
+    load_run_checkpoint,
     read_run_config,
 )
 
@@ -192,7 +192,7 @@ def extract_representations(
 def load_run_model(run_dir, epoch: int | None = None):
     """The config, checkpoint and model (on the CPU, eval mode) of a run at ``epoch`` (None: its last epoch)."""
     run_dir = Path(run_dir)
-    read_run_config(run_dir)  # a clear error when run_dir is not a run
+    run_config = read_run_config(run_dir)  # a clear error when run_dir is not a run
     if epoch is None:
         path = checkpoint_path(run_dir)
     else:
@@ -201,7 +201,7 @@ def load_run_model(run_dir, epoch: int | None = None):
         if not path.is_file():
             last = checkpoint_path(run_dir)
             kept = sorted(list_checkpoints(run_dir))
-            last_epoch = load_checkpoint(last)["epoch"] if last.is_file() else None
+            last_epoch = load_run_checkpoint(last, run_config)["epoch"] if last.is_file() else None
             if last_epoch == epoch:
                 path = last
             else:
@@ -212,7 +212,9 @@ def load_run_model(run_dir, epoch: int | None = None):
                 )
     if not path.is_file():
         raise RedrepError(f"{run_dir}: no checkpoint yet (expected {path}; has the run finished an epoch?)")
-    ckpt = load_checkpoint(path)
+    ckpt = load_run_checkpoint(path, run_config)
+    if epoch is not None and ckpt["epoch"] != epoch:
+        raise RedrepError(f"{path}: expected the checkpoint of epoch {epoch}, found epoch {ckpt['epoch']}")
     config, model = model_of_checkpoint(ckpt, str(path))
     return config, ckpt, model
 
@@ -220,6 +222,7 @@ def load_run_model(run_dir, epoch: int | None = None):
 def model_of_checkpoint(ckpt: dict, where: str, *, weights: bool = True):
     """The validated config and the model (on the CPU, eval mode) that a checkpoint describes.
 
+    ``ckpt`` is one that :func:`redrep.nets.train.check_checkpoint` passed.
     With ``weights`` False the checkpoint's weights are not loaded: the model
     is the one `redrep train` starts from, built after seeding everything
     with the run's seed, as it does.
@@ -265,7 +268,9 @@ def extract_run(
     ep = int(ckpt["epoch"])
     if out is None:
         last_path = checkpoint_path(run_dir)
-        last_epoch = load_checkpoint(last_path)["epoch"] if epoch is not None and last_path.is_file() else ep
+        last_epoch = ep
+        if epoch is not None and last_path.is_file():
+            last_epoch = load_run_checkpoint(last_path, config)["epoch"]
         out = run_dir / (REPRESENTATIONS_DIR if ep == last_epoch else f"{REPRESENTATIONS_DIR}_epoch_{ep:04d}")
     out = Path(out)
     dev = resolve_device(device)

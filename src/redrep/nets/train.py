@@ -226,7 +226,11 @@ def list_checkpoints(run_dir) -> dict[int, Path]:
 
 
 def load_checkpoint(path) -> dict:
-    """Read a checkpoint on the CPU; a missing or unreadable file is a RedrepError."""
+    """Read a checkpoint on the CPU; a missing or unreadable file is a RedrepError.
+
+    Only the file's kind is checked here; :func:`check_checkpoint` checks its
+    content against its run (every reader of a run's checkpoints calls it).
+    """
     path = Path(path)
     if not path.is_file():
         raise RedrepError(f"{path}: no such checkpoint")
@@ -239,6 +243,157 @@ def load_checkpoint(path) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise RedrepError(f"{path}: expected a redrep checkpoint, found another kind of file")
     return ckpt
+
+
+def load_run_checkpoint(path, config: TrainConfig, *, resume: bool = False) -> dict:
+    """:func:`load_checkpoint`, then :func:`check_checkpoint` against the run's ``config``."""
+    ckpt = load_checkpoint(path)
+    check_checkpoint(ckpt, config, path, resume=resume)
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict, path) -> TrainConfig:
+    """The validated TrainConfig a checkpoint holds; one line naming the file when it is missing or invalid."""
+    d = ckpt.get("config")
+    if not isinstance(d, dict):
+        raise RedrepError(f"{path}: expected the training config (an object) under 'config', found {_kind(d)}")
+    try:
+        return TrainConfig.from_dict(d, where="config").validated()
+    except (RedrepError, TypeError) as exc:
+        raise RedrepError(f"{path}: expected a valid training config under 'config', found {exc}") from None
+
+
+def check_checkpoint(ckpt: dict, config: TrainConfig, path, *, resume: bool = False) -> TrainConfig:
+    """Check that a checkpoint read by :func:`load_checkpoint` belongs to the run of ``config``; returns its config.
+
+    The one check of every checkpoint that ``train`` (resuming), ``extract``
+    and ``dynamics`` read: its entries and their types; its epoch in
+    ``[0, config.epochs]`` with one history line per epoch; its config equal
+    to the run's on every field but those of :data:`RESUME_FREE_FIELDS` (so
+    a checkpoint copied from another run is refused); its weights of the
+    names and shapes the config's network has. With ``resume``, also the
+    optimizer, gradient scaler and random states that resuming restores.
+
+    Raises
+    ------
+    RedrepError
+        One line naming the file and what was expected.
+    """
+    saved = checkpoint_config(ckpt, path)
+    a, b = saved.to_dict(), config.validated().to_dict()
+    diffs = [f"{k} {a[k]!r} where the run has {b[k]!r}" for k in b if k not in RESUME_FREE_FIELDS and a[k] != b[k]]
+    if diffs:
+        raise RedrepError(
+            f"{path}: expected a checkpoint of this run, found one of another config ({'; '.join(diffs)})"
+        )
+    epoch = ckpt.get("epoch")
+    if not _is_int(epoch) or not 0 <= epoch <= saved.epochs:
+        raise RedrepError(f"{path}: expected 'epoch' to be an integer in [0, {saved.epochs}], found {epoch!r}")
+    history = ckpt.get("history")
+    if not isinstance(history, list) or len(history) != epoch:
+        raise RedrepError(f"{path}: expected 'history' to be a list of {epoch} epochs' metrics, found {_kind(history)}")
+    for i, m in enumerate(history, start=1):
+        if not isinstance(m, dict) or m.get("epoch") != i or not _is_number(m.get("seconds")):
+            raise RedrepError(f"{path}: expected the metrics of epoch {i} in 'history', found {str(m)[:80]}")
+    zero = ckpt.get("zero_train_error_epoch")
+    if zero is not None and not (_is_int(zero) and 1 <= zero <= epoch):
+        raise RedrepError(f"{path}: expected 'zero_train_error_epoch' to be null or in [1, {epoch}], found {zero!r}")
+    model = _check_weights(ckpt, saved, path)
+    if resume:
+        _check_resume_state(ckpt, model, path)
+    return saved
+
+
+def _check_weights(ckpt: dict, config: TrainConfig, path) -> torch.nn.Module:
+    """The network of ``config`` (shapes only, on the meta device), once ``ckpt['model']`` is shown to fit it."""
+    info = ckpt.get("model_info")
+    classes = info.get("num_classes") if isinstance(info, dict) else None
+    shape = info.get("in_shape") if isinstance(info, dict) else None
+    good_shape = isinstance(shape, list) and shape and all(_is_int(s) and s >= 1 for s in shape)
+    if not (_is_int(classes) and classes >= 1 and good_shape):
+        raise RedrepError(
+            f"{path}: expected 'model_info' with num_classes (an integer >= 1) and in_shape (a list of sizes), "
+            f"found {str(info)[:80]}"
+        )
+    with torch.device("meta"):  # shapes only: no memory, no random numbers drawn
+        model = create_model(config.arch, classes, shape, **config.model_options)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    weights = ckpt.get("model")
+    if not isinstance(weights, dict):
+        raise RedrepError(
+            f"{path}: expected the network's weights (a state dict) under 'model', found {_kind(weights)}"
+        )
+    names = f"{config.arch} ({_size_option(config)}={getattr(config, _size_option(config))})"
+    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or extra:
+        found = [
+            f"{what} {', '.join(map(str, keys[:3]))}" for what, keys in (("no", missing), ("unknown", extra)) if keys
+        ]
+        raise RedrepError(f"{path}: expected the weights of {names}, found {'; '.join(found)}")
+    for k, want in expected.items():
+        v = weights[k]
+        if not isinstance(v, torch.Tensor) or tuple(v.shape) != want:
+            found = f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else _kind(v)
+            raise RedrepError(f"{path}: expected {k} of shape {want} (the weights of {names}), found {found}")
+    return model
+
+
+def _check_resume_state(ckpt: dict, model: torch.nn.Module, path) -> None:
+    """The optimizer, gradient-scaler and random states a resumed run restores, tried on throwaway objects."""
+    params = [tuple(p.shape) for p in model.parameters()]
+    opt = ckpt.get("optimizer")
+    groups = opt.get("param_groups") if isinstance(opt, dict) else None
+    state = opt.get("state") if isinstance(opt, dict) else None
+    ids = None
+    if isinstance(groups, list) and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        ids = [i for g in groups for i in g["params"]]
+    if ids != list(range(len(params))) or not isinstance(state, dict):
+        raise RedrepError(
+            f"{path}: expected the SGD state of the network's {len(params)} parameters under 'optimizer', "
+            f"found {str(opt)[:80]}"
+        )
+    for i, s in state.items():
+        if not (_is_int(i) and 0 <= i < len(params) and isinstance(s, dict)):
+            raise RedrepError(f"{path}: expected the SGD state of parameters 0-{len(params) - 1}, found one of {i!r}")
+        buf = s.get("momentum_buffer")
+        if buf is not None and not (isinstance(buf, torch.Tensor) and tuple(buf.shape) == params[i]):
+            found = f"shape {tuple(buf.shape)}" if isinstance(buf, torch.Tensor) else _kind(buf)
+            raise RedrepError(f"{path}: expected the momentum of parameter {i} of shape {params[i]}, found {found}")
+    rng = ckpt.get("rng")
+    try:
+        if ckpt.get("scaler"):
+            torch.amp.GradScaler("cpu").load_state_dict(dict(ckpt["scaler"]))
+        _try_rng_states(rng)
+    except Exception as exc:  # noqa: BLE001 - whatever a crafted state makes torch, numpy or random raise
+        raise RedrepError(
+            f"{path}: expected the gradient-scaler and random-number states of a run under 'scaler' and 'rng', "
+            f"could not restore them ({type(exc).__name__}: {exception_line(exc)})"
+        ) from None
+
+
+def _try_rng_states(st: dict) -> None:
+    """Restore the random states of a checkpoint onto fresh generators: raises what a bad one makes them raise."""
+    torch.Generator().set_state(st["torch"])
+    torch.Generator().set_state(st["data"])
+    s = st["numpy"]
+    np.random.RandomState().set_state(
+        (s["kind"], np.asarray(s["keys"], dtype=np.uint32), s["pos"], s["has_gauss"], s["cached"])
+    )
+    random.Random().setstate(tuple(st["python"][:1]) + (tuple(st["python"][1]),) + tuple(st["python"][2:]))
+    if not all(isinstance(t, torch.Tensor) for t in st.get("cuda", [])):
+        raise TypeError("'cuda' is not a list of generator states")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _kind(v) -> str:
+    return "nothing" if v is None else f"a {type(v).__name__}"
 
 
 def read_run_config(run_dir) -> TrainConfig:
@@ -491,6 +646,12 @@ def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | 
     zero_epoch = None
     start = 0
     if ckpt is not None:
+        info = ckpt["model_info"]  # checked against the config (check_checkpoint); here against the data
+        if (info["num_classes"], list(info["in_shape"])) != (dataset.num_classes, list(dataset.in_shape)):
+            raise RedrepError(
+                f"{checkpoint_path(run_dir)}: expected a network of {dataset.num_classes} classes and inputs of "
+                f"shape {list(dataset.in_shape)} ({config.dataset}), found {info['num_classes']} and {info['in_shape']}"
+            )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
@@ -707,13 +868,15 @@ def _existing_run(run_dir: Path, config: TrainConfig) -> dict | None:
         return None
     last = checkpoint_path(run_dir)
     ckpt = load_checkpoint(last) if last.is_file() else None
-    saved = TrainConfig.from_dict(ckpt["config"]) if ckpt is not None else read_run_config(run_dir)
+    saved = checkpoint_config(ckpt, last) if ckpt is not None else read_run_config(run_dir)
     diffs = config_differences(saved, config)
     if diffs:
         raise RedrepError(
             f"{run_dir}: holds a run with another config ({'; '.join(diffs)}); "
             f"expected the same options to resume it, or choose another out folder"
         )
+    if ckpt is not None:
+        check_checkpoint(ckpt, config, last, resume=True)
     return ckpt
 
 
