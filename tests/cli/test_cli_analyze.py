@@ -124,13 +124,17 @@ def test_analyze_authors_layout_via_path(tmp_path):
         (["--r2-rep", "0"], r"r2_rep: expected an integer >= 1, found 0"),
         (["--acc-rep", "0"], r"acc_rep: expected an integer >= 1, found 0"),
         (["--acc-rep", "x"], r"'x' is not a valid integer"),
+        # the probe's reproductions: an _ArrayMemoryError traceback, and minutes without a word
+        (["--acc-rep", str(10**18)], r"^Error: acc_rep: expected an integer <= 1000000, found 10{18} \[--acc-rep\]$"),
+        (["--acc-rep", "30000000"], r"^Error: acc_rep: expected an integer <= 1000000, found 30000000 \[--acc-rep\]$"),
+        (["--r2-rep", "30000000"], r"^Error: r2_rep: expected an integer <= 1000000, found 30000000 \[--r2-rep\]$"),
         (["--bogus"], r"No such option '--bogus'"),
     ],
 )
 def test_bad_flags_exit_2_and_write_nothing(native, args, message):
     r = run("analyze", "--repr", native, *args)
     assert r.exit_code == 2
-    assert re.search(message, r.stderr), r.stderr
+    assert re.search(message, r.stderr.strip()), r.stderr
     assert "Traceback" not in r.output
     assert not (native / "results").exists()
 
@@ -190,3 +194,8 @@ def test_example_command_writes_a_loadable_set(tmp_path):
     rs = RepresentationSet.load(tmp_path / "ex")
     assert rs.width == 12 and rs.n_train == 50
     assert sorted(rs.meta["latent_of_neuron"]) == sorted([0, 1, 2, 3] * 3)
+
+
+def test_help_states_the_limit_of_the_repetitions():
+    r = CliRunner().invoke(main, ["analyze", "--help"], terminal_width=200)
+    assert "At most 1,000,000" in r.output and "half the memory" in r.output and "limits as for --acc-rep" in r.output

@@ -291,3 +291,38 @@ def test_resolve_device_delegates_to_redrep_device(monkeypatch):
     assert an.resolve_device("cpu") == "cpu"
     with pytest.raises(RedrepError, match=r"^device: expected one of auto, cpu, cuda or cuda:N, found 'gpu'$"):
         an.resolve_device("gpu")
+
+
+def test_repetitions_whose_draws_exceed_the_memory_are_refused(small_set, monkeypatch):
+    """The limit follows from what the draws hold: W = 24 at sizes 1, 3, 6, 12, 24 (46 neurons drawn per repetition)."""
+    import redrep.core.analysis as an
+
+    per_rep = an.DRAW_BYTES_PER_NEURON * 46 + 5 * (2 * 24 + an.DRAW_BYTES_PER_CHUNK)
+    assert an.draw_bytes(24, default_chunk_sizes(24), 10, 5) == 15 * per_rep
+    monkeypatch.setattr(an, "_memory_budget", lambda: 100 * per_rep)
+    ChunkAnalysis(acc_rep=60, r2_rep=40, device="cpu").fit(small_set)  # exactly at the budget
+    with pytest.raises(
+        RedrepError,
+        match=r"^acc_rep: 61 and 40 random chunks per size .* of a layer of W = 24 at 5 "
+        r"sizes hold about 0.0 GB of chunk draws; expected at most 0.0 GB \(half this machine's memory\)",
+    ):
+        ChunkAnalysis(acc_rep=61, r2_rep=40, device="cpu").fit(small_set)
+    with pytest.raises(RedrepError, match=r"^r2_rep: 1 and 100 random chunks"):
+        ChunkAnalysis(acc_rep=1, r2_rep=100, device="cpu").fit(small_set)
+
+
+def test_many_draws_show_a_progress_bar(small_set, monkeypatch, capsys):
+    import redrep.core.analysis as an
+
+    monkeypatch.setattr(an, "_DRAW_BAR_MIN", 50)
+    ChunkAnalysis(acc_rep=5, r2_rep=5, progress=True, device="cpu").fit(small_set)  # 5 sizes x 10: 50 draws
+    assert "chunk draws" in capsys.readouterr().err
+    ChunkAnalysis(acc_rep=4, r2_rep=5, progress=True, device="cpu").fit(small_set)  # 45: too few to need one
+    assert "chunk draws" not in capsys.readouterr().err
+
+
+def test_draw_chunks_reports_every_chunk_drawn():
+    counts = []
+    out = draw_chunks(10, 3, 2500, np.random.default_rng(0), counts.append)
+    assert sum(counts) == 2500 and counts == [1024, 1024, 452]
+    assert (out == draw_chunks(10, 3, 2500, np.random.default_rng(0))).all()  # the same draws with or without

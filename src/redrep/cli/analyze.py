@@ -39,7 +39,7 @@ from . import data_path_option, int_list_callback
     type=int,
     default=40,
     show_default=True,
-    help="Random chunks per size for R^2 and the residual correlation.",
+    help="Random chunks per size for R^2 and the residual correlation (limits as for --acc-rep).",
 )
 @click.option(
     "--acc-rep",
@@ -48,7 +48,9 @@ from . import data_path_option, int_list_callback
     type=int,
     default=100,
     show_default=True,
-    help="Random chunks per size for the chunk accuracies.",
+    help="Random chunks per size for the chunk accuracies. At most 1,000,000, and with --r2-rep no more than "
+    "the chunk draws fit in half the memory: each repetition holds about 24 bytes per neuron drawn plus 2W + 400 "
+    "bytes per chunk size (39 kB at W = 512).",
 )
 @click.option(
     "--chunk-sizes",

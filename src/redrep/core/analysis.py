@@ -52,8 +52,10 @@ def default_chunk_sizes(width: int) -> list[int]:
     return sorted({width >> i for i in range(width.bit_length())})
 
 
-def draw_chunks(width: int, size: int, n_rep: int, rng: np.random.Generator) -> np.ndarray:
+def draw_chunks(width: int, size: int, n_rep: int, rng: np.random.Generator, progress=None) -> np.ndarray:
     """``n_rep`` uniformly random chunks of ``size`` distinct neurons out of ``width``.
+
+    ``progress``, if given, is called with the number of chunks drawn since its last call.
 
     Returns
     -------
@@ -62,7 +64,68 @@ def draw_chunks(width: int, size: int, n_rep: int, rng: np.random.Generator) -> 
     out = np.empty((n_rep, size), dtype=np.int64)
     for r in range(n_rep):
         out[r] = np.sort(rng.choice(width, size, replace=False))
+        if progress is not None and (r + 1) % _DRAW_STEP == 0:
+            progress(_DRAW_STEP)
+    if progress is not None and n_rep % _DRAW_STEP:
+        progress(n_rep % _DRAW_STEP)
     return out
+
+
+#: Most random chunks per size (``acc_rep``, ``r2_rep``).
+MAX_REP = 1_000_000
+#: What the chunk draws of an analysis hold, per repetition: the indices and their distinct copies, about this many
+#: bytes per neuron drawn, plus, per chunk, a membership mask of 2 W bytes and this many bytes of Python objects
+#: (measured: 27 kB per repetition at W = 512 and its 10 default sizes, 5.3 kB at W = 64; these constants say 39 kB
+#: and 7.6 kB).
+DRAW_BYTES_PER_NEURON = 24
+DRAW_BYTES_PER_CHUNK = 400
+#: Chunks drawn per progress update; draws of at least _DRAW_BAR_MIN chunks in all show a progress bar.
+_DRAW_STEP = 1024
+_DRAW_BAR_MIN = 200_000
+
+
+def draw_bytes(width: int, sizes, acc_rep: int, r2_rep: int) -> int:
+    """Bytes the chunk draws of an analysis hold, about (see :data:`DRAW_BYTES_PER_NEURON`)."""
+    per_rep = DRAW_BYTES_PER_NEURON * sum(sizes) + len(sizes) * (2 * width + DRAW_BYTES_PER_CHUNK)
+    return (acc_rep + r2_rep) * per_rep
+
+
+def check_reps(acc_rep, r2_rep, width: int, sizes) -> tuple[int, int]:
+    """``acc_rep`` and ``r2_rep`` checked: integers in [1, MAX_REP] whose chunk draws fit in half the memory.
+
+    Raises
+    ------
+    RedrepError
+        One line naming the parameter, the memory the draws would hold and what is available.
+    """
+    acc_rep = check_int(acc_rep, "acc_rep", min_value=1, max_value=MAX_REP)
+    r2_rep = check_int(r2_rep, "r2_rep", min_value=1, max_value=MAX_REP)
+    need, have = draw_bytes(width, sizes, acc_rep, r2_rep), _memory_budget()
+    if have is not None and need > have:
+        name = "acc_rep" if acc_rep >= r2_rep else "r2_rep"
+        raise RedrepError(
+            f"{name}: {acc_rep:,} and {r2_rep:,} random chunks per size (accuracies, R^2) of a layer of W = {width} "
+            f"at {len(sizes)} sizes hold about {need / 1e9:,.1f} GB of chunk draws; expected at most "
+            f"{have / 1e9:,.1f} GB (half this machine's memory): draw fewer chunks"
+        )
+    return acc_rep, r2_rep
+
+
+def _memory_budget() -> int | None:
+    """Half the machine's memory in bytes (what the chunk draws may hold); None where unknown."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // 2
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _draw_all(width, sizes, acc_rep, r2_rep, acc_rng, r2_rng, progress: bool) -> tuple[dict, dict]:
+    """The accuracy and regression chunks of every size, with a progress bar when the draws are many."""
+    total = (acc_rep + r2_rep) * len(sizes)
+    with _bar(progress and total >= _DRAW_BAR_MIN, total, "chunk draws", "chunks") as bar:
+        acc = {w: draw_chunks(width, w, acc_rep, acc_rng, bar.update) for w in sizes}
+        r2 = {w: draw_chunks(width, w, r2_rep, r2_rng, bar.update) for w in sizes}
+    return acc, r2
 
 
 # --------------------------------------------------------------------------- regression
@@ -532,7 +595,9 @@ class ChunkAnalysis:
     chunk_sizes : sequence of int or None
         Sizes to analyse; default :func:`default_chunk_sizes` of the width.
     acc_rep : int, default 100
-        Random chunks per size for the accuracies.
+        Random chunks per size for the accuracies. With ``r2_rep``, at most
+        :data:`MAX_REP`, and the chunk draws must fit in half the memory
+        (:func:`check_reps`).
     r2_rep : int, default 40
         Random chunks per size for R^2 and the residual correlations.
     alpha : float, default 1e-8
@@ -593,8 +658,6 @@ class ChunkAnalysis:
         self.heldout = heldout
 
     def _check_params(self, width):
-        acc_rep = check_int(self.acc_rep, "acc_rep", min_value=1)
-        r2_rep = check_int(self.r2_rep, "r2_rep", min_value=1)
         alpha = self.alpha
         if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool) and not 0.0 <= float(alpha) <= MAX_ALPHA:
             raise RedrepError(f"alpha: expected a ridge penalty in [0, {MAX_ALPHA:g}], found {float(alpha)!r}")
@@ -606,6 +669,7 @@ class ChunkAnalysis:
             sizes = check_chunk_sizes(self.chunk_sizes, width)
         if self.random_state is not None:
             check_int(self.random_state, "random_state", min_value=0)
+        acc_rep, r2_rep = check_reps(self.acc_rep, self.r2_rep, width, sizes)
         return sizes, acc_rep, r2_rep, alpha, block_rows
 
     def fit(self, repset) -> ChunkAnalysis:
@@ -621,8 +685,7 @@ class ChunkAnalysis:
         self.chunk_sizes_ = sizes
         self.width_ = width
         self.error_inf_ = repset.error_inf
-        self.acc_chunks_ = {w: draw_chunks(width, w, acc_rep, acc_rng) for w in sizes}
-        self.r2_chunks_ = {w: draw_chunks(width, w, r2_rep, r2_rng) for w in sizes}
+        self.acc_chunks_, self.r2_chunks_ = _draw_all(width, sizes, acc_rep, r2_rep, acc_rng, r2_rng, self.progress)
         names = repset.names
         timings = {}
         values = {}

@@ -40,8 +40,10 @@ _TOL = 1e-12
 
 def check_reading_config(config) -> None:
     """Check the fields that every analysis-and-reading config shares: acc_rep, r2_rep, seed and the thresholds."""
-    check_int(config.acc_rep, "acc_rep", min_value=1)
-    check_int(config.r2_rep, "r2_rep", min_value=1)
+    from .analysis import MAX_REP  # here: a summary alone does not need the analysis
+
+    check_int(config.acc_rep, "acc_rep", min_value=1, max_value=MAX_REP)
+    check_int(config.r2_rep, "r2_rep", min_value=1, max_value=MAX_REP)
     check_int(config.seed, "seed", min_value=0)
     check_float(config.train_error_max, "train_error_max", min_value=0.0, max_value=1.0)
     check_float(config.r2_min, "r2_min", max_value=1.0)
