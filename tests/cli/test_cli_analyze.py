@@ -199,3 +199,29 @@ def test_example_command_writes_a_loadable_set(tmp_path):
 def test_help_states_the_limit_of_the_repetitions():
     r = CliRunner().invoke(main, ["analyze", "--help"], terminal_width=200)
     assert "At most 1,000,000" in r.output and "half the memory" in r.output and "limits as for --acc-rep" in r.output
+
+
+def test_output_into_a_closed_pipe_ends_quietly(native, tmp_path):
+    """`redrep analyze | head -1` said "Error: Broken pipe", rc 2. Now: no message, status 141 (128 + SIGPIPE,
+    as a tool the signal ends), the results written. The pipe's reader is closed before the command starts, so
+    every write fails, with no timing involved (device="cpu")."""
+    import procs
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "redrep", "analyze", "--repr", str(native), "--acc-rep", "2", "--r2-rep", "2"]
+            + ["--device", "cpu", "--out", str(tmp_path / "res")],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            env=procs.env(),
+            text=True,
+            timeout=300,
+        )
+    finally:
+        os.close(write)
+    assert p.returncode == 141
+    said = [line for line in p.stderr.splitlines() if line.strip() and "chunk analysis" not in line]  # progress bar
+    assert said == []  # no "Error: Broken pipe", no "Exception ignored" at exit
+    assert load_results(tmp_path / "res").doc["params"]["acc_rep"] == 2  # the work before the printing is kept

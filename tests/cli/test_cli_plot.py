@@ -107,3 +107,16 @@ def test_plot_errors_are_one_line_exit_2(tmp_path, setup, args, message):
     assert not (tmp_path / "plots").exists()
     if before is not None:
         assert (res / "results.json").read_text() == before
+
+
+def test_plot_quiet_prints_nothing_even_without_a_labelled_curve(tmp_path):
+    """The probe's reproduction: `plot -q` printed matplotlib's "No artists with labels" warning for a panel whose
+    every point is hidden (a width-2 layer, no error_inf, test error 0, no correlations)."""
+    import procs
+
+    c = paper_like(width=2, w_star=2, error_inf=None, prefactor=0.0)
+    write_results_dir(tmp_path / "res", c, error_inf=None, drop=("mean_corr", "mean_corr_outside"))
+    args = ["--results", tmp_path / "res", "--out", tmp_path / "p", "--format", "svg", "--min-chunk-size", "1"]
+    r = procs.redrep("plot", *args, "-q")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    assert (tmp_path / "p" / "cifar10_wr28_plots.svg").stat().st_size > 3000

@@ -326,3 +326,53 @@ def test_draw_chunks_reports_every_chunk_drawn():
     out = draw_chunks(10, 3, 2500, np.random.default_rng(0), counts.append)
     assert sum(counts) == 2500 and counts == [1024, 1024, 452]
     assert (out == draw_chunks(10, 3, 2500, np.random.default_rng(0))).all()  # the same draws with or without
+
+
+def _child(code, *args):
+    import subprocess
+    import sys
+
+    import procs
+
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], env=procs.env(), capture_output=True, text=True
+    )
+
+
+def test_features_truncated_while_mapped_are_named(tmp_path):
+    """A features file cut short after the set was opened: reading its missing pages killed the analysis (SIGBUS,
+    or a dead worker blamed on memory). Now one line naming the file. In a child process, so that a SIGBUS cannot
+    end the tests (device="cpu")."""
+    random_set(0, n_train=4000, n_test=3000, width=24).save(tmp_path / "set")
+    r = _child(
+        "import os, sys\nfrom redrep.storage.repset import RepresentationSet\n"
+        "from redrep.core.analysis import ChunkAnalysis\nfrom redrep.core.validation import RedrepError\n"
+        "rs = RepresentationSet.load(sys.argv[1])\n"
+        "os.truncate(os.path.join(sys.argv[1], 'features_test.npy'), 4096)\n"
+        "try:\n    ChunkAnalysis(acc_rep=2, r2_rep=2, block_rows=64, device='cpu').fit(rs)\n"
+        "except RedrepError as exc:\n    print(exc)\n",
+        tmp_path / "set",
+    )
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    f = tmp_path / "set" / "features_test.npy"
+    assert r.stdout.startswith(f"{f}: the file was truncated while it was read (rows up to 3000 need 288,128 bytes")
+    assert "the file now has 4,096" in r.stdout and r.stdout.count("\n") == 1
+
+
+def test_a_file_truncated_between_blocks_is_named(tmp_path):
+    """The check before every block: a file cut short after its first block was read."""
+    np.save(tmp_path / "f.npy", np.ones((1000, 16), np.float32))
+    r = _child(
+        "import os, sys\nimport numpy as np\nfrom redrep.core.blocks import iter_blocks\n"
+        "from redrep.core.validation import RedrepError\n"
+        "arr = np.load(sys.argv[1], mmap_mode='r')\nblocks = iter_blocks(arr, 100, name='f.npy')\n"
+        "print(next(blocks)[1].sum())\nos.truncate(sys.argv[1], 128 + 150 * 64)\n"
+        "try:\n    list(blocks)\nexcept RedrepError as exc:\n    print(exc)\n",
+        tmp_path / "f.npy",
+    )
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert r.stdout.splitlines() == [
+        "1600.0",
+        "f.npy: the file was truncated while it was read (rows up to 200 need 12,928 bytes, the file now has "
+        "9,728); expected it unchanged during the analysis: restore or rewrite it, then run again",
+    ]

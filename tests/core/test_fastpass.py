@@ -118,3 +118,39 @@ def test_a_stale_build_beside_the_current_one_is_passed_over(tmp_path, monkeypat
             assert acc_mod.fastpass_library() is None
     finally:
         acc_mod.fastpass_library.cache_clear()
+
+
+def _compile(tmp_path, source):
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if not shutil.which(cc):
+        pytest.skip(f"no C compiler ({cc}) here")
+    import subprocess
+
+    src, lib = tmp_path / "lib.c", tmp_path / "lib.so"
+    src.write_text(source)
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    return lib
+
+
+@pytest.mark.parametrize("kind", ["garbage", "empty", "missing symbol"])
+def test_every_unusable_library_warns_the_same_way(tmp_path, monkeypatch, kind):
+    """A garbage or empty library fell back silently; one of the right convention lacking a function raised
+    AttributeError. Each is now a warning naming the file, and the numpy pass serves (device="cpu")."""
+    if kind == "missing symbol":  # the convention's number, without redrep_block_counts_at
+        lib = _compile(tmp_path, f"int redrep_fastpass_abi(void) {{ return {acc_mod._FASTPASS_ABI}; }}\n")
+        expected = r"with all its functions, found it without one \(.*redrep_block_counts_at"
+    else:
+        lib = tmp_path / "_fastpass.so"
+        lib.write_bytes(b"" if kind == "empty" else b"\x7fELF not really a library" * 10)
+        expected = "could not load it"
+    monkeypatch.setattr(acc_mod, "_fastpass_files", lambda: [str(lib)])  # found where the extension would be
+    acc_mod.fastpass_library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match=rf"^{lib}: expected the compiled fast pass.* {expected}.*numpy pass"):
+            assert acc_mod.fastpass_library() is None
+        assert acc_mod.fastpass_name("cpu") == "numpy"
+        rs = random_set(3, n_train=40, width=8)
+        got = acc_mod.chunk_accuracy(rs.features_test, rs.labels_test, rs.weight, rs.bias, [np.arange(8)])
+        assert got[0] == np.mean((rs.features_test @ rs.weight.T + rs.bias).argmax(1) == rs.labels_test)
+    finally:
+        acc_mod.fastpass_library.cache_clear()

@@ -55,6 +55,12 @@ def test_from_arrays_accepts_numpy_and_torch():
         ({"labels_train": np.zeros(20, np.float32)}, r"labels_train.npy: expected integer class ids, found shape"),
         ({"bias": np.zeros(4, np.float32)}, r"readout_bias.npy: expected length 3, found shape \(4,\)"),
         ({"weight": np.zeros(6, np.float32)}, r"readout_weight.npy: expected a 2-D array, found shape \(6,\)"),
+        # the probe's reproduction: a transposed weight used to be blamed on the bias file
+        (
+            {"weight": np.zeros((6, 3), np.float32)},
+            r"^readout_weight.npy: expected the readout weight of shape \(C, W\) = \(3, 6\) \(C classes, one per bias "
+            r"entry; W the features' columns\), found shape \(6, 3\): transposed\?$",
+        ),
         ({"features_train": np.zeros((0, 6), np.float32)}, r"features_train.npy: expected a non-empty array"),
         ({"features_test": np.full((10, 6), "a")}, r"features_test.npy: expected a real numeric dtype"),
         ({"features_train": np.zeros((20, 6), np.complex64)}, r"features_train.npy: expected a real numeric dtype"),

@@ -4,7 +4,9 @@ Each command lives in its own module of this package, parses its options,
 builds the library objects and calls them; library code never reads the
 command line. User errors (:class:`~redrep.core.validation.RedrepError`, and
 operating-system errors such as a full disk) become one line on stderr and
-exit status 2, with no traceback.
+exit status 2, with no traceback. Output into a pipe closed early
+(``redrep analyze | head -1``) ends the command quietly with status 141, as
+a command killed by SIGPIPE ends (:data:`EXIT_BROKEN_PIPE`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,20 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import os
 import re
+import sys
 from pathlib import Path
 
 import click
 
 from .. import __version__
 from ..core.validation import RedrepError
+
+#: Exit status of a command whose output pipe was closed early: 128 + SIGPIPE, what a shell reports for a tool the
+#: signal ends (``seq 1000000 | head -1``). Not 0, since the command stopped before its end (a training stops when
+#: its summary cannot be printed), so ``set -o pipefail`` scripts see it as they see any cut-short tool.
+EXIT_BROKEN_PIPE = 141
 
 #: Command modules of this package, each defining ``command``.
 COMMAND_MODULES = (
@@ -78,6 +87,9 @@ class RedrepGroup(click.Group):
         except RedrepError as exc:
             click.echo(f"Error: {user_paths(_with_flag(ctx, str(exc)))}", err=True)
             ctx.exit(2)
+        except BrokenPipeError:  # the reader of our output is gone (`| head -1`): stop quietly, as other tools do
+            _discard_stdout()
+            ctx.exit(EXIT_BROKEN_PIPE)
         except OSError as exc:
             click.echo(f"Error: {os_error_line(exc)}", err=True)
             ctx.exit(2)
@@ -101,6 +113,16 @@ def missing_extra_line(exc: ModuleNotFoundError, command: str | None) -> str | N
         return None
     what = f"redrep {command}" if command else "this command"
     return f"{what} needs {name}, which is not installed: pip install 'redrep[{extra}]'"
+
+
+def _discard_stdout() -> None:
+    """Point standard output at the null device, so that what is still buffered is dropped at exit, not an error."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout (a test runner's): nothing to flush
+        pass
 
 
 def _module_name(cmd_name: str) -> str:

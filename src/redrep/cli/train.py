@@ -63,7 +63,7 @@ def _int_list(ctx, param, value):
     help="Evaluate the clean training set each epoch (detects zero training error)  [default: on]",
 )
 @click.option("--eval-batch-size", type=int, default=None, help=f"[default: {_D.eval_batch_size}]")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or messages.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing: no progress bars, messages or final summary.")
 def command(run_dir, quiet, **options):
     """Train a network and keep its checkpoints and metrics in a run directory.
 
@@ -86,6 +86,8 @@ def command(run_dir, quiet, **options):
 
     device = resolve_device(config.device)  # once, here; the run's config keeps what was asked for
     result = train(config, run_dir, device=device, progress=not quiet, log=log)
+    if quiet:  # -q: nothing on the terminal; the run folder's summary.json holds the same
+        return
     cfg = result.config
     final = result.final
     if result.resumed_from >= cfg.epochs:

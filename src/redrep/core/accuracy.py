@@ -61,6 +61,7 @@ from functools import cache
 import numpy as np
 
 from .blocks import iter_blocks
+from .validation import exception_line
 
 #: float32 unit roundoff.
 _U32 = 2.0**-24
@@ -99,8 +100,9 @@ def fastpass_library():
     """The compiled fast pass (``redrep/core/_fastpass.c``) as a :class:`ctypes.CDLL`, or None where it was not built.
 
     It is loaded with ctypes, not imported: its one function runs with the
-    interpreter lock released and takes numpy buffers as they are. A build
-    of another calling convention (left from an older source) is not used:
+    interpreter lock released and takes numpy buffers as they are. A file
+    there that does not serve (one that does not load, one of another calling
+    convention left from an older source, one lacking a function) is not used:
     a warning says so, and the numpy pass serves.
     """
     lib, problem = None, None
@@ -144,28 +146,41 @@ def _load_fastpass(abi: int = _FASTPASS_ABI, path: str | None = None):
     """``(library, None)``, ``(None, None)`` where it was not built, or ``(None, why not)`` where it is unusable.
 
     ``path``: a library file to load instead of the installed extension.
+    Unusable is any file that does not serve: one that does not load as a
+    library (empty, damaged, of another platform), one of another calling
+    convention, or one of this convention that lacks one of its functions.
     """
-    try:
-        if path is None:
+    if path is None:
+        try:
             spec = importlib.util.find_spec("redrep.core._fastpass")
-            if spec is None or not spec.origin:
-                return None, None
-            path = spec.origin
+        except ImportError:
+            return None, None
+        if spec is None or not spec.origin:
+            return None, None
+        path = spec.origin
+    fallback = "using the numpy pass; rebuild with `pip install -e .`"
+    try:
         lib = ctypes.CDLL(path)
-    except (ImportError, OSError):
-        return None, None
+    except OSError as exc:
+        return None, f"{path}: expected the compiled fast pass, could not load it ({exception_line(exc)}): {fallback}"
     found = lib.redrep_fastpass_abi() if hasattr(lib, "redrep_fastpass_abi") else 0
     if found != abi:
         return None, (
             f"{path}: expected the compiled fast pass of calling convention {abi}, found {found} "
-            "(built from another version of the source): using the numpy pass; rebuild with `pip install -e .`"
+            f"(built from another version of the source): {fallback}"
         )
     p, n = ctypes.c_void_p, ctypes.c_long
-    lib.redrep_block_counts_at.argtypes = [ctypes.c_int, p, n, n, n, p, n, p, p, n, p, p, p, p, p, n]
-    lib.redrep_block_counts_at.restype = n
-    for fn in (lib.redrep_fastpass_level, lib.redrep_fastpass_has_levels, lib.redrep_cpu_level):
-        fn.argtypes = []
-        fn.restype = ctypes.c_int
+    try:
+        lib.redrep_block_counts_at.argtypes = [ctypes.c_int, p, n, n, n, p, n, p, p, n, p, p, p, p, p, n]
+        lib.redrep_block_counts_at.restype = n
+        for fn in (lib.redrep_fastpass_level, lib.redrep_fastpass_has_levels, lib.redrep_cpu_level):
+            fn.argtypes = []
+            fn.restype = ctypes.c_int
+    except AttributeError as exc:  # the convention's number, without all of its functions
+        return None, (
+            f"{path}: expected the compiled fast pass of calling convention {abi} with all its functions, "
+            f"found it without one ({exception_line(exc)}): {fallback}"
+        )
     return lib, None
 
 

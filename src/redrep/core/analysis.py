@@ -30,7 +30,7 @@ import numpy as np
 from . import _lapack
 from . import metrics as _metrics
 from .accuracy import AccuracyJob, chunk_accuracy, fastpass_name
-from .blocks import iter_blocks
+from .blocks import check_mapped, iter_blocks
 from .device import resolve_device  # noqa: F401  (the one device decision; re-exported)
 from .parallel import Pool, SharedArrays
 from .validation import (
@@ -221,6 +221,7 @@ class GramJob:
 
     def __init__(self, features, *, block_rows: int = 8192, name: str = "features"):
         self.features, self.block_rows, self.name = features, block_rows, name
+        check_mapped(features, name)  # before the first rows are read, here
         self.shift = gram_shift(features, block_rows)
         width = features.shape[1]
         self.spans = gram_ranges(features.shape[0], gram_parts(width))

@@ -10,7 +10,7 @@ import mmap
 
 import numpy as np
 
-from .validation import check_finite
+from .validation import RedrepError, check_finite
 
 
 def iter_blocks(
@@ -34,14 +34,19 @@ def iter_blocks(
     With ``dtype=None`` the blocks are views of ``arr`` itself, their pages
     released once the caller has moved on to the next one. Raises
     :class:`RedrepError` naming ``name`` and the row on NaN or Inf, unless
-    ``check`` is False (another pass over the same rows checks them).
+    ``check`` is False (another pass over the same rows checks them), and
+    naming ``name`` when a memory-mapped file has been truncated since it was
+    opened (reading its missing pages would kill the process with SIGBUS).
     """
     n = arr.shape[0] if stop is None else min(stop, arr.shape[0])
     release = _page_releaser(arr)
+    mapped = _mapped_size(arr)
     view = dtype is None
     buf = np.empty((max(0, min(n - start, block_rows)),) + arr.shape[1:], dtype=dtype) if reuse and not view else None
     for lo in range(start, n, block_rows):
         hi = min(n, lo + block_rows)
+        if mapped is not None:
+            _check_not_truncated(arr, mapped, hi, name)
         if view:
             block = arr[lo:hi]
         elif buf is None:
@@ -56,6 +61,36 @@ def iter_blocks(
         yield lo, block
         if release is not None and view:
             release(lo, hi)
+
+
+def _mapped_size(arr):
+    """A function giving the current size of the file mapped by ``arr`` (a memory-mapped array), or None."""
+    base = getattr(arr, "base", None)
+    if not (isinstance(arr, np.memmap) and isinstance(base, mmap.mmap) and arr.flags.c_contiguous):
+        return None
+    return base.size  # the size of the mapped file now (an fstat of it), not of the mapping
+
+
+def check_mapped(arr, name: str = "features") -> None:
+    """Raise a one-line :class:`RedrepError` naming ``name`` when the file behind a memory-mapped ``arr`` was cut
+    short since it was mapped (its missing pages would kill a reader with SIGBUS); nothing for other arrays."""
+    size = _mapped_size(arr)
+    if size is not None:
+        _check_not_truncated(arr, size, arr.shape[0], name)
+
+
+def _check_not_truncated(arr, size, stop: int, name: str) -> None:
+    """Raise when the file behind ``arr`` no longer holds its rows up to ``stop`` (it was cut short since mapped)."""
+    need = int(getattr(arr, "offset", 0)) + stop * arr.strides[0]
+    try:
+        have = size()
+    except (OSError, ValueError):  # closed or gone: the read below says what is wrong
+        return
+    if have < need:
+        raise RedrepError(
+            f"{name}: the file was truncated while it was read (rows up to {stop} need {need:,} bytes, the file "
+            f"now has {have:,}); expected it unchanged during the analysis: restore or rewrite it, then run again"
+        )
 
 
 def _page_releaser(arr):

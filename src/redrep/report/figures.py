@@ -85,8 +85,11 @@ def _plain_log(axis):
 
 
 def _legend_below(ax, handles=None, ncol=1):
-    kw = {} if handles is None else {"handles": handles}
-    ax.legend(**kw, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=ncol, frameon=False)
+    if handles is None:
+        handles = ax.get_legend_handles_labels()[0]
+    if not handles:  # nothing labelled to show (every point hidden): no legend, and no matplotlib warning
+        return
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=ncol, frameon=False)
 
 
 def _band(ax, x, y, sem, color, **line_kw):

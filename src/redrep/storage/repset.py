@@ -141,10 +141,17 @@ class RepresentationSet:
         for key in NATIVE_FILES:
             n.setdefault(key, key)
         weight = check_matrix(weight, n["weight"])
-        n_classes, width = weight.shape
-        bias = check_vector(bias, n["bias"], length=n_classes)
+        bias = check_vector(bias, n["bias"])
         ftr = check_matrix(features_train, n["features_train"])
         fte = check_matrix(features_test, n["features_test"])
+        if weight.shape[1] != ftr.shape[1] and weight.shape[0] == ftr.shape[1]:
+            # (W, C) rather than (C, W): the weight is wrong, not the bias or the features
+            raise RedrepError(
+                f"{n['weight']}: expected the readout weight of shape (C, W) = ({bias.shape[0]}, {ftr.shape[1]}) "
+                f"(C classes, one per bias entry; W the features' columns), found shape {weight.shape}: transposed?"
+            )
+        n_classes, width = weight.shape
+        bias = check_vector(bias, n["bias"], length=n_classes)
         if ftr.shape[1] != width:
             raise RedrepError(
                 f"{n['features_train']}: expected {width} columns (the readout's width), found shape {ftr.shape}"
