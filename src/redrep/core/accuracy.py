@@ -45,6 +45,16 @@ and the sums err by at most ``gamma64_{W+1}`` of the absolute sum. Where the who
 rounds to one float32 number, that is ``R_c``; otherwise (the logit lies within about 1e-13 of a
 float32 rounding boundary) ``math.fsum`` of the exact products gives it, a float32 midpoint being
 settled by the sign of the remainder.
+
+One output
+----------
+A readout of one output (``C = 1``, weight (1, W), bias (1,)) is a sign classifier: class 1 where
+the float32-rounded output ``R = fl32(L)`` is > 0, class 0 where it is <= 0 (an output that is 0,
+or rounds to 0, predicts class 0). :func:`class_readout` turns it into the two-class readout with
+a zero first row and a zero first bias, whose logits are ``R_0 = 0`` exactly and ``R_1 = R``: the
+first-class tie rule of ``argmax`` then gives exactly that prediction, and everything above (bound
+and exact pass) applies unchanged. :class:`redrep.core.analysis.ChunkAnalysis` expands the readout
+once, before any accuracy path sees it; the functions here take the readout as an argmax over its rows.
 """
 
 from __future__ import annotations
@@ -193,6 +203,39 @@ def fastpass_name(device: str = "cpu") -> str:
         return "numpy"
     level = lib.redrep_fastpass_level() if FASTPASS_LEVEL < 0 else FASTPASS_LEVEL
     return "compiled (" + {4: "x86-64-v4", 3: "x86-64-v3"}.get(level, "base") + ")"
+
+
+def class_readout(weight, bias):
+    """The readout the accuracy paths count with: ``(weight, bias)`` unchanged for C >= 2 classes; a one-output
+    readout (C = 1, a sign classifier) as the equivalent two-class readout.
+
+    Parameters
+    ----------
+    weight : ndarray of shape (C, W)
+    bias : ndarray of shape (C,)
+
+    Returns
+    -------
+    (weight, bias) : ndarrays of shape (max(C, 2), W) and (max(C, 2),), the same dtype. With C = 1 the first
+    row and bias are 0 and the second are the output's, so that ``argmax`` (first class of largest logit)
+    predicts class 1 exactly where the float32-rounded output is > 0.
+    """
+    weight, bias = np.asarray(weight), np.asarray(bias)
+    if weight.shape[0] != 1:
+        return weight, bias
+    return np.concatenate([np.zeros_like(weight), weight]), np.concatenate([np.zeros_like(bias), bias])
+
+
+def readout_predictions(logits) -> np.ndarray:
+    """Predicted classes of readout outputs of shape (N, C), as the chunk accuracies count them: the first class
+    of largest logit; with one output (C = 1), class 1 where the output is > 0, class 0 where it is <= 0.
+
+    Returns an int64 ndarray of shape (N,).
+    """
+    logits = np.asarray(logits)
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).astype(np.int64)
+    return logits.argmax(axis=1)
 
 
 def _gamma(n, u=_U32):
@@ -583,7 +626,8 @@ def chunk_accuracy(
     ----------
     features : ndarray of shape (N, W), possibly memory-mapped; read as float32
     labels : ndarray of shape (N,)
-    weight : ndarray of shape (C, W); read as float32
+    weight : ndarray of shape (C, W); read as float32 (the prediction is an argmax over its rows: a one-output
+        sign classifier goes through :func:`class_readout` first, as ChunkAnalysis does)
     bias : ndarray of shape (C,); read as float32
     chunks : sequence of integer index arrays (each a chunk of distinct neurons)
     block_rows : rows of ``features`` read at a time (at most)

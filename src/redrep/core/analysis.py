@@ -29,7 +29,7 @@ import numpy as np
 
 from . import _lapack
 from . import metrics as _metrics
-from .accuracy import AccuracyJob, chunk_accuracy, fastpass_name
+from .accuracy import AccuracyJob, chunk_accuracy, class_readout, fastpass_name
 from .blocks import check_mapped, iter_blocks
 from .device import resolve_device  # noqa: F401  (the one device decision; re-exported)
 from .parallel import Pool, SharedArrays
@@ -698,8 +698,9 @@ class ChunkAnalysis:
         places = [v[1] for v in slots.values()]
         split_names = {s: names.get(f"features_{s}", f"features_{s}") for s in ("train", "test")}
         gram_splits = ("test", "train") if self.heldout else ("test",)
+        weight, bias = class_readout(repset.weight, repset.bias)  # one output: as two classes (docs/method.md)
         acc_args = {
-            s: (getattr(repset, f"features_{s}"), getattr(repset, f"labels_{s}"), repset.weight, repset.bias, flat)
+            s: (getattr(repset, f"features_{s}"), getattr(repset, f"labels_{s}"), weight, bias, flat)
             for s in ("train", "test")
         }
         if self.device_ != "cpu":  # the accuracies on the GPU first, from this process

@@ -98,7 +98,16 @@ def check_finite(a: np.ndarray, name: str, *, offset: int = 0) -> None:
 
 
 def check_labels(labels: np.ndarray, n_classes: int, name: str) -> None:
+    """Class ids in [0, n_classes); a one-output readout (n_classes 1, a sign classifier) takes labels 0 and 1."""
     lo, hi = int(labels.min()), int(labels.max())
+    if n_classes == 1:
+        if lo < 0 or hi > 1:
+            bad = labels[(labels < 0) | (labels > 1)]
+            raise RedrepError(
+                f"{name}: expected labels 0 or 1 for a one-output readout (class 1 where the output is > 0), "
+                f"found values in [{lo}, {hi}], e.g. {int(bad[0])}"
+            )
+        return
     if lo < 0 or hi >= n_classes:
         bad = labels[(labels < 0) | (labels >= n_classes)]
         raise RedrepError(
