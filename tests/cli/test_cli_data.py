@@ -5,8 +5,10 @@ import hashlib
 import pytest
 from click.testing import CliRunner
 
+import redrep.nets.data as data_mod
 from cifar_archive import write_cifar_archive
 from localhttp import LocalServer, Route
+from mnist_files import make_mnist, write_mnist
 from redrep.cli import main
 from redrep.nets.data import CIFAR, load_dataset
 
@@ -70,7 +72,9 @@ def test_server_error_and_bad_names(srv, tmp_path):
     r = invoke("data", "imagenet", "--data-dir", tmp_path)
     assert r.exit_code == 2 and "dataset: expected one of cifar10" in r.stderr
     r = invoke("data", "digits", "--url", "http://127.0.0.1:1/x")
-    assert r.exit_code == 2 and "expected a CIFAR dataset, found digits" in r.stderr
+    assert r.exit_code == 2 and "--url: expected a dataset to download (cifar10, cifar100, mnist), found digits" in (
+        r.stderr
+    )
 
 
 def test_bundled_and_generated_datasets(tmp_path):
@@ -79,3 +83,52 @@ def test_bundled_and_generated_datasets(tmp_path):
     r = invoke("data", "mnist1d", "--data-dir", tmp_path)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "mnist1d.npz").is_file() and "4000 train / 1000 test" in r.output
+
+
+# ------------------------------------------------------------------- MNIST
+@pytest.fixture
+def mnist_served(srv, tmp_path, monkeypatch):
+    """The four tiny MNIST files on the local server, their md5s standing for the official ones."""
+    arrays = make_mnist(seed=2)
+    md5s = write_mnist(tmp_path / "src", arrays)
+    monkeypatch.setattr(data_mod, "MNIST_FILES", md5s)
+    for name in md5s:
+        srv.routes[f"/m/{name}"] = Route(body=(tmp_path / "src" / name).read_bytes())
+    return arrays, md5s
+
+
+def test_mnist_download_verify_resume_and_reuse(srv, mnist_served, tmp_path):
+    arrays, md5s = mnist_served
+    big = "train-images-idx3-ubyte.gz"
+    cut = len(srv.routes[f"/m/{big}"].body) // 2
+    srv.routes[f"/m/{big}"].drop_after = [cut]  # the first transfer breaks off
+    d = tmp_path / "data"
+    r = invoke("data", "mnist", "--data-dir", d, "--url", srv.url("/m/"), "-q")
+    assert r.exit_code == 0, r.output
+    assert "mnist: downloaded 4 of 4 files" in r.output and "40 train / 12 test images" in r.output
+    assert [h.range for h in srv.hits(f"/m/{big}")] == [None, f"bytes={cut}-"]  # resumed, not restarted
+    for name in md5s:
+        assert (d / "mnist" / name).read_bytes() == (tmp_path / "src" / name).read_bytes()
+    n_requests = len(srv.requests)
+    # verified files are not fetched again; parity-mnist computes its components and caches them beside them
+    r = invoke("data", "parity-mnist", "--data-dir", d, "--url", srv.url("/m/"), "-q")
+    assert r.exit_code == 0, r.output
+    assert "the 4 files already in" in r.output and len(srv.requests) == n_requests
+    assert len(list((d / "mnist").glob("parity-mnist-*.npz"))) == 1
+    ds = load_dataset("parity-mnist", d)
+    assert ds.n_train == 40 and ds.in_shape == (10,) and ds.y_train.tolist() == list(arrays["y_train"] % 2)
+
+
+def test_mnist_file_with_the_wrong_md5_is_refused_and_nothing_is_left(srv, mnist_served, tmp_path):
+    name = "t10k-labels-idx1-ubyte.gz"
+    body = bytearray(srv.routes[f"/m/{name}"].body)
+    body[-3] ^= 0xFF  # one corrupt byte
+    srv.routes[f"/m/{name}"] = Route(body=bytes(body))
+    d = tmp_path / "data"
+    r = invoke("data", "mnist", "--data-dir", d, "--url", srv.url("/m/"), "-q")
+    assert r.exit_code == 2
+    err = r.stderr.strip()
+    assert err.startswith("Error: ") and "\n" not in err and "md5" in err and mnist_served[1][name] in err, err
+    assert not (d / "mnist" / name).exists() and not list((d / "mnist").glob(f"{name}*"))
+    r = invoke("data", "mnist", "--data-dir", d, "--md5", "0" * 32)
+    assert r.exit_code == 2 and "--md5: expected a CIFAR dataset, found mnist" in r.stderr

@@ -43,7 +43,17 @@ def test_import_of_the_cli_is_light():
     assert p.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("args", [["--help"], ["analyze", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["analyze", "--help"],
+        ["train", "--help"],
+        ["sweep", "--help"],
+        ["sweep-status", "--help"],
+        ["demo", "--help"],
+    ],
+)
 def test_help_imports_no_heavy_module(args):
     p, loaded = loaded_by(*args)
     assert p.returncode == 0, p.stderr
@@ -92,3 +102,23 @@ def test_unknown_command_exits_2():
     assert p.returncode == 2
     assert "No such command 'no-such-command'" in p.stderr
     assert loaded == []
+
+
+@pytest.mark.parametrize("name", COMMAND_MODULES)
+def test_every_option_has_help_text(name):
+    command = importlib.import_module(f"redrep.cli.{name}").command
+    bare = [p.opts[0] for p in command.params if isinstance(p, click.Option) and not (p.help or "").strip()]
+    assert bare == []
+
+
+@pytest.mark.parametrize("name", ["train", "sweep"])
+def test_training_defaults_in_the_help_are_the_recipes(name):
+    """train and sweep state the same defaults, read from the recipes; each names its own default recipe."""
+    from redrep.nets.config import RECIPES, recipe_defaults_text
+
+    p, _ = loaded_by(name, "--help")
+    text = " ".join(p.stdout.split()).replace("- ", "-")  # click wraps lines after hyphens
+    default = {"train": "paper-wrn", "sweep": "demo-mlp"}[name]
+    assert f"[default: {default}]" in text and all(f"{r}:" in text for r in RECIPES)
+    for field, none_means in (("lr", "the authors rule"), ("epochs", ""), ("weight_decay", ""), ("optimizer", "")):
+        assert recipe_defaults_text(field, none_means) in text

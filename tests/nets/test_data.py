@@ -8,6 +8,7 @@ import torch
 
 from cifar_archive import make_cifar_dir, write_cifar_archive
 from redrep.core.validation import RedrepError
+from redrep.nets.config import DATASET_CLASSES
 from redrep.nets.data import (
     CIFAR,
     DATASETS,
@@ -212,10 +213,14 @@ def test_every_dataset_name_is_loadable_or_says_what_it_needs(tmp_path):
     for name in DATASETS:
         if name in CIFAR:
             _one_line_error(lambda n=name: load_dataset(n, tmp_path), rf"no {name} data found")
+        elif name in ("mnist", "parity-mnist"):  # read from files in test_mnist
+            _one_line_error(lambda n=name: load_dataset(n, tmp_path), r"no MNIST files found")
         elif name != "mnist1d":  # generated in its own test
             ds = load_dataset(name)
             assert ds.x_train.dtype == torch.float32 and ds.y_train.dtype == torch.int64
             assert ds.y_train.max() < ds.num_classes
+            # the table of names (redrep.nets.config, no torch) says what the loader gives
+            assert DATASET_CLASSES[name] == ds.num_classes
 
 
 def test_gzip_module_used_by_fixture_is_real(tmp_path):

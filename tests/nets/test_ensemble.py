@@ -116,3 +116,24 @@ def test_runs_of_another_kind_and_sets_of_another_test_set_are_refused(runs, tmp
         store_error_inf(tmp_path / "toy", res)
     before = json.loads((tmp_path / "toy" / "meta.json").read_text())
     assert before["error_inf"] is None
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_one_output_members_average_their_outputs_and_take_the_sign(tmp_path, seed):
+    labels = np.random.default_rng(200 + seed).integers(0, 2, 150)
+    sets = [_set(tmp_path / f"s{i}", 10 * seed + i, labels, n_classes=1) for i in range(3)]
+    res = ensemble_error([tmp_path / f"s{i}" for i in range(3)], device="cpu")
+    outs = [rs.features_test.astype(np.float64) @ rs.weight[0].astype(np.float64) + rs.bias[0] for rs in sets]
+    mean = np.mean(outs, axis=0)
+    assert res.error_inf == pytest.approx(np.mean((mean > 0).astype(int) != labels))
+    assert res.member_errors == pytest.approx([np.mean((o > 0).astype(int) != labels) for o in outs])
+    # the average of outputs, not of votes: one confident member outvotes two hesitant ones
+    for i, w in enumerate([-10.0, 0.1, 0.1]):
+        RepresentationSet.from_arrays(
+            np.ones((1, 1), np.float32), np.ones((1, 1), np.float32), np.array([0]), np.array([0]),
+            np.array([[w]], np.float32), np.zeros(1, np.float32), meta={"seed": i},
+        ).save(tmp_path / f"v{i}")  # fmt: skip
+    assert ensemble_error([tmp_path / f"v{i}" for i in range(3)], device="cpu").error_inf == 0.0
+    _set(tmp_path / "two", 99, labels, n_classes=2)
+    with pytest.raises(RedrepError, match=r"two: expected 1 output as .*s0 has, found 2 \(one-output and multi"):
+        ensemble_error([tmp_path / "s0", tmp_path / "two"], device="cpu")

@@ -90,7 +90,7 @@ def test_config_defaults_are_the_authors_recipe():
         ({"lr": -1.0}, r"lr: expected a number > 0"),
         ({"lr_min": 1.0}, r"lr_min: expected a number <= 0.05"),
         ({"label_smoothing": 1.5}, r"label_smoothing: expected a number <= 0.999"),
-        ({"dataset": "mnist"}, r"dataset: expected one of .*found 'mnist'"),
+        ({"dataset": "emnist"}, r"dataset: expected one of .*found 'emnist'"),
         ({"device": "gpu"}, r"device: expected one of auto, cpu, cuda"),
         ({"checkpoint_epochs": (-1,)}, r"checkpoint_epochs: expected an integer >= 0"),
         ({"arch": "wide_resnet16", "width": None, "depth": None, "widening_factor": -2}, r"widening_factor"),

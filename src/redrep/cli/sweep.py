@@ -9,53 +9,42 @@ import click
 
 from ..core.device import resolve_device
 from ..experiments.executors import LocalExecutor, SlurmExecutor, SlurmOptions, local_devices, parse_slurm_params
-from ..experiments.sweep import SLURM_DIR, SweepConfig, run_sweep
+from ..experiments.sweep import DEFAULT_RECIPE, SLURM_DIR, SweepConfig, run_sweep
 from . import int_list_callback
+from .training_options import config_from_options, training_options
 
-_D = SweepConfig()  # the defaults live in the config, once
-_T = _D.train
+_D = SweepConfig()  # the sweep's own defaults live in its config; the training ones in the recipes
 _S = SlurmOptions()
 
 
 @click.command("sweep")
-@click.option(
-    "--dataset",
-    default=_T.dataset,
-    show_default=True,
-    help="cifar10, cifar100, digits, parity-digits, mnist1d or synthetic.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data"),
-    show_default=True,
-    help="Where datasets live (CIFAR archives, mnist1d cache).",
-)
-@click.option(
-    "--arch",
-    default=_T.arch,
-    show_default=True,
-    help="mlp (all hidden layers at width W) or wide_resnet16/22/28/40 (k = W/64).",
-)
+@training_options(DEFAULT_RECIPE)
 @click.option(
     "--widths",
     default=",".join(map(str, _D.widths)),
     show_default=True,
     callback=int_list_callback,
-    help="Comma-separated widths W of the last hidden layer.",
+    help="Comma-separated widths W of the last hidden layer (mlp: of every hidden layer; Wide-ResNet: k = W/64).",
 )
 @click.option("--seeds", type=int, default=_D.seeds, show_default=True, help="Seeds per width (0 .. N-1).")
-@click.option("--depth", type=int, default=None, help=f"Hidden layers of the mlp [default: {_T.depth}].")
-@click.option("--epochs", type=int, default=_T.epochs, show_default=True)
-@click.option("--batch-size", type=int, default=_T.batch_size, show_default=True)
-@click.option("--lr", type=float, default=_T.lr, show_default=True)
-@click.option("--weight-decay", type=float, default=_T.weight_decay, show_default=True)
-@click.option("--label-smoothing", type=float, default=_T.label_smoothing, show_default=True)
-@click.option("--train-subset", type=int, default=None, help="Train on a fixed subset of this many samples.")
-@click.option("--device", default=_T.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=None, help="Mixed precision [default: on for CUDA, off for CPU].")
-@click.option("--acc-rep", "--acc_rep", "acc_rep", type=int, default=_D.acc_rep, show_default=True)
-@click.option("--r2-rep", "--r2_rep", "r2_rep", type=int, default=_D.r2_rep, show_default=True)
+@click.option(
+    "--acc-rep",
+    "--acc_rep",
+    "acc_rep",
+    type=int,
+    default=_D.acc_rep,
+    show_default=True,
+    help="Random chunks per size for the accuracies.",
+)
+@click.option(
+    "--r2-rep",
+    "--r2_rep",
+    "r2_rep",
+    type=int,
+    default=_D.r2_rep,
+    show_default=True,
+    help="Random chunks per size for the R² and correlations.",
+)
 @click.option("--analysis-seed", type=int, default=_D.analysis_seed, show_default=True, help="Seed of the chunk draws.")
 @click.option(
     "--executor",
@@ -99,20 +88,8 @@ _S = SlurmOptions()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Sweep folder.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def command(
-    dataset,
-    data_dir,
-    arch,
     widths,
     seeds,
-    depth,
-    epochs,
-    batch_size,
-    lr,
-    weight_decay,
-    label_smoothing,
-    train_subset,
-    device,
-    amp,
     acc_rep,
     r2_rep,
     analysis_seed,
@@ -129,31 +106,18 @@ def command(
     wait_timeout,
     out,
     quiet,
+    **options,
 ):
     """Train networks that differ only in width (several seeds), then compare full networks
     with chunks of the widest one.
 
-    Re-running the same command resumes: finished runs are kept, queued or running
-    ones are left alone, failed or missing ones are run again, and the sweep is
-    collected once every run has finished.
+    The runs' training defaults are the recipe's (--recipe, demo-mlp unless
+    given); every option given overrides it, and each run sets its own width
+    and seed. Re-running the same command resumes: finished runs are kept,
+    queued or running ones are left alone, failed or missing ones are run
+    again, and the sweep is collected once every run has finished.
     """
-    if depth is None and arch == "mlp":
-        depth = _T.depth
-    train = replace(
-        _T,
-        dataset=dataset,
-        data_dir=str(data_dir),
-        arch=arch,
-        depth=depth,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        label_smoothing=label_smoothing,
-        train_subset=train_subset,
-        device=device,
-        amp=amp,
-    )
+    train = config_from_options(DEFAULT_RECIPE, options)
     config = SweepConfig(
         train=train,
         widths=tuple(widths),
@@ -202,9 +166,9 @@ def command(
             max_parallel=max_parallel,
         )
         # the device is resolved on each compute node: this machine (a login node) may have no GPU
-        ex = SlurmExecutor(out / SLURM_DIR, options, arch=arch)
+        ex = SlurmExecutor(out / SLURM_DIR, options, arch=config.train.arch)
     else:
-        dev = resolve_device(device)  # once, here; the workers get their own device from it
+        dev = resolve_device(config.train.device)  # once, here; the workers get their own device from it
         config = replace(config, train=replace(config.train, device=dev))
         ex = LocalExecutor(config.jobs, local_devices(dev, config.jobs))
     timeout = None if wait_timeout is None else wait_timeout * 60

@@ -184,7 +184,7 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
 
     from ..core.device import resolve_device
     from ..nets.extract import extract_representations
-    from ..nets.train import TrainConfig
+    from ..nets.train import TrainConfig, load_run_data
 
     config = (config or DynamicsConfig()).validated()
     run_dir = Path(run_dir)
@@ -204,7 +204,7 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
         stamp = _stamp(path)
         if not _reusable(folder, epoch, analysis_params, stamp):
             if dataset is None:
-                dataset = train_cfg.load_data(config.data_dir)
+                dataset = load_run_data(train_cfg, config.data_dir)
             model, source = _model_at(path, epoch, last_ckpt)
             rs = extract_representations(
                 model,

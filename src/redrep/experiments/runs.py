@@ -94,7 +94,7 @@ def train_and_extract(task: RunTask, *, device: str | None = None, threads: int 
     result = train(cfg, task.run_dir, progress=False)
     rep = Path(task.run_dir) / "representations"
     meta = _read_meta(rep)
-    if meta is None or meta.get("epoch") != cfg.epochs:
+    if meta is None or meta.get("epoch") != result.epochs_done:
         extract_run(task.run_dir, out=rep, device=cfg.device, progress=False)
         meta = _read_meta(rep)
     # errors of the extracted layer through the readout, in float32 like the chunks' (the
@@ -107,6 +107,8 @@ def train_and_extract(task: RunTask, *, device: str | None = None, threads: int 
         "train_error": 1.0 - float(meta["train_accuracy"]),
         "zero_train_error_epoch": result.zero_train_error_epoch,
         "epochs": result.epochs_done,
+        "stop_reason": (result.stop or {}).get("reason"),
+        "lr": result.config.lr,
         "resumed_from_epoch": result.resumed_from,
         "seconds": round(time.perf_counter() - t0, 3),
         "device": cfg.device,

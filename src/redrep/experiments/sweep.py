@@ -50,7 +50,7 @@ from ..core.analysis import ChunkAnalysis
 from ..core.device import resolve_device
 from ..core.summary import EXPONENT_UNRESOLVED_SE, mean_sem
 from ..core.validation import RedrepError, check_float, check_int
-from ..nets.train import PAPER_CHECKPOINT_EPOCHS, RESUME_FREE_FIELDS, TrainConfig, config_differences
+from ..nets.config import PAPER_CHECKPOINT_EPOCHS, RESUME_FREE_FIELDS, TrainConfig, config_differences
 from ..storage import io
 from ..storage.repset import RepresentationSet
 from ..storage.results import load_results, rows_to_csv, write_results
@@ -76,9 +76,13 @@ RESUME_FREE = ("jobs", "acc_rep", "r2_rep", "analysis_seed", "progress")
 PER_RUN_FIELDS = ("seed", "width", "widening_factor")
 
 
+#: The recipe of a sweep's runs unless one is given (redrep.nets.config.RECIPES).
+DEFAULT_RECIPE = "demo-mlp"
+
+
 def _default_template() -> TrainConfig:
     # the demo's recipe: parity-digits, 3-hidden-layer MLPs; the last epoch kept only (a sweep holds many runs)
-    return TrainConfig(dataset="parity-digits", arch="mlp", depth=3, lr=0.05, checkpoint_epochs=())
+    return TrainConfig.from_recipe(DEFAULT_RECIPE)
 
 
 @dataclass
@@ -118,7 +122,8 @@ class SweepConfig:
         check_int(self.acc_rep, "acc_rep", min_value=1)
         check_int(self.r2_rep, "r2_rep", min_value=1)
         check_int(self.analysis_seed, "analysis_seed", min_value=0)
-        check_float(self.train.lr, "lr", min_value=0.0)
+        if self.train.lr is not None:  # None: the authors' rule, resolved by each run for its own width
+            check_float(self.train.lr, "lr", min_value=0.0)
         if arch != "mlp" and self.train.depth is not None:
             raise RedrepError(f"depth: only the mlp takes a depth; {arch} fixes its own, found {self.train.depth}")
         out = replace(self, widths=tuple(widths), seeds=seeds, jobs=jobs)
@@ -266,7 +271,8 @@ def run_statuses(out, tasks: list[RunTask], state: dict | None, *, executor=None
     for t in tasks:
         res = read_run_result(t.run_dir)
         h = jobs.get(t.name)
-        if res is not None and res.get("epochs") == t.train_config["epochs"]:
+        # finished: all its epochs trained, or stopped by the loss rule (redrep.nets.train)
+        if res is not None and (res.get("epochs") == t.train_config["epochs"] or res.get("stop_reason") == "stop_loss"):
             log = (h or {}).get("log")
             result[t.name] = RunStatus(
                 FINISHED, "", (h or {}).get("job_id"), log if log and Path(log).is_file() else None

@@ -19,6 +19,16 @@ Datasets
     The digits projected on their first 10 principal components (fitted on
     the training split only), label = parity: the offline analogue of the
     paper's parity MNIST.
+``mnist``
+    The official MNIST files (four IDX gzip files, ``redrep data mnist``
+    fetches them into ``DATA_DIR/mnist/``): 60000 train / 10000 test 28x28
+    uint8 images, (N, 1, 28, 28), normalised with the usual mean and std.
+``parity-mnist``
+    The paper's parity MNIST: the first 10 principal components of the
+    training images (fitted on the 60000 training images only), each
+    standardised with its training mean and std, label = digit parity; the
+    test images projected with the same fit. Cached beside the IDX files
+    (``parity-mnist-<key>.npz``, keyed by the files' md5).
 ``mnist1d``
     MNIST-1D (4000 train / 1000 test sequences of length 40, 10 classes),
     generated procedurally by the ``mnist1d`` package.
@@ -28,8 +38,12 @@ Datasets
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io as _io
+import math
 import pickle
+import struct
 import tarfile
 import zlib
 from dataclasses import dataclass, replace
@@ -41,6 +55,7 @@ import torch.nn.functional as F
 
 from ..core.validation import RedrepError, check_int, exception_line
 from ..storage import io
+from .config import DATASETS  # noqa: F401  (the names, with the number of classes, are in config)
 
 # ------------------------------------------------------------------- CIFAR
 CIFAR_URL_BASE = "https://www.cs.toronto.edu/~kriz/"
@@ -89,8 +104,6 @@ CIFAR = {
         std=(0.2673, 0.2564, 0.2762),
     ),
 }
-
-DATASETS = ("cifar10", "cifar100", "digits", "parity-digits", "mnist1d", "synthetic")
 
 #: Cache of the generated MNIST-1D arrays inside a data folder.
 MNIST1D_CACHE = "mnist1d.npz"
@@ -222,8 +235,9 @@ def augment_batch(x: torch.Tensor, *, padding: int = 4, generator: torch.Generat
 def load_dataset(name: str, data_dir=None) -> Dataset:
     """Load dataset ``name`` (one of :data:`DATASETS`) on the CPU.
 
-    ``data_dir`` is where the CIFAR archives (or their unpacked folders) and
-    the MNIST-1D cache live; the other datasets need no files.
+    ``data_dir`` is where the CIFAR archives (or their unpacked folders), the
+    MNIST files (in ``mnist/``) and the MNIST-1D cache live; the other
+    datasets need no files.
     """
     if name not in DATASETS:
         raise RedrepError(f"dataset: expected one of {', '.join(DATASETS)}, found {name!r}")
@@ -235,6 +249,10 @@ def load_dataset(name: str, data_dir=None) -> Dataset:
         return load_parity_digits()
     if name == "mnist1d":
         return load_mnist1d(data_dir)
+    if name == "mnist":
+        return load_mnist(data_dir)
+    if name == "parity-mnist":
+        return load_parity_mnist(data_dir)
     return make_synthetic()
 
 
@@ -485,6 +503,229 @@ def load_mnist1d(data_dir=None) -> Dataset:
         torch.from_numpy(a["y_test"].astype(np.int64)),
         10,
         source=source,
+    )
+
+
+# ------------------------------------------------------------------- MNIST
+#: Where the MNIST files are downloaded from: the mirror PyTorch uses, which serves the official files (the
+#: original site, http://yann.lecun.com/exdb/mnist/, now refuses most automated downloads); --url sets another.
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+#: The four official files and their md5.
+MNIST_FILES = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+#: The folder of the MNIST files inside a data folder.
+MNIST_DIR = "mnist"
+#: Mean and std of the MNIST training pixels (scaled to [0, 1]).
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+#: Principal components kept by parity-mnist.
+PARITY_COMPONENTS = 10
+#: IDX element type (the third byte of the magic number) to numpy dtype; MNIST uses 0x08, unsigned bytes.
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+#: Most bytes an IDX file may hold (the MNIST training images are 47 MB): a header asking more is refused.
+_IDX_MAX_BYTES = 2**31
+
+
+def fetch_mnist(data_dir, *, url: str | None = None, progress: bool = True) -> tuple[Path, list[str]]:
+    """Download the four official MNIST files into ``data_dir/mnist/``, each verified by its md5.
+
+    A file already there with the right md5 is kept without any request; an
+    interrupted download resumes from its ``.part`` file; a download whose md5
+    is wrong is deleted and refused in one line.
+
+    Parameters
+    ----------
+    url : the folder the four files are downloaded from (default :data:`MNIST_URL`), e.g. a mirror's
+
+    Returns
+    -------
+    (the folder of the files, the names downloaded now)
+    """
+    from ..fetch.http import download_file, file_md5
+
+    base = (url or MNIST_URL).rstrip("/") + "/"
+    folder = Path(data_dir) / MNIST_DIR
+    fetched = []
+    for name, md5 in MNIST_FILES.items():
+        dest = folder / name
+        if dest.is_file() and file_md5(dest) == md5:
+            continue
+        download_file(base + name, dest, md5=md5, progress=progress, desc=name)
+        fetched.append(name)
+    return folder, fetched
+
+
+def find_mnist(data_dir) -> Path:
+    """The folder holding the four MNIST files: ``data_dir/mnist/``, or ``data_dir`` itself."""
+    if data_dir is None:
+        raise RedrepError("mnist: expected a data folder (data_dir) holding the MNIST files, found none")
+    d = Path(data_dir)
+    for cand in (d / MNIST_DIR, d):
+        if all((cand / f).is_file() for f in MNIST_FILES):
+            return cand
+    missing = [f for f in MNIST_FILES if not (d / MNIST_DIR / f).is_file()]
+    raise RedrepError(
+        f"{d}: no MNIST files found (expected {', '.join(missing)} in {d / MNIST_DIR}): "
+        f"run `redrep data mnist --data-dir {d}`"
+    )
+
+
+def read_idx(path, *, ndim: int) -> np.ndarray:
+    """The array in a gzip-compressed IDX file (the MNIST format), checked against its header.
+
+    The header is a magic number (two zero bytes, the element type, the
+    number of dimensions) and the big-endian uint32 size of each dimension;
+    the data follow, exactly that many elements. Only the bytes the header
+    announces are decompressed, so a file that claims more than
+    :data:`_IDX_MAX_BYTES` or hides more data is refused without reading it all.
+
+    Parameters
+    ----------
+    path : a ``.gz`` IDX file
+    ndim : the number of dimensions expected (3 for images, 1 for labels)
+
+    Returns
+    -------
+    ndarray of the header's shape and type (native byte order)
+    """
+    path = Path(path)
+    what = f"an IDX file of {ndim} dimension{'s' if ndim > 1 else ''} (gzip)"
+    try:
+        with gzip.open(path, "rb") as f:
+            head = f.read(4)
+            if len(head) != 4 or head[:2] != b"\0\0" or head[2] not in _IDX_TYPES or head[3] != ndim:
+                raise RedrepError(f"{path}: expected {what}, found the magic number {head.hex() or 'none'}")
+            dims = struct.unpack(f">{ndim}I", _read_exact(f, 4 * ndim, path, what))
+            dtype = np.dtype(_IDX_TYPES[head[2]])
+            size = math.prod(dims) * dtype.itemsize
+            if size > _IDX_MAX_BYTES:
+                raise RedrepError(
+                    f"{path}: expected {what} of at most {_IDX_MAX_BYTES:,} bytes, found {dims} in its header"
+                )
+            data = _read_exact(f, size, path, what)
+            if f.read(1):
+                raise RedrepError(f"{path}: expected {what} of shape {dims}, found more data after it")
+    except (OSError, EOFError, zlib.error) as exc:
+        raise RedrepError(f"{path}: expected {what}, could not read it ({exception_line(exc)})") from None
+    return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _read_exact(f, n: int, path: Path, what: str) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise RedrepError(f"{path}: expected {what}, found it cut short ({len(data)} of {n} bytes)")
+    return data
+
+
+def read_mnist(data_dir) -> dict[str, np.ndarray]:
+    """The four MNIST arrays: ``x_train`` (60000, 28, 28) uint8, ``y_train`` (60000,) int64, and the test ones."""
+    folder = find_mnist(data_dir)
+    out = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz", ndim=3)
+        y = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", ndim=1).astype(np.int64)
+        if x.shape[0] != y.shape[0]:
+            raise RedrepError(
+                f"{folder}: expected as many {split} labels as images, "
+                f"found {y.shape[0]} labels and {x.shape[0]} images"
+            )
+        if y.size and (y.min() < 0 or y.max() > 9):
+            raise RedrepError(f"{folder}: expected {split} labels in [0, 9], found [{y.min()}, {y.max()}]")
+        out[f"x_{split}"], out[f"y_{split}"] = x, y
+    return out
+
+
+def load_mnist(data_dir) -> Dataset:
+    """MNIST as uint8 (N, 1, 28, 28) images and int64 labels, normalised in batches with its mean and std."""
+    a = read_mnist(data_dir)
+    return Dataset(
+        "mnist",
+        torch.from_numpy(a["x_train"][:, None].copy()),
+        torch.from_numpy(a["y_train"]),
+        torch.from_numpy(a["x_test"][:, None].copy()),
+        torch.from_numpy(a["y_test"]),
+        10,
+        MNIST_MEAN,
+        MNIST_STD,
+        source=str(find_mnist(data_dir)),
+    )
+
+
+def parity_projection(x_train: np.ndarray, x_test: np.ndarray, n_components: int = PARITY_COMPONENTS):
+    """The first principal components of the training images, standardised; the test images projected alike.
+
+    The PCA is fitted on ``x_train`` alone (images flattened, scaled to
+    [0, 1], float64): the mean image is removed and the data projected on the
+    top ``n_components`` eigenvectors of the training covariance, each
+    eigenvector's sign fixed so that its entry of largest magnitude is
+    positive (scikit-learn's convention). Each component is then standardised
+    with its mean and standard deviation over the training images.
+
+    Parameters
+    ----------
+    x_train : ndarray of shape (n_train, ...), pixel values 0..255
+    x_test : ndarray of shape (n_test, ...)
+
+    Returns
+    -------
+    (z_train, z_test) : float32 ndarrays of shape (n_train, n_components) and (n_test, n_components)
+    """
+    a = x_train.reshape(x_train.shape[0], -1).astype(np.float64) / 255.0
+    b = x_test.reshape(x_test.shape[0], -1).astype(np.float64) / 255.0
+    if not 1 <= n_components <= min(a.shape):
+        raise RedrepError(f"n_components: expected 1 to {min(a.shape)} for {a.shape[0]} images, found {n_components}")
+    mean = a.mean(axis=0)
+    a -= mean
+    b -= mean
+    # the covariance's eigenvectors: the same components as the SVD of the centred data, at a fraction of its cost
+    vals, vecs = np.linalg.eigh(a.T @ a)
+    comps = vecs[:, np.argsort(vals)[::-1][:n_components]]  # (d, k), largest variance first
+    signs = np.sign(comps[np.abs(comps).argmax(axis=0), np.arange(n_components)])
+    comps = comps * signs
+    pa, pb = a @ comps, b @ comps
+    mu, sd = pa.mean(axis=0), pa.std(axis=0)
+    return ((pa - mu) / sd).astype(np.float32), ((pb - mu) / sd).astype(np.float32)
+
+
+def parity_mnist_cache(data_dir) -> Path:
+    """The cache file of parity-mnist for the MNIST files in ``data_dir``: named by a digest of their md5s."""
+    from ..fetch.http import file_md5
+
+    folder = find_mnist(data_dir)
+    key = hashlib.md5("".join(file_md5(folder / f) for f in MNIST_FILES).encode()).hexdigest()[:16]
+    return folder / f"parity-mnist-{key}.npz"
+
+
+def load_parity_mnist(data_dir) -> Dataset:
+    """Parity MNIST (:func:`parity_projection` of MNIST, label = digit parity), from its cache or computed
+    and cached."""
+    cache = parity_mnist_cache(data_dir)
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    a = None
+    if cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                a = {k: z[k] for k in keys}
+        except (OSError, ValueError, KeyError, EOFError):
+            a = None  # a damaged cache is computed again
+    if a is None:
+        raw = read_mnist(data_dir)
+        ztr, zte = parity_projection(raw["x_train"], raw["x_test"])
+        a = {"x_train": ztr, "y_train": raw["y_train"] % 2, "x_test": zte, "y_test": raw["y_test"] % 2}
+        with io.atomic_path(cache) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **a)
+    return Dataset(
+        "parity-mnist",
+        torch.from_numpy(a["x_train"].astype(np.float32)),
+        torch.from_numpy(a["y_train"].astype(np.int64)),
+        torch.from_numpy(a["x_test"].astype(np.float32)),
+        torch.from_numpy(a["y_test"].astype(np.int64)),
+        2,
+        source=f"{cache} (MNIST, PCA({PARITY_COMPONENTS}) on train, standardised)",
     )
 
 

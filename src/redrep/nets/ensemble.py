@@ -1,5 +1,11 @@
 """The ensemble error error_inf: test error of the averaged softmax of several networks.
 
+Networks with one output (a sign classifier, the squared-hinge recipe) are
+averaged by their outputs instead: the ensemble predicts class 1 where the
+mean output is > 0 and class 0 where it is <= 0, the rule of a single
+one-output network (docs/method.md#one-output-readout). Members must agree on
+the number of outputs.
+
 The paper compares chunk test errors with the error of a large ensemble of
 independently trained networks of the same kind (their published number
 averages 20 WRN-28-8). Members can be ``redrep train`` runs (their
@@ -14,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.accuracy import readout_predictions
 from ..core.device import resolve_device
 from ..core.validation import RedrepError
 from ..storage import io
@@ -34,6 +41,9 @@ SAME_KIND_FIELDS = (
     "weight_decay",
     "label_smoothing",
     "train_subset",
+    "loss",
+    "optimizer",
+    "init",
 )
 
 
@@ -43,7 +53,7 @@ class EnsembleResult:
 
     Attributes
     ----------
-    error_inf : test error of the ensemble (argmax of the mean softmax)
+    error_inf : test error of the ensemble (argmax of the mean softmax; one-output members: sign of the mean output)
     accuracy : 1 - error_inf
     member_errors : test error of each member, in input order
     members : the member paths
@@ -121,7 +131,8 @@ def ensemble_error(
     data_dir=None,
     batch_size: int = 256,
 ) -> EnsembleResult:
-    """Test error of the averaged softmax of ``members`` (run directories or native representation sets).
+    """Test error of the averaged softmax of ``members`` (run directories or native representation sets);
+    of the sign of their averaged output where they have one output (class 1 where the mean is > 0).
 
     Members must share the test set (identical labels) and, for runs, every
     field of :data:`SAME_KIND_FIELDS`; two members with the same seed are
@@ -174,11 +185,17 @@ def ensemble_error(
                     f"{p}: expected independently trained members, found seed {seed} also in {seeds[seed]}"
                 )
             seeds[seed] = p
-        errors.append(float(np.mean(logits.argmax(1) != labels)))
-        prob = _softmax(logits)
+        if probs_sum is not None and logits.shape[1] != probs_sum.shape[1]:
+            raise RedrepError(
+                f"{p}: expected {probs_sum.shape[1]} output{'s' if probs_sum.shape[1] > 1 else ''} as {paths[0]} "
+                f"has, found {logits.shape[1]} (one-output and multi-output networks do not average)"
+            )
+        errors.append(float(np.mean(readout_predictions(logits) != labels)))
+        # one output: the outputs themselves are averaged (and their sign taken), else the softmax
+        prob = logits.astype(np.float64) if logits.shape[1] == 1 else _softmax(logits)
         probs_sum = prob if probs_sum is None else probs_sum + prob
         epochs.add(ep)
-    acc = float(np.mean(probs_sum.argmax(1) == labels0))
+    acc = float(np.mean(readout_predictions(probs_sum) == labels0))
     return EnsembleResult(
         error_inf=1.0 - acc,
         accuracy=acc,

@@ -6,7 +6,10 @@ forward hook on its final :class:`torch.nn.Linear` records that layer's input
 
     logits == features @ readout.weight.T + readout.bias
 
-holds for every sample, which is exactly what the chunk analysis assumes.
+holds for every sample, which is exactly what the chunk analysis assumes. A
+one-output network (the squared-hinge recipe) gives a readout of weight
+(1, W) and bias (1,), its prediction the sign of the output
+(docs/method.md#one-output-readout).
 :func:`extract_run` does it for a ``redrep train`` run and writes a native
 representation set.
 """
@@ -21,17 +24,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..core.accuracy import readout_predictions
 from ..core.device import resolve_device
 from ..core.validation import RedrepError, check_int
 from ..storage import io
 from ..storage.repset import NATIVE_META, RepresentationSet
-from .models import create_model
 from .train import (
     TrainConfig,
+    build_model,
     checkpoint_path,
     initial_model,
     list_checkpoints,
     load_run_checkpoint,
+    load_run_data,
     read_run_config,
 )
 
@@ -174,7 +179,7 @@ def extract_representations(
     ``train`` and ``test`` are (x, y) pairs or iterables of (x, y) batches
     (a DataLoader without shuffling, say); see :func:`extract_features`. The
     set's meta gets ``train_accuracy`` and ``test_accuracy`` of the readout's
-    own logits, plus ``meta``.
+    own logits (with one output: class 1 where it is > 0), plus ``meta``.
     """
     fc = find_readout(model, readout)
     kw = dict(readout=fc, device=device, transform=transform, batch_size=batch_size, progress=progress)
@@ -182,8 +187,8 @@ def extract_representations(
     fte, yte, lte = extract_features(model, test, desc="test set", **kw)
     m = dict(meta or {})
     m["width"] = int(ftr.shape[1])
-    m["train_accuracy"] = float(np.mean(ltr.argmax(1) == ytr))
-    m["test_accuracy"] = float(np.mean(lte.argmax(1) == yte))
+    m["train_accuracy"] = float(np.mean(readout_predictions(ltr) == ytr))
+    m["test_accuracy"] = float(np.mean(readout_predictions(lte) == yte))
     weight = fc.weight.detach().float().cpu().numpy()
     bias = fc.bias.detach().float().cpu().numpy() if fc.bias is not None else np.zeros(weight.shape[0], np.float32)
     return RepresentationSet.from_arrays(ftr, fte, ytr, yte, weight, bias, meta=m)
@@ -230,7 +235,7 @@ def model_of_checkpoint(ckpt: dict, where: str, *, weights: bool = True):
     config = TrainConfig.from_dict(ckpt["config"], where=where).validated()
     info = ckpt["model_info"]
     if weights:
-        model = create_model(config.arch, info["num_classes"], info["in_shape"], **config.model_options)
+        model = build_model(config, info["num_classes"], info["in_shape"])
         model.load_state_dict(ckpt["model"])
     else:
         model = initial_model(config, info["num_classes"], info["in_shape"])
@@ -276,7 +281,7 @@ def extract_run(
     dev = resolve_device(device)
     with io.folder_lock(out, what="extract"):
         carried = _check_output(out, run_dir, ep)
-        dataset = config.load_data(data_dir)
+        dataset = load_run_data(config, data_dir)
         meta = {
             "dataset": config.dataset,
             "arch": config.arch,
@@ -287,6 +292,9 @@ def extract_run(
             "seed": config.seed,
             "weight_decay": config.weight_decay,
             "label_smoothing": config.label_smoothing,
+            "loss": config.loss,
+            "optimizer": config.optimizer,
+            "init": config.init,
             "lr": config.lr,
             "batch_size": config.batch_size,
             "train_subset": config.train_subset,

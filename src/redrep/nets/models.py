@@ -29,8 +29,14 @@ Models
     again without a ReLU before the pool.
 ``mlp``
     A fully connected ReLU network with ``depth`` hidden layers of ``width``
-    units each (the paper's "depth 6" networks have 5 hidden layers and the
-    readout); the input is flattened.
+    units each, then the readout; the input is flattened. ``depth`` counts
+    hidden layers: the authors' fully connected networks of depth 6
+    (``nlayers`` 6: the input layer, 4 hidden layers of width W, the output
+    layer) are ``depth=4``.
+
+The registry of names and options is :mod:`redrep.nets.config` (no torch);
+:data:`MODELS` adds each architecture's builder. :func:`initialize` applies
+an initialization other than the architectures' own (``orthogonal``).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.validation import RedrepError, check_float, check_int
+from .config import ARCHS, MODEL_OPTIONS, ORTHOGONAL_GAIN, check_arch, resolve_model_options  # noqa: F401
 
 
 def scaled_channels(base: int, k: float) -> int:
@@ -247,7 +254,7 @@ class MLP(ReadoutInterface):
 # ------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to build one registered architecture and which options it takes."""
+    """How to build one registered architecture and which options it takes (those of its ArchInfo)."""
 
     build: Callable[..., ReadoutInterface]
     options: tuple[str, ...]
@@ -280,59 +287,13 @@ def _mlp(num_classes, in_shape, width, depth):
     return MLP(math.prod(in_shape), num_classes, depth=depth, width=width)
 
 
-#: Registered architectures by name.
+_BUILDERS = {**{f"wide_resnet{d}": _wrn(d) for d in (16, 22, 28, 40)}, "densenet40": _densenet40, "mlp": _mlp}
+
+#: Registered architectures by name (the names and options of :data:`redrep.nets.config.ARCHS`, with builders).
 MODELS: dict[str, ModelSpec] = {
-    **{
-        f"wide_resnet{d}": ModelSpec(
-            _wrn(d), ("widening_factor",), {"widening_factor": 8.0}, True, f"Wide-ResNet-{d}-k, W = round(64k)"
-        )
-        for d in (16, 22, 28, 40)
-    },
-    "densenet40": ModelSpec(
-        _densenet40, ("widening_factor",), {"widening_factor": 1.0}, True, "DenseNet-BC-40, growth round(8k)"
-    ),
-    "mlp": ModelSpec(_mlp, ("width", "depth"), {"width": 512, "depth": 5}, False, "ReLU MLP, W = width"),
+    name: ModelSpec(_BUILDERS[name], info.options, info.defaults, info.needs_image, info.summary)
+    for name, info in ARCHS.items()
 }
-
-#: Every per-architecture option create_model knows.
-MODEL_OPTIONS = ("widening_factor", "width", "depth")
-
-
-def check_arch(name: str) -> ModelSpec:
-    """The registry entry of ``name``; an unknown name lists the valid ones."""
-    if name not in MODELS:
-        raise RedrepError(f"arch: expected one of {', '.join(MODELS)}, found {name!r}")
-    return MODELS[name]
-
-
-def resolve_model_options(name: str, **options) -> dict:
-    """The options of architecture ``name`` with its defaults filled in.
-
-    Options that are None are unset. Setting an option that ``name`` does not
-    take is an error, so that ``--width`` given to a Wide-ResNet is not silently
-    ignored.
-    """
-    spec = check_arch(name)
-    out = dict(spec.defaults)
-    for key, value in options.items():
-        if key not in MODEL_OPTIONS:
-            raise RedrepError(f"{key}: expected one of the model options {', '.join(MODEL_OPTIONS)}")
-        if value is None:
-            continue
-        if key not in spec.options:
-            takes = ", ".join(spec.options)
-            raise RedrepError(f"{key}: not an option of arch {name} (it takes {takes}), found {key}={value}")
-        out[key] = value
-    if "width" in out:
-        out["width"] = check_int(out["width"], "width", min_value=1)
-    if "depth" in out:
-        out["depth"] = check_int(out["depth"], "depth", min_value=1)
-    if "widening_factor" in out:
-        k = check_float(out["widening_factor"], "widening_factor")
-        if k <= 0:
-            raise RedrepError(f"widening_factor: expected a number > 0, found {k}")
-        out["widening_factor"] = k
-    return out
 
 
 def create_model(name: str, num_classes: int, in_shape, **options) -> ReadoutInterface:
@@ -341,7 +302,7 @@ def create_model(name: str, num_classes: int, in_shape, **options) -> ReadoutInt
     Parameters
     ----------
     name : a key of :data:`MODELS`
-    num_classes : C, the readout's outputs
+    num_classes : C, the readout's outputs (1: a one-output readout, a sign classifier)
     in_shape : shape of one input, (channels, height, width) for the convolutional networks
     **options : ``widening_factor`` (Wide-ResNets, DenseNet), ``width`` and ``depth`` (mlp); None means default
 
@@ -349,9 +310,10 @@ def create_model(name: str, num_classes: int, in_shape, **options) -> ReadoutInt
     -------
     nn.Module with ``forward_features``, ``forward_head``, ``get_classifier`` and ``num_features``.
     """
-    spec = check_arch(name)
+    check_arch(name)
+    spec = MODELS[name]
     opts = resolve_model_options(name, **options)
-    num_classes = check_int(num_classes, "num_classes", min_value=2)
+    num_classes = check_int(num_classes, "num_classes", min_value=1)
     in_shape = tuple(int(s) for s in in_shape)
     if spec.needs_image and len(in_shape) != 3:
         raise RedrepError(
@@ -359,3 +321,25 @@ def create_model(name: str, num_classes: int, in_shape, **options) -> ReadoutInt
             f"{in_shape} (use arch mlp for vector data)"
         )
     return spec.build(num_classes, in_shape, **opts)
+
+
+def initialize(model: nn.Module, init: str = "default") -> nn.Module:
+    """Re-initialize ``model`` in place: ``default`` leaves the architecture's own initialization.
+
+    ``orthogonal``: the weight of every :class:`torch.nn.Linear` becomes a
+    random orthogonal matrix (orthonormal rows or columns, whichever are
+    fewer; gain :data:`redrep.nets.config.ORTHOGONAL_GAIN`) and its bias 0,
+    drawn from torch's global generator in the order of ``model.modules()``.
+    Convolutions and batch norms keep their initialization.
+    """
+    if init == "default":
+        return model
+    if init != "orthogonal":
+        raise RedrepError(f"init: expected default or orthogonal, found {init!r}")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.orthogonal_(m.weight, gain=ORTHOGONAL_GAIN)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+    return model

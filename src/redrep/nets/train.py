@@ -1,15 +1,21 @@
-"""Training with the authors' recipe, on CPU or GPU, resumable.
+"""Training with the authors' recipes, on CPU or GPU, resumable.
 
-The recipe (docs/method.md#published-values): SGD with momentum 0.9, lr 0.1, weight decay 5e-4,
-batch 128, cosine annealing to 1e-5 over 200 epochs (one step per epoch),
-cross-entropy with optional label smoothing, random crops and flips for
-CIFAR. Every value is a field of :class:`TrainConfig` and can be changed.
+A run is defined by a :class:`~redrep.nets.config.TrainConfig` (in
+:mod:`redrep.nets.config`, with the recipes). The WRN recipe
+(docs/method.md#published-values): SGD with momentum 0.9, lr 0.1, weight
+decay 5e-4, batch 128, cosine annealing to 1e-5 over 200 epochs (one step per
+epoch), cross-entropy with optional label smoothing, random crops and flips
+for CIFAR. The fully connected recipe (docs/method.md#the-authors-fc-recipe):
+the squared hinge on one output, Adam at a constant learning rate (the
+authors' rule), orthogonal initialization, and a stop once the full-batch
+training loss falls below 10 float32 epsilons.
 
 A run directory holds::
 
     config.json            the TrainConfig (also inside every checkpoint)
     metrics.jsonl          one JSON line per epoch
-    summary.json           progress, the epoch where training error reached 0, devices, versions
+    summary.json           progress, the epoch where training error reached 0, why and when training stopped,
+                           devices, versions
     checkpoints/last.pt    the latest epoch (what a resumed run starts from)
     checkpoints/epoch_NNNN.pt  kept at epoch 0 (the initialization), the paper's checkpoint epochs and the last
 
@@ -31,7 +37,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +46,18 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..core.device import check_device_name, resolve_device
-from ..core.validation import RedrepError, check_float, check_int, exception_line
+from ..core.device import resolve_device
+from ..core.validation import RedrepError, exception_line
 from ..storage import io
-from .data import DATASETS, Dataset, load_dataset
-from .models import check_arch, create_model, resolve_model_options
-
-#: Epochs at which the authors kept checkpoints (the last epoch is always kept too).
-PAPER_CHECKPOINT_EPOCHS = (1, 2, 5, 10, 20, 40, 60, 80, 100, 130, 140, 150, 160, 180)
+from .config import (  # noqa: F401  (PAPER_CHECKPOINT_EPOCHS, RESUME_FREE_FIELDS: where they were before)
+    PAPER_CHECKPOINT_EPOCHS,
+    RESUME_FREE_FIELDS,
+    TrainConfig,
+    config_differences,
+    output_units,
+)
+from .data import Dataset, load_dataset
+from .models import create_model, initialize
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -56,117 +66,13 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 CHECKPOINT_FORMAT = "redrep.checkpoint"
 
-#: Config fields that may differ when a run is resumed: where and how it runs, not what it computes.
-RESUME_FREE_FIELDS = ("device", "amp", "data_dir", "eval_batch_size", "checkpoint_epochs")
 
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; the defaults are the authors' WRN-28-8 / CIFAR-10 recipe.
-
-    ``widening_factor`` (Wide-ResNets, DenseNet), ``width`` and ``depth`` (mlp)
-    left as None take the architecture's default (WRN k = 8, DenseNet k = 1,
-    mlp 5 x 512) when the config is validated. ``amp`` None means on for CUDA,
-    off for CPU. ``train_subset`` trains on a fixed random subset of that many
-    training samples (the same subset for every seed). ``eval_train``
-    evaluates the un-augmented training set in eval mode after each epoch,
-    which is how zero training error is detected (otherwise the running
-    accuracy of the augmented batches is used).
-    """
-
-    dataset: str = "cifar10"
-    data_dir: str | None = "data"
-    arch: str = "wide_resnet28"
-    widening_factor: float | None = None
-    width: int | None = None
-    depth: int | None = None
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 0.1
-    lr_min: float = 1e-5
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    amp: bool | None = None
-    train_subset: int | None = None
-    checkpoint_epochs: tuple[int, ...] = PAPER_CHECKPOINT_EPOCHS
-    eval_train: bool = True
-    eval_batch_size: int = 256
-
-    @property
-    def model_options(self) -> dict:
-        return {"widening_factor": self.widening_factor, "width": self.width, "depth": self.depth}
-
-    def validated(self) -> TrainConfig:
-        """A checked copy with the architecture's defaults filled in; raises RedrepError on a bad value."""
-        if self.dataset not in DATASETS:
-            raise RedrepError(f"dataset: expected one of {', '.join(DATASETS)}, found {self.dataset!r}")
-        check_arch(self.arch)
-        opts = resolve_model_options(self.arch, **self.model_options)
-        check_int(self.epochs, "epochs", min_value=1)
-        check_int(self.batch_size, "batch_size", min_value=1)
-        check_int(self.eval_batch_size, "eval_batch_size", min_value=1)
-        check_int(self.seed, "seed", min_value=0)
-        lr = check_float(self.lr, "lr")
-        if lr <= 0:
-            raise RedrepError(f"lr: expected a number > 0, found {lr}")
-        check_float(self.lr_min, "lr_min", min_value=0.0, max_value=lr)
-        check_float(self.momentum, "momentum", min_value=0.0, max_value=0.999)
-        check_float(self.weight_decay, "weight_decay", min_value=0.0)
-        check_float(self.label_smoothing, "label_smoothing", min_value=0.0, max_value=0.999)
-        if self.train_subset is not None:
-            check_int(self.train_subset, "train_subset", min_value=1)
-        check_device_name(self.device)
-        if self.amp not in (None, True, False):
-            raise RedrepError(f"amp: expected true, false or none (auto), found {self.amp!r}")
-        try:
-            ckpts = tuple(sorted({check_int(e, "checkpoint_epochs", min_value=0) for e in self.checkpoint_epochs}))
-        except TypeError:
-            raise RedrepError(
-                f"checkpoint_epochs: expected a list of epochs, found {self.checkpoint_epochs!r}"
-            ) from None
-        # absolute, so that `redrep extract` finds the data from any working directory
-        data_dir = None if self.data_dir is None else str(Path(self.data_dir).expanduser().resolve())
-        return replace(
-            self,
-            widening_factor=opts.get("widening_factor"),
-            width=opts.get("width"),
-            depth=opts.get("depth"),
-            checkpoint_epochs=ckpts,
-            data_dir=data_dir,
-            lr=float(self.lr),
-            lr_min=float(self.lr_min),
-            momentum=float(self.momentum),
-            weight_decay=float(self.weight_decay),
-            label_smoothing=float(self.label_smoothing),
-        )
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["checkpoint_epochs"] = list(self.checkpoint_epochs)
-        return d
-
-    def load_data(self, data_dir=None) -> Dataset:
-        """The data the run trains on: its data set (from ``data_dir`` if given), cut to its training subset."""
-        dataset = load_dataset(self.dataset, data_dir if data_dir is not None else self.data_dir)
-        if self.train_subset is not None:
-            dataset = dataset.subset_train(self.train_subset)
-        return dataset
-
-    @classmethod
-    def from_dict(cls, d: dict, *, where: str = "config") -> TrainConfig:
-        if not isinstance(d, dict):
-            raise RedrepError(f"{where}: expected a JSON object with the training config, found {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise RedrepError(f"{where}: expected only TrainConfig fields, found unknown {', '.join(unknown)}")
-        d = dict(d)
-        if "checkpoint_epochs" in d and isinstance(d["checkpoint_epochs"], list):
-            d["checkpoint_epochs"] = tuple(d["checkpoint_epochs"])
-        return cls(**d)
+def load_run_data(config: TrainConfig, data_dir=None) -> Dataset:
+    """The data a run of ``config`` trains on: its data set (from ``data_dir`` if given), cut to its training subset."""
+    dataset = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir)
+    if config.train_subset is not None:
+        dataset = dataset.subset_train(config.train_subset)
+    return dataset
 
 
 # ------------------------------------------------------------------- devices
@@ -298,9 +204,16 @@ def check_checkpoint(ckpt: dict, config: TrainConfig, path, *, resume: bool = Fa
     zero = ckpt.get("zero_train_error_epoch")
     if zero is not None and not (_is_int(zero) and 1 <= zero <= epoch):
         raise RedrepError(f"{path}: expected 'zero_train_error_epoch' to be null or in [1, {epoch}], found {zero!r}")
+    stop = ckpt.get("stop")
+    if stop is not None and not (
+        isinstance(stop, dict) and stop.get("reason") in STOP_REASONS and stop.get("epoch") == epoch
+    ):
+        raise RedrepError(
+            f"{path}: expected 'stop' to be null or why training ended at epoch {epoch}, found {str(stop)[:80]}"
+        )
     model = _check_weights(ckpt, saved, path)
     if resume:
-        _check_resume_state(ckpt, model, path)
+        _check_resume_state(ckpt, model, path, saved.optimizer)
     return saved
 
 
@@ -316,7 +229,7 @@ def _check_weights(ckpt: dict, config: TrainConfig, path) -> torch.nn.Module:
             f"found {str(info)[:80]}"
         )
     with torch.device("meta"):  # shapes only: no memory, no random numbers drawn
-        model = create_model(config.arch, classes, shape, **config.model_options)
+        model = build_model(config, classes, shape)  # one output for the squared hinge
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     weights = ckpt.get("model")
     if not isinstance(weights, dict):
@@ -338,7 +251,15 @@ def _check_weights(ckpt: dict, config: TrainConfig, path) -> torch.nn.Module:
     return model
 
 
-def _check_resume_state(ckpt: dict, model: torch.nn.Module, path) -> None:
+#: The per-parameter tensors of the optimizers' states, by their names in torch, with what messages call them.
+_OPTIMIZER_BUFFERS = {
+    "momentum_buffer": "momentum",
+    "exp_avg": "Adam's first moment",
+    "exp_avg_sq": "Adam's second moment",
+}
+
+
+def _check_resume_state(ckpt: dict, model: torch.nn.Module, path, optimizer: str = "sgd") -> None:
     """The optimizer, gradient-scaler and random states a resumed run restores, tried on throwaway objects."""
     params = [tuple(p.shape) for p in model.parameters()]
     opt = ckpt.get("optimizer")
@@ -349,16 +270,20 @@ def _check_resume_state(ckpt: dict, model: torch.nn.Module, path) -> None:
         ids = [i for g in groups for i in g["params"]]
     if ids != list(range(len(params))) or not isinstance(state, dict):
         raise RedrepError(
-            f"{path}: expected the SGD state of the network's {len(params)} parameters under 'optimizer', "
+            f"{path}: expected the {'SGD' if optimizer == 'sgd' else 'Adam'} state of the network's "
+            f"{len(params)} parameters under 'optimizer', "
             f"found {str(opt)[:80]}"
         )
     for i, s in state.items():
         if not (_is_int(i) and 0 <= i < len(params) and isinstance(s, dict)):
-            raise RedrepError(f"{path}: expected the SGD state of parameters 0-{len(params) - 1}, found one of {i!r}")
-        buf = s.get("momentum_buffer")
-        if buf is not None and not (isinstance(buf, torch.Tensor) and tuple(buf.shape) == params[i]):
-            found = f"shape {tuple(buf.shape)}" if isinstance(buf, torch.Tensor) else _kind(buf)
-            raise RedrepError(f"{path}: expected the momentum of parameter {i} of shape {params[i]}, found {found}")
+            raise RedrepError(
+                f"{path}: expected the optimizer state of parameters 0-{len(params) - 1}, found one of {i!r}"
+            )
+        for key, what in _OPTIMIZER_BUFFERS.items():
+            buf = s.get(key)
+            if buf is not None and not (isinstance(buf, torch.Tensor) and tuple(buf.shape) == params[i]):
+                found = f"shape {tuple(buf.shape)}" if isinstance(buf, torch.Tensor) else _kind(buf)
+                raise RedrepError(f"{path}: expected the {what} of parameter {i} of shape {params[i]}, found {found}")
     rng = ckpt.get("rng")
     try:
         if ckpt.get("scaler"):
@@ -404,12 +329,6 @@ def read_run_config(run_dir) -> TrainConfig:
     return TrainConfig.from_dict(io.read_json_object(f, "a JSON training config"), where=str(f))
 
 
-def config_differences(old: TrainConfig, new: TrainConfig, ignore=RESUME_FREE_FIELDS) -> list[str]:
-    """'field: old -> new' for every field that differs, ``ignore`` left out."""
-    a, b = old.to_dict(), new.to_dict()
-    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in ignore and a[k] != b.get(k)]
-
-
 def _np_rng_state() -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
@@ -441,15 +360,59 @@ def _restore_rng_states(st: dict, gen: torch.Generator, device: torch.device) ->
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+# ------------------------------------------------------------ loss, outputs
+def squared_hinge(out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """The squared hinge loss of one output: max(0, 1 - t f)^2 with f = ``out[:, 0]`` and t = +1 for label 1, -1 for 0.
+
+    Parameters
+    ----------
+    out : Tensor of shape (n, 1)
+    y : int64 Tensor of shape (n,), labels 0 or 1
+    reduction : "mean" or "sum" over the n samples
+    """
+    t = y.to(out.dtype) * 2 - 1
+    per = F.relu(1 - t * out[:, 0]).square()
+    return per.sum() if reduction == "sum" else per.mean()
+
+
+def loss_function(config: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss of ``config``: mean cross-entropy (with its label smoothing) or the squared hinge."""
+    if config.loss == "squared-hinge":
+        return squared_hinge
+    return torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+
+def predictions(out: torch.Tensor) -> torch.Tensor:
+    """Predicted classes of readout outputs of shape (n, C): the first class of largest output, as ``argmax``
+    takes it; with one output (C = 1), class 1 where the output is > 0 and class 0 where it is <= 0.
+
+    The same rule as the chunk analysis (docs/method.md#one-output-readout).
+    """
+    if out.shape[1] == 1:
+        return (out[:, 0] > 0).long()
+    return out.argmax(1)
+
+
 # --------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(model, dataset: Dataset, x, y, *, batch_size: int = 256, autocast=contextlib.nullcontext):
-    """Mean cross-entropy (no smoothing) and accuracy of ``model`` in eval mode, without augmentation.
+def evaluate(
+    model,
+    dataset: Dataset,
+    x,
+    y,
+    *,
+    batch_size: int = 256,
+    autocast=contextlib.nullcontext,
+    loss: str = "cross-entropy",
+):
+    """Mean loss (cross-entropy without smoothing, or the squared hinge) and accuracy of ``model`` in eval
+    mode, without augmentation.
 
     Parameters
     ----------
     x : Tensor of shape (n, *in_shape), stored samples on the model's device
     y : int64 Tensor of shape (n,)
+    loss : "cross-entropy" or "squared-hinge" (a one-output model)
 
     Returns
     -------
@@ -457,7 +420,7 @@ def evaluate(model, dataset: Dataset, x, y, *, batch_size: int = 256, autocast=c
     """
     was_training = model.training
     model.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=y.device)
+    total = torch.zeros((), dtype=torch.float64, device=y.device)
     correct = torch.zeros((), dtype=torch.int64, device=y.device)
     for i in range(0, x.shape[0], batch_size):
         xb = _to_model_layout(dataset.prepare(x[i : i + batch_size]))
@@ -465,11 +428,14 @@ def evaluate(model, dataset: Dataset, x, y, *, batch_size: int = 256, autocast=c
         with autocast():
             out = model(xb)
         out = out.float()
-        loss += F.cross_entropy(out, yb, reduction="sum").double()
-        correct += (out.argmax(1) == yb).sum()
+        if loss == "squared-hinge":
+            total += squared_hinge(out, yb, reduction="sum").double()
+        else:
+            total += F.cross_entropy(out, yb, reduction="sum").double()
+        correct += (predictions(out) == yb).sum()
     model.train(was_training)
     n = max(1, int(x.shape[0]))
-    return float(loss) / n, int(correct) / n
+    return float(total) / n, int(correct) / n
 
 
 def _to_model_layout(x: torch.Tensor) -> torch.Tensor:
@@ -494,6 +460,7 @@ class TrainResult:
     resumed_from : epoch this call started from (0 for a fresh run)
     device : the device used, as a string
     amp_dtype : autocast dtype name, or None
+    stop : why training ended, once it has: ``{"reason": "stop_loss" | "epochs", "epoch": E, ...}``, else None
     """
 
     run_dir: Path
@@ -504,17 +471,41 @@ class TrainResult:
     resumed_from: int = 0
     device: str = "cpu"
     amp_dtype: str | None = None
+    stop: dict | None = None
 
     @property
     def final(self) -> dict:
         return self.history[-1] if self.history else {}
 
+    @property
+    def complete(self) -> bool:
+        """Whether training has ended: all its epochs done, or stopped by the loss rule."""
+        return self.stop is not None or self.epochs_done >= self.config.epochs
 
-def _zero_error(metrics: dict) -> bool:
-    acc = metrics.get("train_eval_acc")
-    if acc is None:
-        acc = metrics["train_acc"]
-    return acc >= 1.0
+
+def _zero_error(metrics: dict, eval_train: bool) -> bool:
+    # the clean evaluation where there is one (epochs between evaluations have none), else the running accuracy
+    acc = metrics.get("train_eval_acc") if eval_train else metrics["train_acc"]
+    return acc is not None and acc >= 1.0
+
+
+#: Why a run ends: its training loss below ``stop_loss``, or its last epoch.
+STOP_REASONS = ("stop_loss", "epochs")
+
+
+def _stop(config: TrainConfig, epoch: int, metrics: dict) -> dict | None:
+    """Why training ends after ``epoch``, or None: the full-batch training loss below ``stop_loss``, or the last
+    epoch."""
+    loss = metrics.get("train_eval_loss")
+    if config.stop_loss is not None and loss is not None and loss < config.stop_loss:
+        return {"reason": "stop_loss", "epoch": epoch, "train_loss": loss, "stop_loss": config.stop_loss}
+    if epoch >= config.epochs:
+        return {"reason": "epochs", "epoch": epoch}
+    return None
+
+
+def _done(config: TrainConfig, ckpt: dict) -> bool:
+    return ckpt.get("stop") is not None or int(ckpt["epoch"]) >= config.epochs
 
 
 # --------------------------------------------------------------------- loop
@@ -531,13 +522,14 @@ class _Session:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     gen: torch.Generator
-    criterion: torch.nn.Module
+    criterion: Callable
     history: list
     zero_epoch: int | None
     start: int
     model_info: dict
     env: dict
     keep: set
+    stop: dict | None = None
 
 
 def train(
@@ -570,18 +562,31 @@ def train(
     Returns
     -------
     TrainResult
+
+    Notes
+    -----
+    A config whose ``lr`` is None (Adam with the authors' rule) gets its
+    learning rate here, from the network's parameter count, before it is
+    compared with a saved run or written: ``config.json`` holds the value used.
+    Training ends after ``config.epochs`` epochs, or at the first evaluated
+    epoch whose full-batch training loss is below ``config.stop_loss``.
     """
     config = config.validated()
     run_dir = Path(run_dir)
     log = log or (lambda _msg: None)
     with io.folder_lock(run_dir, what="train"):
+        dataset = None
+        if config.lr is None:
+            dataset = load_run_data(config)
+            config = config.with_lr(count_parameters(config, dataset))
         ckpt = _existing_run(run_dir, config)
-        if ckpt is not None and ckpt["epoch"] >= config.epochs:
+        if ckpt is not None and _done(config, ckpt):
             return _result_from_checkpoint(run_dir, config, ckpt)
-        s = _setup(config, run_dir, ckpt, device)
+        s = _setup(config, run_dir, ckpt, device, dataset)
         log(
             f"{config.arch} (W = {s.model_info['num_features']}, {s.model_info['num_params']:,} parameters) on "
-            f"{config.dataset} ({s.dataset.n_train} train / {s.dataset.n_test} test), device {s.device}, "
+            f"{config.dataset} ({s.dataset.n_train} train / {s.dataset.n_test} test), {config.optimizer} lr "
+            f"{config.lr:g}{' (the authors rule)' if config.lr_rule else ''}, device {s.device}, "
             f"amp {s.env['amp_dtype'] or 'off'}, epochs {s.start + 1}-{config.epochs}"
             + (f" (resumed after epoch {s.start})" if s.start else "")
         )
@@ -592,38 +597,50 @@ def train(
         try:
             if s.start == 0:
                 _save_epoch(s, 0, None)  # the network at initialization, the null baseline of later analyses
-            for epoch in range(s.start + 1, config.epochs + 1):
+            epoch = s.start
+            while s.stop is None:
+                epoch += 1
                 metrics = _train_epoch(s, epoch, progress)
                 io.crash_point(f"train:epoch:{epoch}:trained")
                 s.history.append(metrics)
-                if s.zero_epoch is None and _zero_error(metrics):
+                if s.zero_epoch is None and _zero_error(metrics, config.eval_train):
                     s.zero_epoch = epoch
                     log(f"epoch {epoch}: training error reached 0")
+                s.stop = _stop(config, epoch, metrics)
+                if s.stop is not None and s.stop["reason"] == "stop_loss":
+                    log(f"epoch {epoch}: training loss {s.stop['train_loss']:.3g} < {config.stop_loss:.3g}, stopping")
                 _save_epoch(s, epoch, metrics)
                 bar.update(1)
-                bar.set_postfix(
-                    loss=f"{metrics['train_loss']:.3f}",
-                    train=f"{metrics['train_eval_acc'] or metrics['train_acc']:.3f}",
-                    test=f"{metrics['test_acc']:.3f}",
-                )
+                bar.set_postfix({k: f"{v:.3f}" for k, v in _progress_values(metrics).items()})
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, metrics)
         finally:
             bar.close()
     return TrainResult(
-        run_dir, config, config.epochs, s.history, s.zero_epoch, s.start, str(s.device), s.env["amp_dtype"]
+        run_dir, config, epoch, s.history, s.zero_epoch, s.start, str(s.device), s.env["amp_dtype"], s.stop
     )
 
 
-def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | None) -> _Session:
+def _progress_values(metrics: dict) -> dict:
+    """The numbers the progress bar shows: training loss, training and test accuracy (where evaluated)."""
+    train_acc = metrics["train_eval_acc"] if metrics["train_eval_acc"] is not None else metrics["train_acc"]
+    out = {"loss": metrics["train_loss"], "train": train_acc}
+    if metrics["test_acc"] is not None:
+        out["test"] = metrics["test_acc"]
+    return out
+
+
+def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | None, dataset=None) -> _Session:
     """Device, data, model, optimizer and random states of a fresh run, or restored from ``ckpt``.
 
-    Writes ``config.json`` first (atomically), then the metrics log as the
-    checkpoint has it, so that a kill at any point leaves a resumable folder.
+    ``dataset``: the run's data if already loaded. Writes ``config.json`` first
+    (atomically), then the metrics log as the checkpoint has it, so that a kill
+    at any point leaves a resumable folder.
     """
     device = torch.device(resolve_device(config.device if device is None else device))
     amp_dtype = resolve_amp(config.amp, device)
-    dataset = config.load_data()
+    if dataset is None:
+        dataset = load_run_data(config)
     _check_model_fits(config, dataset, device)
 
     model = _create_model(config, dataset)
@@ -638,12 +655,10 @@ def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | 
         ) from None
     if device.type == "cuda" and len(dataset.in_shape) == 3:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+    optimizer = make_optimizer(config, model.parameters())
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     history: list[dict] = []
-    zero_epoch = None
+    zero_epoch = stop = None
     start = 0
     if ckpt is not None:
         info = ckpt["model_info"]  # checked against the config (check_checkpoint); here against the data
@@ -659,6 +674,7 @@ def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | 
         _restore_rng_states(ckpt["rng"], gen, device)
         history = list(ckpt["history"])
         zero_epoch = ckpt.get("zero_train_error_epoch")
+        stop = ckpt.get("stop")
         start = int(ckpt["epoch"])
     try:
         io.write_json(run_dir / CONFIG_FILE, config.to_dict())
@@ -671,6 +687,7 @@ def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | 
         "num_features": int(model.num_features),
         "num_params": int(sum(p.numel() for p in model.parameters())),
         "num_classes": dataset.num_classes,
+        "num_outputs": output_units(config.loss, dataset.num_classes),
         "in_shape": list(dataset.in_shape),
         "n_train": dataset.n_train,
         "n_test": dataset.n_test,
@@ -693,21 +710,37 @@ def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | 
         optimizer=optimizer,
         scaler=scaler,
         gen=gen,
-        criterion=torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        criterion=loss_function(config),
         history=history,
         zero_epoch=zero_epoch,
         start=start,
         model_info=model_info,
         env=env,
         keep={0, *(e for e in config.checkpoint_epochs if e <= config.epochs), config.epochs},
+        stop=stop,
     )
 
 
+def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    """SGD with momentum, or Adam with its L2 penalty (``weight_decay`` added to the gradient), at ``config.lr``."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (1-based): SGD's cosine schedule, Adam's constant rate (as the authors')."""
+    if config.optimizer == "adam":
+        return config.lr
+    return cosine_lr(epoch - 1, config.epochs, config.lr, config.lr_min)
+
+
 def _train_epoch(s: _Session, epoch: int, progress: bool) -> dict:
-    """One epoch of SGD over the shuffled training set, then the evaluations; returns its metrics."""
+    """One epoch of the optimizer over the shuffled training set, then the evaluations (every
+    ``eval_every`` epochs and at the last); returns its metrics."""
     config, dataset, model, device = s.config, s.dataset, s.model, s.device
     t0 = time.perf_counter()
-    lr = cosine_lr(epoch - 1, config.epochs, config.lr, config.lr_min)
+    lr = epoch_lr(config, epoch)
     for g in s.optimizer.param_groups:
         g["lr"] = lr
     model.train()
@@ -730,7 +763,7 @@ def _train_epoch(s: _Session, epoch: int, progress: bool) -> dict:
         s.scaler.step(s.optimizer)
         s.scaler.update()
         loss_sum += loss.detach().double() * yb.shape[0]
-        correct += (out.detach().argmax(1) == yb).sum()
+        correct += (predictions(out.detach()) == yb).sum()
     train_loss = float(loss_sum) / n
     if not math.isfinite(train_loss):
         raise RedrepError(
@@ -746,12 +779,15 @@ def _train_epoch(s: _Session, epoch: int, progress: bool) -> dict:
         "train_eval_loss": None,
         "train_eval_acc": None,
     }
-    kw = dict(batch_size=config.eval_batch_size, autocast=s.autocast)
-    if config.eval_train:
+    kw = dict(batch_size=config.eval_batch_size, autocast=s.autocast, loss=config.loss)
+    evaluated = epoch % config.eval_every == 0 or epoch >= config.epochs
+    if config.eval_train and evaluated:
         metrics["train_eval_loss"], metrics["train_eval_acc"] = evaluate(
             model, dataset, dataset.x_train, dataset.y_train, **kw
         )
-    metrics["test_loss"], metrics["test_acc"] = evaluate(model, dataset, dataset.x_test, dataset.y_test, **kw)
+    metrics["test_loss"], metrics["test_acc"] = (
+        evaluate(model, dataset, dataset.x_test, dataset.y_test, **kw) if evaluated else (None, None)
+    )
     metrics["train_seconds"] = train_seconds
     metrics["seconds"] = time.perf_counter() - t0
     return metrics
@@ -774,15 +810,17 @@ def _save_epoch(s: _Session, epoch: int, metrics: dict | None) -> None:
         "rng": _rng_states(s.gen, s.device),
         "history": s.history,
         "zero_train_error_epoch": s.zero_epoch,
+        "stop": s.stop,
         "model_info": s.model_info,
     }
     try:
-        _save_checkpoint(s.run_dir, state, keep_epoch=epoch in s.keep)
+        # the epoch training stopped at is kept, as the last always is
+        _save_checkpoint(s.run_dir, state, keep_epoch=epoch in s.keep or s.stop is not None)
         io.crash_point(f"train:epoch:{epoch}:checkpointed")
         if metrics is not None:
             with open(s.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(metrics) + "\n")
-        _write_summary(s.run_dir, s.config, epoch, s.history, s.zero_epoch, s.model_info, s.env)
+        _write_summary(s, epoch)
     except OSError as exc:
         raise io.write_error(exc, s.run_dir) from None
 
@@ -792,13 +830,30 @@ def _size_option(config: TrainConfig) -> str:
     return "width" if config.width is not None else "widening_factor"
 
 
+def build_model(config: TrainConfig, num_classes: int, in_shape) -> torch.nn.Module:
+    """The network of ``config`` for data of ``num_classes`` classes, with the architecture's own initialization.
+
+    Its readout has one output with the squared-hinge loss, ``num_classes`` otherwise.
+    """
+    return create_model(config.arch, output_units(config.loss, num_classes), in_shape, **config.model_options)
+
+
 def initial_model(config: TrainConfig, num_classes: int, in_shape) -> torch.nn.Module:
-    """The network a run of ``config`` starts from: every random generator seeded with its seed, then the model built.
+    """The network a run of ``config`` starts from: every random generator seeded with its seed, then the model
+    built and initialized (``config.init``).
 
     The same calls as :func:`train`'s, so the weights are those of the run's epoch 0, bit for bit.
     """
     seed_everything(config.seed)
-    return create_model(config.arch, num_classes, in_shape, **config.model_options)
+    return initialize(build_model(config, num_classes, in_shape), config.init)
+
+
+def count_parameters(config: TrainConfig, dataset: Dataset) -> int:
+    """Parameters of the network of ``config`` on ``dataset`` (counted on the meta device: no memory, no
+    random numbers drawn)."""
+    with torch.device("meta"):
+        model = build_model(config, dataset.num_classes, dataset.in_shape)
+    return sum(p.numel() for p in model.parameters())
 
 
 def _create_model(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
@@ -812,22 +867,22 @@ def _create_model(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
         ) from None
 
 
-#: Bytes per parameter during training: float32 weights, gradients and SGD momentum.
-_TRAIN_BYTES_PER_PARAM = 12
+#: Bytes per parameter during training, by optimizer: float32 weights, gradients and SGD's momentum
+#: or Adam's two moments.
+_TRAIN_BYTES_PER_PARAM = {"sgd": 12, "adam": 16}
 
 
 def _check_model_fits(config: TrainConfig, dataset: Dataset, device: torch.device) -> None:
     """Refuse a network whose parameters alone exceed the device's memory, before allocating any of it."""
-    with torch.device("meta"):  # shapes only: no memory, no random numbers drawn
-        model = create_model(config.arch, dataset.num_classes, dataset.in_shape, **config.model_options)
-    n = sum(p.numel() for p in model.parameters())
-    need = n * _TRAIN_BYTES_PER_PARAM
+    n = count_parameters(config, dataset)
+    need = n * _TRAIN_BYTES_PER_PARAM[config.optimizer]
     have = device_memory(device)
     if have is not None and need > have:
         opt = _size_option(config)
+        state = "momentum" if config.optimizer == "sgd" else "Adam's moments"
         raise RedrepError(
             f"{opt}: {config.arch} with {opt}={getattr(config, opt)} has {n:,} parameters, about "
-            f"{need / 1e9:,.1f} GB with gradients and momentum; expected it to fit the {have / 1e9:,.1f} GB "
+            f"{need / 1e9:,.1f} GB with gradients and {state}; expected it to fit the {have / 1e9:,.1f} GB "
             f"of {device} (choose a smaller {opt})"
         )
 
@@ -922,19 +977,24 @@ def _torch_save(state: dict, path: Path) -> None:
         torch.save(state, f)
 
 
-def _write_summary(run_dir, config, epoch, history, zero_epoch, model_info, env) -> None:
+def _write_summary(s: _Session, epoch: int) -> None:
+    """summary.json: progress, why and when training stopped (``stop``: null while it runs), the lr used."""
+    config = s.config
     io.write_json(
-        run_dir / SUMMARY_FILE,
+        s.run_dir / SUMMARY_FILE,
         {
             "epochs_done": epoch,
             "epochs": config.epochs,
-            "complete": epoch >= config.epochs,
-            "zero_train_error_epoch": zero_epoch,
-            "final": history[-1] if history else None,
-            "kept_checkpoints": sorted(list_checkpoints(run_dir)),
-            "model": model_info,
-            "environment": env,
-            "total_seconds": sum(m["seconds"] for m in history),
+            "complete": s.stop is not None or epoch >= config.epochs,
+            "stop": s.stop,
+            "zero_train_error_epoch": s.zero_epoch,
+            "lr": config.lr,
+            "lr_rule": config.lr_rule,
+            "final": s.history[-1] if s.history else None,
+            "kept_checkpoints": sorted(list_checkpoints(s.run_dir)),
+            "model": s.model_info,
+            "environment": s.env,
+            "total_seconds": sum(m["seconds"] for m in s.history),
         },
     )
 
@@ -949,4 +1009,5 @@ def _result_from_checkpoint(run_dir: Path, config: TrainConfig, ckpt: dict) -> T
         int(ckpt["epoch"]),
         "none",
         None,
+        ckpt.get("stop"),
     )
