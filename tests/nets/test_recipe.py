@@ -13,6 +13,7 @@ import torch
 
 import procs
 import redrep.nets.train as tr
+from redrep.core.validation import RedrepError
 from redrep.nets.config import ORTHOGONAL_GAIN, TrainConfig, authors_lr
 from redrep.nets.extract import load_run_model
 from redrep.nets.models import create_model, initialize
@@ -135,7 +136,7 @@ def test_kill_9_resumes_the_recipe_bit_for_bit(tmp_path):
             assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == done
     r = _cli(run)
     assert r.returncode == 0, r.stderr
-    assert f"{stop['epoch']}/40 epochs" in r.stdout and "(stopped: training loss" in r.stdout
+    assert json.loads((run / "summary.json").read_text())["stop"] == stop
     a, b = (load_checkpoint(d / "checkpoints" / "last.pt") for d in (tmp_path / "a", run))
     assert a["epoch"] == b["epoch"] == stop["epoch"] and b["stop"] == stop
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -146,3 +147,35 @@ def test_kill_9_resumes_the_recipe_bit_for_bit(tmp_path):
 
 def _adam_state(ckpt):
     return [t for s in ckpt["optimizer"]["state"].values() for t in (s["exp_avg"], s["exp_avg_sq"])]
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "craft, match",
+    [
+        (lambda ck: ck["optimizer"]["state"][0].update(exp_avg=torch.zeros(3)),
+         r"expected Adam's first moment of parameter 0 of shape \(16, 10\), found shape \(3,\)"),
+        (lambda ck: ck["optimizer"]["state"][2].update(exp_avg_sq=[1.0]),
+         r"expected Adam's second moment of parameter 2 of shape \(16, 16\), found a list"),
+        (lambda ck: ck.update(stop="yes"), r"expected 'stop' to be null or why training ended at epoch 1, found yes"),
+        (lambda ck: ck.update(stop={"reason": "stop_loss", "epoch": 7}), r"expected 'stop' to be null or why training"),
+    ],
+)  # fmt: skip
+def test_a_crafted_adam_state_or_stop_is_refused_in_one_line(tmp_path, craft, match):
+    cfg = fc(epochs=3)
+
+    def interrupt(epoch, _m):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "run", progress=False, on_epoch_end=interrupt)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    ck = torch.load(last, weights_only=True)
+    craft(ck)
+    torch.save(ck, last)
+    with pytest.raises(RedrepError, match=match) as e:
+        train(cfg, tmp_path / "run", progress=False)
+    assert "\n" not in str(e.value)

@@ -253,7 +253,7 @@ def _check_weights(ckpt: dict, config: TrainConfig, path) -> torch.nn.Module:
 
 #: The per-parameter tensors of the optimizers' states, by their names in torch, with what messages call them.
 _OPTIMIZER_BUFFERS = {
-    "momentum_buffer": "momentum",
+    "momentum_buffer": "the momentum",
     "exp_avg": "Adam's first moment",
     "exp_avg_sq": "Adam's second moment",
 }
@@ -283,7 +283,7 @@ def _check_resume_state(ckpt: dict, model: torch.nn.Module, path, optimizer: str
             buf = s.get(key)
             if buf is not None and not (isinstance(buf, torch.Tensor) and tuple(buf.shape) == params[i]):
                 found = f"shape {tuple(buf.shape)}" if isinstance(buf, torch.Tensor) else _kind(buf)
-                raise RedrepError(f"{path}: expected the {what} of parameter {i} of shape {params[i]}, found {found}")
+                raise RedrepError(f"{path}: expected {what} of parameter {i} of shape {params[i]}, found {found}")
     rng = ckpt.get("rng")
     try:
         if ckpt.get("scaler"):
