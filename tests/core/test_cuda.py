@@ -9,7 +9,6 @@ tests/gpu/test_gpu_analysis.py.
 
 from __future__ import annotations
 
-import functools
 import subprocess
 import sys
 
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 
 import redrep.core.cuda as cuda
 from redrep.core.accuracy import _unique_chunks, chunk_accuracy
-from redrep.core.analysis import ChunkAnalysis, ChunkDraws, _bar
+from redrep.core.analysis import ChunkAnalysis, ChunkDraws
 from redrep.core.regression import HeldOut, RegressionJob, chunk_r2_heldout, chunk_regression, gram_matrix
 from redrep.core.validation import RedrepError
 from redrep.storage.repset import RepresentationSet
@@ -295,8 +294,12 @@ def test_a_test_set_of_constant_columns_is_refused():
 
 
 def engine_fit(analysis, repset, **kw):
-    """The engine's values for the chunks that ``analysis`` (fitted) drew."""
-    draws = ChunkDraws.of(analysis.chunk_sizes_, analysis.acc_chunks_, analysis.r2_chunks_)
+    """The engine's values for the chunks that ``analysis`` draws (the same seed, sizes and repetitions)."""
+    draws = ChunkDraws.draw(
+        repset.width, analysis.chunk_sizes_, analysis.acc_rep, analysis.r2_rep, analysis.random_state
+    )
+    for w in draws.sizes:
+        np.testing.assert_array_equal(draws.acc_chunks[w], analysis.acc_chunks_[w])
     return cuda.analyze(
         repset,
         draws,
@@ -304,7 +307,6 @@ def engine_fit(analysis, repset, **kw):
         alpha=analysis.alpha,
         block_rows=analysis.block_rows,
         heldout=analysis.heldout,
-        bar=functools.partial(_bar, False),
         **kw,
     )
 

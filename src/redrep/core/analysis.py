@@ -258,11 +258,9 @@ class ChunkAnalysis:
 
     def _draw(self, width, sizes, acc_rep, r2_rep) -> ChunkDraws:
         """Draw the chunks (``acc_chunks_``, ``r2_chunks_``) from two independent streams of the seed."""
-        acc_seq, r2_seq = np.random.SeedSequence(self.random_state).spawn(2)
-        acc_rng, r2_rng = np.random.default_rng(acc_seq), np.random.default_rng(r2_seq)
-        self.chunk_sizes_ = sizes
-        self.acc_chunks_, self.r2_chunks_ = _draw_all(width, sizes, acc_rep, r2_rep, acc_rng, r2_rng, self.progress)
-        return ChunkDraws.of(sizes, self.acc_chunks_, self.r2_chunks_)
+        draws = ChunkDraws.draw(width, sizes, acc_rep, r2_rep, self.random_state, progress=self.progress)
+        self.chunk_sizes_, self.acc_chunks_, self.r2_chunks_ = sizes, draws.acc_chunks, draws.r2_chunks
+        return draws
 
     def _choose_device(self, repset, sizes, acc_rep, r2_rep) -> tuple[str, dict]:
         """The device, and why: as asked, or for ``auto`` the faster by the cost model (:mod:`redrep.core.costs`)."""
@@ -318,28 +316,42 @@ class ChunkDraws:
     Attributes
     ----------
     sizes : list of int, the chunk sizes
-    acc_rep, r2_rep : chunks per size
+    acc_chunks, r2_chunks : dict size -> ndarray of shape (rep, size), the chunks drawn
     accuracy : list of index arrays, the accuracy chunks size by size (``len(sizes) * acc_rep``)
     regression : list of index arrays, the distinct regression chunks
     places : list, for each distinct regression chunk, the (size index, repetition) slots it fills
     """
 
     sizes: list
-    acc_rep: int
-    r2_rep: int
+    acc_chunks: dict
+    r2_chunks: dict
     accuracy: list
     regression: list
     places: list
 
     @classmethod
-    def of(cls, sizes, acc_chunks: dict, r2_chunks: dict) -> ChunkDraws:
+    def draw(cls, width: int, sizes, acc_rep: int, r2_rep: int, random_state, progress: bool = False) -> ChunkDraws:
+        """The chunks :class:`ChunkAnalysis` draws: two independent streams of the seed, size by size (with a
+        progress bar, if ``progress``, when they are many)."""
+        acc_seq, r2_seq = np.random.SeedSequence(random_state).spawn(2)
+        acc_rng, r2_rng = np.random.default_rng(acc_seq), np.random.default_rng(r2_seq)
+        acc_chunks, r2_chunks = _draw_all(width, sizes, acc_rep, r2_rep, acc_rng, r2_rng, progress)
         slots = {}  # unique chunk -> the (size index, repetition) places it fills
         for i, w in enumerate(sizes):
             for r, c in enumerate(r2_chunks[w]):
                 slots.setdefault(c.tobytes(), (c, []))[1].append((i, r))
-        acc_rep, r2_rep = len(acc_chunks[sizes[0]]), len(r2_chunks[sizes[0]])
         flat = [c for w in sizes for c in acc_chunks[w]]
-        return cls(sizes, acc_rep, r2_rep, flat, [v[0] for v in slots.values()], [v[1] for v in slots.values()])
+        return cls(
+            list(sizes), acc_chunks, r2_chunks, flat, [v[0] for v in slots.values()], [v[1] for v in slots.values()]
+        )
+
+    @property
+    def acc_rep(self) -> int:
+        return len(self.acc_chunks[self.sizes[0]])
+
+    @property
+    def r2_rep(self) -> int:
+        return len(self.r2_chunks[self.sizes[0]])
 
     def accuracy_values(self, acc: np.ndarray) -> np.ndarray:
         """Accuracies of :attr:`accuracy` in order, as an array of shape (n_sizes, acc_rep)."""

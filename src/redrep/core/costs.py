@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-#: The RegressionJob cost of a chunk (see :meth:`redrep.core.analysis.RegressionJob._costs`), per the held-out part.
+#: The held-out R^2's share of a chunk's regression cost (RegressionJob in :mod:`redrep.core.regression`).
 _HELDOUT_SHARE = 0.5
 
 
