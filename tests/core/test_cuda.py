@@ -167,6 +167,21 @@ def test_huge_tiny_and_subnormal_magnitudes(seed):
     np.testing.assert_array_equal(got, cpu_counts(X, y, weight, bias, chunks))
 
 
+def test_the_bound_takes_every_weight_as_at_least_the_floor(monkeypatch):
+    """Weights that a GPU may flush to zero (subnormal, or 0) enter the bound as 2^-100, in both products."""
+    monkeypatch.setattr(cuda, "FMA_PER_FLOAT", 0)  # every chunk below W gathers
+    weight = np.array([[0.0, 1e-41, 1.0, -2.0], [0.0, 0.0, 0.5, 1e-39]], dtype=np.float32)
+    bias = np.array([1e-42, 0.0], dtype=np.float32)
+    uniq = [np.array([0]), np.array([0, 1]), np.array([0, 1, 2, 3])]
+    plan = cuda.AccuracyPlan(torch, torch.device("cpu"), weight, bias, uniq, rows=64)
+    assert len(plan.gathered) == 2 and len(plan.masked) == 1
+    floor = np.float32(2.0**-100)
+    assert float(plan.omega.min()) == floor
+    for _, _, _, om, _ in plan.gathered:
+        assert float(om.min()) >= floor
+    np.testing.assert_array_equal(plan.omega.numpy()[2:4], [1.0, 2.0])  # the others as they are
+
+
 def test_pairs_straddling_a_rounding_boundary_go_to_the_cpu(monkeypatch):
     """Logits on a float32 midpoint: the device's float64 interval cannot settle them, the CPU's exact pass does."""
     import redrep.core.accuracy as acc_mod

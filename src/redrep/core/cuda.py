@@ -313,7 +313,8 @@ class AccuracyPlan:
         tiny = 4 * _acc._TINY32 * (sizes + 3 + self.member @ omega[:width].astype(np.float64))
         self.slack = float(1.0 + 2.0 * _acc._gamma(width + 1))
         t = lambda a, dtype=torch.float32: torch.as_tensor(np.array(a), dtype=dtype, device=dev)  # noqa: E731 (a copy)
-        self.omega = t(np.maximum(omega, np.float32(_OMEGA_FLOOR)))
+        floored = np.maximum(omega, np.float32(_OMEGA_FLOOR))  # the weights as the bound takes them
+        self.omega = t(floored)
         self.coef, self.tiny = t(coef[:, None]), t(tiny[:, None])
         self.masked, self.gathered = [], []
         dense = [k for k in range(len(uniq)) if not gathers(int(sizes[k]), width, n_classes)]
@@ -332,7 +333,7 @@ class AccuracyPlan:
                 ids = np.asarray(ks[lo : lo + per])
                 idx = np.concatenate([np.stack([uniq[k] for k in ids]), np.full((len(ids), 1), width)], axis=1)
                 wg = w_ext[:, idx].transpose(1, 0, 2)  # (k, C, w + 1)
-                om = omega[idx][:, None, :]
+                om = floored[idx][:, None, :]
                 self.gathered.append((t(ids, torch.int64), t(idx.ravel(), torch.int64), t(wg), t(om), size + 1))
         self.correct = torch.zeros(len(uniq), dtype=torch.int64, device=dev)
         # the exact pass: float64 readouts, membership, and the CPU's plan for what the device cannot settle
