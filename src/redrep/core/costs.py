@@ -89,15 +89,16 @@ class Workload:
 class CpuRates:
     """Throughputs of one worker process of the CPU path (``benchmarks/bench_analyze.py``, scaling table).
 
-    Measured: the compiled pass ran 75-80 G float32 multiply-adds per second per core on an AVX-512 machine
-    and 33 G on a 16-core GPU host; the numpy pass about half as fast; the Gram matrices 25-30 G float64
-    multiply-adds per second; the regressions 40-50 G of RegressionJob's cost units per second.
+    Measured on quiet machines: the compiled pass ran 75-80 G float32 multiply-adds per second per core on
+    an AVX-512 machine (the README's table) and 33 G per worker on a 16-core GPU host; the numpy pass about
+    half as fast; the Gram matrices 25-30 G float64 multiply-adds per second; the regressions, held-out R^2
+    included, 55-80 G of RegressionJob's cost units per second (W = 512 to 2048).
     """
 
     acc_compiled: float = 5e10
     acc_numpy: float = 2.5e10
-    gram: float = 2.5e10
-    regression: float = 4e10
+    gram: float = 3e10
+    regression: float = 6e10
     #: Seconds that do not scale: forking the workers, drawing the chunks, summaries.
     fixed: float = 0.1
 
