@@ -386,6 +386,29 @@ def test_nan_is_reported_with_the_cpus_line(tmp_path):
     )
 
 
+def test_a_file_truncated_while_mapped_is_named(tmp_path):
+    """A features file cut short after the set was opened: the CPU's one line, not SIGBUS (in a child process)."""
+    import procs
+
+    random_set(0, n_train=4000, n_test=3000, width=24).save(tmp_path / "set")
+    code = (
+        "import os, sys\nfrom redrep.storage.repset import RepresentationSet\n"
+        "from redrep.core import cuda\nfrom redrep.core.analysis import ChunkDraws\n"
+        "from redrep.core.validation import RedrepError\n"
+        "rs = RepresentationSet.load(sys.argv[1])\n"
+        "os.truncate(os.path.join(sys.argv[1], 'features_test.npy'), 4096)\n"
+        "draws = ChunkDraws.draw(24, [1, 24], 2, 2, 0)\n"
+        "try:\n    cuda.analyze(rs, draws, device='cpu')\nexcept RedrepError as exc:\n    print(exc)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "set")], env=procs.env(), capture_output=True, text=True
+    )
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    f = tmp_path / "set" / "features_test.npy"
+    assert r.stdout.startswith(f"{f}: the file was truncated while it was read (rows up to 3000 need 288,128 bytes")
+    assert r.stdout.count("\n") == 1
+
+
 # --------------------------------------------------------------------------- auto
 
 

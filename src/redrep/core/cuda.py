@@ -492,6 +492,7 @@ def analyze(repset, draws, *, device, alpha=1e-8, block_rows=8192, heldout=True,
     timings : dict of seconds: startup, then per part (gram_test, accuracy_test, gram_train, accuracy_train,
         regression_test) and upload (the time the computation waited for blocks, not hidden by it)
     """
+    from .blocks import check_mapped
     from .regression import gram_shift
 
     torch, dev, startup = start(device)
@@ -514,6 +515,7 @@ def analyze(repset, draws, *, device, alpha=1e-8, block_rows=8192, heldout=True,
         for split in ("test", "train"):
             features = getattr(repset, f"features_{split}")
             name = names.get(f"features_{split}", f"features_{split}")
+            check_mapped(features, name)  # a file cut short since it was mapped: one line, not SIGBUS
             gram = GramSum(torch, dev, gram_shift(features, block_rows)) if split == "test" or heldout else None
             labels = getattr(repset, f"labels_{split}")
             counts = _split_pass(torch, dev, stream, plan, features, labels, name, gram, bar, timings, split)
