@@ -292,17 +292,20 @@ def paper_shape(torch, dev, peak, work_dir, quick) -> tuple[list[str], float]:
         f"{'identical' if same else 'DIFFERENT'}; R^2 relative difference <= {r2_diff:.1e}, "
         f"correlations <= {corr_diff:.1e}"
     )
-    print("end to end, `redrep analyze` in a fresh process (best of two):")
+    print("end to end, `redrep analyze` in a fresh process (best of three, interleaved):")
     walls = {}
     devices = ["cpu", "auto"] + (["cuda"] if dev == "cuda" else [])
     docs = {}
-    for _ in range(2):
+    for _ in range(3):
         for d in devices:
             t, docs[d] = end_to_end(folder, d, work_dir / f"paper_e2e_{d}", acc_rep, r2_rep)
             walls[d] = min(walls.get(d, float("inf")), t)
     for d in devices:
         choice = docs[d].get("device_choice") or {}
-        extra = f" -> {choice.get('device')}: {choice.get('reason')}" if d == "auto" else ""
+        extra = ""
+        if d == "auto":
+            decided = 1e3 * docs[d].get("timings_s", {}).get("device_choice", float("nan"))
+            extra = f" -> {choice.get('device')} ({decided:.0f} ms to decide): {choice.get('reason')}"
         print(f"  --device {d:5s} {walls[d]:6.2f} s{extra}")
     auto_ok = walls["auto"] <= walls["cpu"] * 1.05 + 0.05
     t = cpu_doc["timings"]
