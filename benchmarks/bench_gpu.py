@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def main():
     summary = []
     try:
         peak = machine(torch, dev, args.quick)
-        lines, cpu_rate = paper_shape(torch, dev, peak, work, args.quick)
+        lines, cpu_rate = _stage("paper shape", paper_shape, torch, dev, peak, work, args.quick) or ([], 5e11)
         summary += lines
         left = args.budget - (time.perf_counter() - t_start)
         if args.skip_imagenet:
@@ -89,13 +90,25 @@ def main():
         elif left < (15 if args.quick else 60):
             print(f"\nImageNet shape: skipped (the budget leaves {left:.0f} s)")
         else:
-            summary += imagenet_shape(torch, dev, peak, work, args.quick, left, cpu_rate)
+            summary += (
+                _stage("ImageNet shape", imagenet_shape, torch, dev, peak, work, args.quick, left, cpu_rate) or []
+            )
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     print(f"\n==== summary ({time.perf_counter() - t_start:.0f} s) ====")
     for line in summary:
         print(line)
+
+
+def _stage(name, f, *args):
+    """``f(*args)``, or None after printing why it failed (the other stages still run: one run, every figure)."""
+    try:
+        return f(*args)
+    except Exception:  # reported, and the run goes on
+        traceback.print_exc()
+        print(f"{name}: FAILED (the traceback above)")
+        return None
 
 
 # --------------------------------------------------------------------------- the machine
@@ -280,43 +293,65 @@ def paper_shape(torch, dev, peak, work_dir, quick) -> tuple[list[str], float]:
     print(f"wrote the set (the authors' .pt layout) in {time.perf_counter() - t0:.1f} s")
     work = Workload(n_train, n_test, width, n_classes, tuple(default_chunk_sizes(width)), acc_rep, r2_rep)
     rs = RepresentationSet.load(folder)
-    gpu_values, timings, seconds, gpu_bytes = gpu_analysis(torch, dev, rs, acc_rep, r2_rep)
+    lines = []
+    gpu = _stage("paper shape on the GPU", _paper_gpu, torch, dev, rs, work, peak)
+    cpu_values, cpu_doc = run_cpu(folder, work_dir / "paper_cpu", acc_rep, r2_rep)
+    print(f"  CPU path ({cpu_doc['workers']} workers, {cpu_doc['pass']} pass): fit {cpu_doc['fit_s']:.3f} s")
+    if gpu is not None:
+        gpu_values, after, after2 = gpu
+        same, r2_diff, corr_diff = compare(cpu_values, gpu_values)
+        print(
+            f"  counts of the GPU {'identical' if same else 'DIFFERENT'} to the CPU's, chunk by chunk; R^2 relative "
+            f"difference <= {r2_diff:.1e}, correlations <= {corr_diff:.1e}"
+        )
+        lines += [
+            f"paper shape, analysis after start-up on the GPU: {after:.3f} s (again: {after2:.3f} s); target < 0.3 s",
+            f"paper shape, counts GPU vs CPU: {'identical' if same else 'DIFFERENT'}; R^2 rel. diff {r2_diff:.1e}",
+        ]
+    walls = _paper_end_to_end(folder, dev, work_dir, acc_rep, r2_rep)
+    auto_ok = "auto" in walls and "cpu" in walls and walls["auto"] <= walls["cpu"] * 1.05 + 0.05
+    lines.append(
+        "paper shape, end to end: "
+        + ", ".join(f"{d} {t:.2f} s" for d, t in walls.items())
+        + f"; target auto <= cpu (5 % + 0.05 s for noise): {'met' if auto_ok else 'NOT met'}"
+    )
+    t = cpu_doc["timings"]
+    cpu_rate = work.accuracy_fma() / max(1e-9, t.get("accuracy_train", 0) + t.get("accuracy_test", 0))
+    return lines, cpu_rate
+
+
+def _paper_gpu(torch, dev, rs, work, peak):
+    """The GPU analysis twice (the first pays the kernels' loading): values, seconds after start-up, again."""
+    gpu_values, timings, seconds, gpu_bytes = gpu_analysis(torch, dev, rs, work.acc_rep, work.r2_rep)
     after = print_parts(work, timings, seconds, gpu_bytes, peak, f"GPU analysis ({dev}), first in this process")
-    _, timings2, seconds2, _ = gpu_analysis(torch, dev, rs, acc_rep, r2_rep)
+    _, timings2, seconds2, _ = gpu_analysis(torch, dev, rs, work.acc_rep, work.r2_rep)
     after2 = seconds2 - timings2.get("startup", 0.0)
     print(f"  again (kernels loaded): {seconds2:.3f} s, {after2:.3f} s after start-up")
-    cpu_values, cpu_doc = run_cpu(folder, work_dir / "paper_cpu", acc_rep, r2_rep)
-    same, r2_diff, corr_diff = compare(cpu_values, gpu_values)
-    print(
-        f"  CPU path ({cpu_doc['workers']} workers, {cpu_doc['pass']} pass): fit {cpu_doc['fit_s']:.3f} s; counts "
-        f"{'identical' if same else 'DIFFERENT'}; R^2 relative difference <= {r2_diff:.1e}, "
-        f"correlations <= {corr_diff:.1e}"
-    )
+    return gpu_values, after, after2
+
+
+def _paper_end_to_end(folder, dev, work_dir, acc_rep, r2_rep) -> dict:
+    """Seconds of `redrep analyze` per device, the best of three interleaved runs."""
     print("end to end, `redrep analyze` in a fresh process (best of three, interleaved):")
-    walls = {}
+    walls, docs = {}, {}
     devices = ["cpu", "auto"] + (["cuda"] if dev == "cuda" else [])
-    docs = {}
     for _ in range(3):
-        for d in devices:
-            t, docs[d] = end_to_end(folder, d, work_dir / f"paper_e2e_{d}", acc_rep, r2_rep)
+        for d in list(devices):
+            try:
+                t, docs[d] = end_to_end(folder, d, work_dir / f"paper_e2e_{d}", acc_rep, r2_rep)
+            except subprocess.CalledProcessError as exc:
+                print(f"  --device {d}: FAILED ({exc})")
+                devices.remove(d)
+                continue
             walls[d] = min(walls.get(d, float("inf")), t)
-    for d in devices:
+    for d in walls:
         choice = docs[d].get("device_choice") or {}
         extra = ""
         if d == "auto":
             decided = 1e3 * docs[d].get("timings_s", {}).get("device_choice", float("nan"))
             extra = f" -> {choice.get('device')} ({decided:.0f} ms to decide): {choice.get('reason')}"
         print(f"  --device {d:5s} {walls[d]:6.2f} s{extra}")
-    auto_ok = walls["auto"] <= walls["cpu"] * 1.05 + 0.05
-    t = cpu_doc["timings"]
-    cpu_rate = work.accuracy_fma() / max(1e-9, t.get("accuracy_train", 0) + t.get("accuracy_test", 0))
-    return [
-        f"paper shape, analysis after start-up on the GPU: {after:.3f} s (again: {after2:.3f} s); target < 0.3 s",
-        f"paper shape, end to end: auto {walls['auto']:.2f} s, cpu {walls['cpu']:.2f} s"
-        + (f", cuda {walls['cuda']:.2f} s" if "cuda" in walls else "")
-        + f"; target auto <= cpu: {'met' if auto_ok else 'NOT met'}",
-        f"paper shape, counts GPU vs CPU: {'identical' if same else 'DIFFERENT'}; R^2 rel. diff {r2_diff:.1e}",
-    ], cpu_rate
+    return walls
 
 
 # --------------------------------------------------------------------------- ImageNet shape
