@@ -221,22 +221,6 @@ def test_round32_of_midpoints(mant, exp, rest, spread):
     assert _round32(terms) == round32(exact)
 
 
-def test_torch_path_counts_like_numpy():
-    """The GPU code path, run here on torch's CPU device, decides near ties exactly as the numpy one."""
-    from redrep.core.accuracy import _count_correct_torch
-
-    rs = random_set(6, n_train=300, width=16, n_classes=4)
-    rng = np.random.default_rng(6)
-    chunks = some_chunks(rng, 16, (1, 2, 5, 16))
-    X = np.round(rs.features_train * 4) / 4  # dyadic: many exact ties once zeroed
-    X[X < 0.5] = 0.0
-    weight = np.round(rs.weight * 8) / 8
-    bias = np.zeros(4, dtype=np.float32)
-    got = _count_correct_torch(X, rs.labels_train, weight, bias, chunks, 64, "x", None, "cpu")
-    np.testing.assert_array_equal(got, counts_of(X, rs.labels_train, weight, bias, chunks))
-    np.testing.assert_array_equal(got, float32_counts(X, rs.labels_train, weight, bias, chunks))
-
-
 def test_non_finite_features_are_named():
     rs = random_set(0, n_train=50, width=8)
     X = rs.features_train.copy()

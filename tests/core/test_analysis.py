@@ -268,22 +268,6 @@ def test_regression_is_invariant_to_neuron_order(seed, w):
     assert 0.0 <= a.mean_corr <= 1.0 + 1e-9
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_torch_path_matches_numpy(seed):
-    """The GPU code path, run here on torch's CPU device, counts exactly as the numpy one."""
-    from redrep.core.accuracy import _count_correct_torch
-
-    rs = random_set(seed, n_train=400, width=64, n_classes=5)
-    rng = np.random.default_rng(seed)
-    chunks = [np.sort(rng.choice(64, w, replace=False)) for w in (1, 2, 8, 33, 64) for _ in range(4)]
-    chunks.append(np.array([0]))
-    x = rs.features_train.copy()
-    x[:50, 0] = 0.0  # exact ties on the one-neuron chunk {0}: the first class wins on both paths
-    numpy_acc = chunk_accuracy(x, rs.labels_train, rs.weight, np.zeros_like(rs.bias), chunks, block_rows=97)
-    counts = _count_correct_torch(x, rs.labels_train, rs.weight, np.zeros_like(rs.bias), chunks, 97, "x", None, "cpu")
-    np.testing.assert_array_equal(np.round(numpy_acc * rs.n_train).astype(np.int64), counts)
-
-
 def test_resolve_device_delegates_to_redrep_device(monkeypatch):
     """The one device decision lives in redrep.core.device (tested in test_device.py); analysis defers to it."""
     import redrep.core.analysis as an

@@ -67,7 +67,8 @@ def test_rejects_c_ordered_or_other_dtype():
 @pytest.mark.parametrize("n, block_rows", [(10, 3), (7, 7), (5, 16)])
 def test_iter_blocks_reused_buffer_yields_the_same_blocks(seed, n, block_rows, tmp_path):
     """The Gram matrix's reused float64 buffer: the same blocks as fresh copies, from memory and from a memory map."""
-    from redrep.core.analysis import gram_matrix, iter_blocks
+    from redrep.core.blocks import iter_blocks
+    from redrep.core.regression import gram_matrix
 
     x = np.random.default_rng(seed).standard_normal((n, 4)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

@@ -269,14 +269,14 @@ def test_pairs_inside_the_chunk_are_left_out_only_when_negligible(monkeypatch, s
     large, and the pairs are computed; with 300 well-conditioned samples the
     bound holds and they are skipped.
     """
-    import redrep.core.analysis as analysis
+    import redrep.core.regression as regression
 
     rng = np.random.default_rng(seed)
     F = rng.normal(size=(n, 24)) @ (np.eye(24) + 0.3 * rng.normal(size=(24, 24)))
     G, _, nn = gram_matrix(F)
     chunks = [np.sort(rng.choice(24, w, replace=False)) for w in (1, 2, 3, 6, 12, 23)]
     fast = [chunk_regression(G, nn, c) for c in chunks]
-    monkeypatch.setattr(analysis, "_NEGLIGIBLE", -1.0)
+    monkeypatch.setattr(regression, "_NEGLIGIBLE", -1.0)
     full = [chunk_regression(G, nn, c) for c in chunks]
     skipped = 0
     for a, b in zip(fast, full):

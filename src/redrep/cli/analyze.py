@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..core.analysis import ChunkAnalysis
-from ..core.device import resolve_device
+from ..core.device import check_device_name, resolve_device
 from ..core.validation import RedrepError
 from ..storage.io import folder_lock
 from ..storage.repset import AUTHORS_SUBDIR, RepresentationSet
@@ -63,7 +63,10 @@ from . import data_path_option, int_list_callback
 @click.option("--alpha", type=float, default=1e-8, show_default=True, help="Ridge penalty of the reconstruction.")
 @click.option("--block-rows", type=int, default=8192, show_default=True, help="Rows read at a time (bounds memory).")
 @click.option(
-    "--device", default="auto", show_default=True, help="Chunk accuracies on: auto (a GPU when present), cpu, cuda[:N]."
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Run the analysis on: auto (the GPU where the cost model says it is faster), cpu, cuda[:N].",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
 def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, block_rows, device, quiet):
@@ -73,7 +76,8 @@ def command(path, repr_dir, out, r2_rep, acc_rep, chunk_sizes, seed, alpha, bloc
     a tidy results.csv and results.json.
     """
     t0 = time.perf_counter()
-    device = resolve_device(device)  # checked before any work (fit takes the resolved name as it is)
+    # checked before any work; auto is left to the analysis, whose cost model picks the faster device
+    device = check_device_name(device) if device == "auto" else resolve_device(device)
     if repr_dir is not None:
         repset = RepresentationSet.load(repr_dir)
         out_dir = out if out is not None else repr_dir / "results"

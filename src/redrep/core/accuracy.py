@@ -618,7 +618,6 @@ def chunk_accuracy(
     block_rows: int = 8192,
     name: str = "features",
     progress=None,
-    device: str = "cpu",
 ) -> np.ndarray:
     """Accuracy of the trained readout restricted to each chunk, from the exact logits.
 
@@ -633,13 +632,13 @@ def chunk_accuracy(
     block_rows : rows of ``features`` read at a time (at most)
     name : the features' name in error messages
     progress : optional callable ``progress(n_rows)`` called after each block
-    device : "cpu" (numpy) or a torch CUDA device ("cuda", "cuda:1")
 
     Returns
     -------
     ndarray of shape (len(chunks),), float64 accuracies. The prediction is the
     first class of largest logit, the logits correctly rounded to float32; the
-    counts do not depend on ``block_rows``, the device, the BLAS or the workers.
+    counts do not depend on ``block_rows``, the BLAS or the workers, and equal
+    those of :func:`redrep.core.cuda.count_correct` on a GPU.
 
     Notes
     -----
@@ -654,13 +653,6 @@ def chunk_accuracy(
     Blocks of rows are counted by worker processes, one per core
     (:mod:`redrep.core.parallel`).
     """
-    if device != "cpu":
-        weight = np.ascontiguousarray(weight, dtype=np.float32)
-        bias = np.ascontiguousarray(bias, dtype=np.float32)
-        labels = np.asarray(labels, dtype=np.int64)
-        uniq, index = _unique_chunks(chunks)
-        correct = _count_correct_torch(features, labels, weight, bias, uniq, block_rows, name, progress, device)
-        return correct[index] / features.shape[0]
     from .parallel import Pool
 
     job = AccuracyJob(features, labels, weight, bias, chunks, block_rows=block_rows, name=name)
@@ -671,57 +663,3 @@ def chunk_accuracy(
             if progress is not None:
                 progress(n_rows)
     return job.accuracies(correct)
-
-
-def _count_correct_torch(features, labels, weight, bias, chunks, block_rows, name, progress, device):
-    """Correct predictions of every chunk with torch on ``device``: the masked-readout product for all chunks.
-
-    The same scheme as the numpy path: float32 logits and their error bound on
-    the device, the undecided pairs decided exactly on the CPU, so the counts
-    equal the numpy path's. TF32 products are switched off while it runs, since
-    the bound is for float32 arithmetic.
-
-    Returns
-    -------
-    ndarray of shape (len(chunks),), int64 counts.
-    """
-    import torch
-
-    weight = np.ascontiguousarray(weight, dtype=np.float32)
-    bias = np.ascontiguousarray(bias, dtype=np.float32)
-    labels = np.asarray(labels, dtype=np.int64)
-    uniq = [np.sort(np.asarray(c, dtype=np.int64)) for c in chunks]
-    plan = _Plan(weight, bias, uniq, gather_divisor=weight.shape[1] + 1, fused=False)  # all in the masked product
-    dev = torch.device(device)
-    panels = [(ids, torch.from_numpy(stacked).to(dev), coef) for ids, stacked, coef in plan.panels]
-    omega = torch.from_numpy(plan.omega64).to(dev)
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
-        correct = np.zeros(len(uniq), dtype=np.int64)
-        rows = max(64, min(block_rows, 65536))  # a GPU wants larger blocks
-        for start, block in iter_blocks(features, rows, np.float32, name):
-            lab = labels[start : start + block.shape[0]]
-            xb = torch.from_numpy(block).to(dev)
-            xt = torch.cat([xb.T, torch.ones((1, xb.shape[0]), dtype=xb.dtype, device=dev)])
-            bound = torch.abs(xb).double() @ omega + plan.bias_max
-            bound[~(bound <= _OVERFLOW_GUARD)] = torch.inf
-            lab_t = torch.from_numpy(lab).to(dev)
-            cols = torch.arange(xb.shape[0], device=dev)
-            for ids, stacked, (coef, tiny) in panels:
-                logits = (stacked @ xt).view(plan.n_classes, len(ids), xb.shape[0])
-                own = logits[lab_t, :, cols].T
-                logits[lab_t, :, cols] = -torch.inf
-                top = logits.amax(dim=0) - own
-                threshold = (coef * bound + tiny).float()
-                sure_right = top < -threshold
-                undecided = ~(sure_right | (top > threshold))
-                correct[ids] += sure_right.sum(dim=1).cpu().numpy()
-                k_pos, i_pos = (t.cpu().numpy() for t in torch.nonzero(undecided, as_tuple=True))
-                if k_pos.size:
-                    _add_exact(correct, plan, block[i_pos], lab[i_pos], ids[k_pos])
-            if progress is not None:
-                progress(block.shape[0])
-    finally:
-        torch.set_float32_matmul_precision(previous)
-    return correct

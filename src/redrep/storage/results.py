@@ -179,6 +179,8 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
             "block_rows": int(analysis.block_rows),
             "device": getattr(analysis, "device_", "cpu"),
         },
+        # the device and why: as asked, or auto's cost model with both estimates (docs/method.md)
+        "device_choice": getattr(analysis, "device_choice_", None),
         # the last bits of R^2 depend on the block size and on how many threads the BLAS sums over
         "threads": {**thread_info(), "workers": getattr(analysis, "n_workers_", 1)},
         # the counts are the same whichever pass decided them (docs/method.md, "Chunk accuracies: one pass, exact")
