@@ -29,10 +29,12 @@ import numpy as np
 
 from . import _lapack
 from . import metrics as _metrics
+from . import summary as _summary
 from .accuracy import AccuracyJob, chunk_accuracy, class_readout, fastpass_name
 from .blocks import check_mapped, iter_blocks
 from .device import resolve_device  # noqa: F401  (the one device decision; re-exported)
 from .parallel import Pool, SharedArrays
+from .summary import describe_values  # noqa: F401  (the statistics of results.csv; re-exported)
 from .validation import (
     RedrepError,
     check_chunk_sizes,
@@ -620,6 +622,15 @@ class ChunkAnalysis:
         scored on the test set). It costs a Gram matrix of the training
         features and about as much again as the test-set regression; when
         False its values are NaN.
+    criterion : :class:`redrep.core.summary.Criterion` or None, default None
+        The criterion of ``w_c*`` that :meth:`summary` and the refinement use;
+        None is ``Criterion()`` (docs/method.md#critical-chunk-size).
+    refine : int or None, default None
+        After the first pass, analyse this many more sizes evenly spaced
+        between the size below ``w_c*`` and ``w_c*``
+        (docs/method.md#refined-chunk-sizes); their chunks come from streams of
+        their own, so the first pass's numbers are unchanged. None is 3 with
+        the default chunk sizes and 0 with sizes given.
 
     Attributes
     ----------
@@ -634,6 +645,9 @@ class ChunkAnalysis:
     error_inf_ : float or None, copied from the set
     device_ : str, where the accuracies were computed
     accuracy_pass_ : str, the pass that counted the accuracies (:func:`redrep.core.accuracy.fastpass_name`)
+    n_train_ : int, training samples (a training error times it is a number of misclassified samples)
+    refinement_ : dict or None, the sizes the refinement added
+        (:func:`redrep.core.summary.refinement_info`: ``between``, ``sizes``, ``step``)
     """
 
     def __init__(
@@ -647,6 +661,8 @@ class ChunkAnalysis:
         progress=False,
         device="auto",
         heldout=True,
+        criterion=None,
+        refine=None,
     ):
         self.chunk_sizes = chunk_sizes
         self.acc_rep = acc_rep
@@ -657,6 +673,8 @@ class ChunkAnalysis:
         self.progress = progress
         self.device = device
         self.heldout = heldout
+        self.criterion = criterion
+        self.refine = refine
 
     def _check_params(self, width):
         alpha = self.alpha
@@ -671,7 +689,22 @@ class ChunkAnalysis:
         if self.random_state is not None:
             check_int(self.random_state, "random_state", min_value=0)
         acc_rep, r2_rep = check_reps(self.acc_rep, self.r2_rep, width, sizes)
+        if self.refine is not None:
+            check_int(self.refine, "refine", min_value=0)
+        self._criterion()
         return sizes, acc_rep, r2_rep, alpha, block_rows
+
+    def _criterion(self):
+        crit = _summary.Criterion() if self.criterion is None else self.criterion
+        if not isinstance(crit, _summary.Criterion):
+            raise RedrepError(f"criterion: expected a redrep.core.summary.Criterion, found {type(crit).__name__}")
+        return crit.validated()
+
+    def _draw(self, width: int, sizes, acc_rep: int, r2_rep: int):
+        """The accuracy and regression chunks of every size: two streams of the seed, drawn size by size."""
+        acc_seq, r2_seq = np.random.SeedSequence(self.random_state).spawn(2)
+        acc_rng, r2_rng = np.random.default_rng(acc_seq), np.random.default_rng(r2_seq)
+        return _draw_all(width, sizes, acc_rep, r2_rep, acc_rng, r2_rng, self.progress)
 
     def fit(self, repset) -> ChunkAnalysis:
         """Run the analysis on a :class:`~redrep.storage.repset.RepresentationSet`; returns self."""
@@ -681,12 +714,11 @@ class ChunkAnalysis:
             raise RedrepError(f"features_test: expected at least 2 rows for the regression, found {repset.n_test}")
         self.device_ = resolve_device(self.device)
         self.accuracy_pass_ = fastpass_name(self.device_)
-        acc_seq, r2_seq = np.random.SeedSequence(self.random_state).spawn(2)
-        acc_rng, r2_rng = np.random.default_rng(acc_seq), np.random.default_rng(r2_seq)
         self.chunk_sizes_ = sizes
         self.width_ = width
         self.error_inf_ = repset.error_inf
-        self.acc_chunks_, self.r2_chunks_ = _draw_all(width, sizes, acc_rep, r2_rep, acc_rng, r2_rng, self.progress)
+        self.n_train_ = repset.n_train
+        self.acc_chunks_, self.r2_chunks_ = self._draw(width, sizes, acc_rep, r2_rep)
         names = repset.names
         timings = {}
         values = {}
@@ -778,11 +810,46 @@ class ChunkAnalysis:
         values[("r2_heldout", "test")] = stats[3]
         self.values_ = values
         self.timings_ = timings
+        self._refine(repset)
         return self
 
+    def _refine(self, repset) -> None:
+        """The refinement after the first pass (:func:`refine_pass`), when it is asked for."""
+        self.refinement_ = None
+        if self._refine_count() > 0:
+            refine_pass(self, repset)
+
+    def _refine_count(self) -> int:
+        if self.refine is None:
+            return _summary.REFINE if self.chunk_sizes is None else 0
+        return int(self.refine)
+
     def mean(self, metric: str, split: str = "test") -> np.ndarray:
-        """Mean over chunks, one value per chunk size."""
+        """Mean over chunks, one value per chunk size (ascending, :attr:`chunk_sizes_`).
+
+        ``metric`` is a name of ``results.csv`` (``"accuracy"``, ``"r2"``, ``"r2_heldout"``, ...) or
+        ``"error"``: one minus the accuracy, as every table and figure shows it
+        (``mean("error", split="train")`` is the chunks' training error).
+        """
+        if metric == "error":
+            return 1.0 - _nanmean_rows(self.values_[("accuracy", split)])
+        if (metric, split) not in self.values_:
+            known = ", ".join(sorted({"error", *(m for m, _ in self.values_)}))
+            found = f"{metric!r} on {split!r}"
+            raise RedrepError(f"mean: expected a metric of this analysis ({known}) and its split, found {found}")
         return _nanmean_rows(self.values_[(metric, split)])
+
+    def summary(self, criterion=None, *, replicates: int | None = None, level: float | None = None, seed=None):
+        """The :class:`~redrep.core.summary.Summary` of this analysis, in memory (what ``results.json`` stores).
+
+        Parameters
+        ----------
+        criterion : Criterion, default this analysis' ``criterion``
+        replicates, level, seed : of the bootstrap over chunks (:func:`redrep.core.summary.summarize`)
+        """
+        kw = {k: v for k, v in (("replicates", replicates), ("level", level), ("seed", seed)) if v is not None}
+        crit = self._criterion() if criterion is None else criterion
+        return _summary.summarize(_summary.ChunkCurves.from_analysis(self), crit, **kw)
 
     def to_rows(self) -> list[dict]:
         """Tidy rows: one per metric x split x chunk size, with mean, std, sem and n."""
@@ -797,15 +864,58 @@ class ChunkAnalysis:
         return rows
 
 
-def describe_values(v) -> dict:
-    """Mean, standard deviation (ddof 1), standard error and count of the finite values of ``v``."""
-    v = np.asarray(v, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    n = int(v.size)
-    if n == 0:
-        return {"mean": float("nan"), "std": float("nan"), "sem": float("nan"), "n": 0}
-    std = float(v.std(ddof=1)) if n > 1 else 0.0
-    return {"mean": float(v.mean()), "std": std, "sem": std / np.sqrt(n), "n": n}
+class _Refinement(ChunkAnalysis):
+    """The refinement's analysis: the chunks of each size come from streams of their own, keyed by the size."""
+
+    def _draw(self, width: int, sizes, acc_rep: int, r2_rep: int):
+        acc, reg = {}, {}
+        for w in sizes:
+            # spawn keys (2, w) and (3, w): apart from the first pass's two streams, (0,) and (1,), and their children
+            a = np.random.default_rng(np.random.SeedSequence(self.random_state, spawn_key=(2, int(w))))
+            r = np.random.default_rng(np.random.SeedSequence(self.random_state, spawn_key=(3, int(w))))
+            acc[w], reg[w] = draw_chunks(width, w, acc_rep, a), draw_chunks(width, w, r2_rep, r)
+        return acc, reg
+
+
+def refine_pass(analysis: ChunkAnalysis, repset) -> None:
+    """Analyse sizes between the size below the first pass's ``w_c*`` and ``w_c*``, and merge them in.
+
+    The sizes are :func:`redrep.core.summary.refine_sizes` of the analysis'
+    criterion; their chunks come from streams of their own
+    (docs/method.md#refined-chunk-sizes), so the first pass's chunks and
+    numbers stay as they were. Sets ``analysis.refinement_``.
+    """
+    n = analysis._refine_count()
+    w_star = analysis.summary(replicates=0).w_c_star
+    sizes = _summary.refine_sizes(analysis.chunk_sizes_, w_star, n)
+    analysis.refinement_ = _summary.refinement_info(analysis.chunk_sizes_, w_star, n, sizes)
+    if not sizes:
+        return
+    t0 = time.perf_counter()
+    sub = _Refinement(
+        chunk_sizes=sizes,
+        acc_rep=analysis.acc_rep,
+        r2_rep=analysis.r2_rep,
+        alpha=analysis.alpha,
+        block_rows=analysis.block_rows,
+        random_state=analysis.random_state,
+        progress=analysis.progress,
+        device=analysis.device_,
+        heldout=analysis.heldout,
+        criterion=analysis.criterion,
+        refine=0,
+    ).fit(repset)
+    merged = list(analysis.chunk_sizes_) + list(sub.chunk_sizes_)
+    order = np.argsort(merged, kind="stable")
+    analysis.chunk_sizes_ = [int(merged[i]) for i in order]
+    for key, v in analysis.values_.items():
+        analysis.values_[key] = np.concatenate([v, sub.values_[key]])[order]
+    for name in ("acc_chunks_", "r2_chunks_"):
+        both = {**getattr(analysis, name), **getattr(sub, name)}
+        setattr(analysis, name, {w: both[w] for w in analysis.chunk_sizes_})
+    for k, v in sub.timings_.items():
+        analysis.timings_[k] = analysis.timings_.get(k, 0.0) + v
+    analysis.timings_["refine"] = time.perf_counter() - t0
 
 
 def _nanmean_rows(a):
