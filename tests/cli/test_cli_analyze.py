@@ -29,7 +29,7 @@ def native(tmp_path):
 
 
 def test_analyze_native_set(native):
-    r = run("analyze", "--repr", native, "--acc-rep", "5", "--r2-rep", "3", "--seed", "4", "-q")
+    r = run("analyze", "--repr", native, "--acc-rep", "5", "--r2-rep", "3", "--seed", "4", "--refine", "0", "-q")
     assert r.exit_code == 0, r.output
     out = native / "results"
     sizes = [1, 2, 4, 8, 16]

@@ -52,13 +52,19 @@ def test_end_to_end_example_analyze_plot_report(tmp_path):
     assert runner.invoke(main, ["example", "--out", str(s), "--n-train", "600", "--n-test", "300"]).exit_code == 0
     r = runner.invoke(main, ["analyze", "--repr", str(s), "--acc-rep", "5", "--r2-rep", "3", "-q"])
     assert r.exit_code == 0, r.output
+    stored = json.loads((s / "results" / "results.json").read_text())["summary"]
     r = runner.invoke(main, ["plot", "--results", str(s / "results"), "--out", str(tmp_path / "plots")])
     assert r.exit_code == 0, r.output
+    # plot computes with the code and the criterion of analyze: the same summary, and says it
+    assert json.loads((s / "results" / "results.json").read_text())["summary"] == stored
+    assert f"w_c* = {stored['w_c_star']} (95 % bootstrap interval" in r.output
     r = runner.invoke(main, ["report", "--results", str(s / "results"), "--train-error-max", "0.1"])
     assert r.exit_code == 0, r.output
     doc = json.loads((s / "results" / "results.json").read_text())
-    # analyze's summary (the default thresholds) stays; the report's other thresholds are kept beside it
-    assert doc["summary"]["thresholds"] == {"train_error_max": 0.0, "r2_min": 0.95}
-    assert list(doc["summaries"]) == ["train_error_max=0.1,r2_min=0.95"]
-    assert doc["summaries"]["train_error_max=0.1,r2_min=0.95"]["thresholds"]["train_error_max"] == 0.1
+    # analyze's summary (the default criterion) stays; the report's mean criterion is kept beside it
+    assert doc["summary"]["criterion"]["mode"] == "fraction"
+    key = "train_error_max=0.1,r2_kind=heldout,r2_min=0.95"
+    assert list(doc["summaries"]) == [key]
+    assert doc["summaries"][key]["criterion"]["train_error_max"] == 0.1
+    assert doc["summaries"][key]["criterion"]["mode"] == "mean"
     assert (s / "results" / "report.html").stat().st_size > 20000
