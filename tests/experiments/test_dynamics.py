@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import redrep.nets.train as train_mod
 from redrep.cli import main
 from redrep.core.analysis import ChunkAnalysis
-from redrep.core.summary import ChunkCurves, summarize
+from redrep.core.summary import ChunkCurves, Criterion, summarize
 from redrep.core.validation import RedrepError
 from redrep.experiments.dynamics import DynamicsConfig, read_dynamics_csv, run_dynamics
 from redrep.nets.train import TrainConfig, list_checkpoints, load_checkpoint, train
@@ -129,9 +129,12 @@ def test_a_second_call_reads_the_epochs_back(run, tmp_path, monkeypatch):
     again = run_dynamics(copy, config=DynamicsConfig(acc_rep=5, r2_rep=3, seed=2, device="cpu"), progress=False)
     assert (again.out / "dynamics.csv").read_text() == (res.out / "dynamics.csv").read_text()
     # other thresholds of w_c*: only the reading changes, the epochs are read back
-    stricter = DynamicsConfig(acc_rep=5, r2_rep=3, seed=2, device="cpu", train_error_max=0.0, r2_min=0.99)
-    third = run_dynamics(copy, config=stricter, progress=False)
-    assert third.doc["params"]["train_error_max"] == 0.0 and third.doc["params"]["r2_min"] == 0.99
+    stricter = Criterion(train_error_max=0.0, r2_min=0.99)
+    third = run_dynamics(copy, config=DynamicsConfig(acc_rep=5, r2_rep=3, seed=2, device="cpu", criterion=stricter),
+                         progress=False)  # fmt: skip
+    assert third.doc["params"]["criterion"]["train_error_max"] == 0.0
+    assert third.doc["params"]["criterion"]["r2_min"] == 0.99
+    assert "mean training error ≤ 0, and mean held-out R² ≥ 0.99" in " ".join(third.doc["reading"])
     assert (third.out / "dynamics.csv").read_text() == (res.out / "dynamics.csv").read_text()
     # other analysis parameters: recomputed
     with pytest.raises(AssertionError, match="recomputed"):
@@ -159,8 +162,12 @@ def test_bad_input_is_one_line_and_exit_2(run, tmp_path):
     assert r.exit_code == 2 and "acc_rep: expected an integer >= 1" in r.output
     r = runner.invoke(main, ["dynamics", str(run_dir), "--chunk-sizes", "4,x", "-q"])
     assert r.exit_code == 2 and "--chunk-sizes" in r.output
-    with pytest.raises(RedrepError, match="r2_min"):
-        DynamicsConfig(r2_min=3).validated()
+    with pytest.raises(RedrepError, match="r2_min: expected a number <= 1.0"):
+        DynamicsConfig(criterion=Criterion(r2_min=3)).validated()
+    with pytest.raises(RedrepError, match="refine: expected an integer >= 0"):
+        DynamicsConfig(refine=-1).validated()
+    r = runner.invoke(main, ["dynamics", str(run_dir), "--fit-fraction", "1.5", "-q"])
+    assert r.exit_code == 2 and "--fit-fraction: expected a number <= 1.0, found 1.5" in r.output
 
 
 def test_reading_known_answers():
