@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import binom
+from threadpoolctl import threadpool_limits
 
 from redrep.core.analysis import ChunkAnalysis
 from redrep.core.validation import RedrepError
@@ -85,7 +86,10 @@ def test_a_chunk_fits_exactly_when_it_holds_every_direction():
 def test_example_gives_its_known_answer(k, m, seed):
     """w_c* with the default options against the coupon-collector size, within the refinement's resolution."""
     rs = _example(k, m, seed)
-    an = ChunkAnalysis(random_state=seed, device="cpu").fit(rs)
+    # one BLAS thread: the same numbers, and no spinning threads when the refinement's small analysis runs in this
+    # process on a busy machine (12 times slower at a load of 14 on 2 cores)
+    with threadpool_limits(limits=1, user_api="blas"):
+        an = ChunkAnalysis(random_state=seed, device="cpu").fit(rs)
     s = an.summary()
     oracle = known_critical_size(k, m)
     grid = an.chunk_sizes_
