@@ -26,11 +26,14 @@ from .analyze import criterion_from_options, criterion_options
               help="Comma-separated chunk sizes [default: W, W/2, W/4, ..., 1].")  # fmt: skip
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the chunk draws, the same at every epoch.")  # fmt: skip
+@click.option("--refine", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Sizes analysed between the size below w_c* and w_c* at each epoch (0: the same sizes at "
+              "every epoch).")  # fmt: skip
 @criterion_options(bootstrap=False)
 @click.option("--device", default="auto", show_default=True, help="auto (a GPU when present), cpu or cuda[:N].")
 @click.option("--data-dir", default=None, help="Where the dataset is now  [default: the run's --data-dir]")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def command(run_dir, out, acc_rep, r2_rep, chunk_sizes, seed, device, data_dir, quiet, **crit):
+def command(run_dir, out, acc_rep, r2_rep, chunk_sizes, seed, refine, device, data_dir, quiet, **crit):
     """Redundancy during training: RUN_DIR analysed at every kept checkpoint, epoch 0 included.
 
     Writes RUN_DIR/dynamics/dynamics.csv (epoch, metric, split, chunk_size, mean, sem, n), dynamics.json
@@ -47,6 +50,7 @@ def command(run_dir, out, acc_rep, r2_rep, chunk_sizes, seed, device, data_dir, 
         device=resolve_device(device),  # a bad --device fails before the run is read (run_dynamics resolves it again)
         data_dir=data_dir,
         criterion=criterion_from_options(**crit),
+        refine=refine,
     )
     res = run_dynamics(run_dir, config=config, out=out, progress=not quiet)
     if not quiet:
