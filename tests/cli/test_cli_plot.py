@@ -30,8 +30,8 @@ def test_plot_from_results_dir_all_formats(tmp_path):
     after = json.loads((res / "results.json").read_text())
     # existing keys untouched; a folder without analyze's summary (an older one) gets this one, by its thresholds
     assert {k: after[k] for k in before} == before
-    assert list(after["summaries"]) == ["train_error_max=0.0,r2_min=0.95"]
-    s = after["summaries"]["train_error_max=0.0,r2_min=0.95"]
+    assert list(after["summaries"]) == ["train_tolerance=1,fit_fraction=0.9,r2_kind=heldout,r2_min=0.95"]
+    s = after["summaries"]["train_tolerance=1,fit_fraction=0.9,r2_kind=heldout,r2_min=0.95"]
     assert s["w_c_star"] == 32 and s["n_clones"] == 8.0 and s["width"] == 256
     assert s["exponent"] == pytest.approx(-0.5) and s["exponent_se"] == pytest.approx(0.0, abs=1e-7)
     # the default criterion; these results have neither held-out R² nor values per chunk, and say so
@@ -51,7 +51,7 @@ def test_plot_default_paths_and_thresholds(tmp_path, monkeypatch):
         "cifar10_wr28_plots.png",
     ]
     s = json.loads((tmp_path / "data" / "results" / "results.json").read_text())["summaries"][
-        "train_error_max=0.0,r2_min=0.999"
+        "train_tolerance=1,fit_fraction=0.9,r2_kind=heldout,r2_min=0.999"
     ]
     # R^2 = 1 - 0.5 / w reaches 0.999 only at w = 500 and above
     assert s["w_c_star"] is None and s["criterion"]["r2_min"] == 0.999

@@ -17,7 +17,7 @@ def test_report_default_location_without_plot(tmp_path, monkeypatch):
     assert "data:image/png;base64," in html and "critical chunk size w_c*" in html
     assert "wrote run/results/report.html" in r.output
     kept = json.loads((res / "results.json").read_text())["summaries"]
-    assert kept["train_error_max=0.0,r2_min=0.95"]["w_c_star"] == 16
+    assert kept["train_tolerance=1,fit_fraction=0.9,r2_kind=heldout,r2_min=0.95"]["w_c_star"] == 16
     assert not (tmp_path / "plots").exists()  # the report does not need `redrep plot`
 
 
@@ -31,7 +31,7 @@ def test_report_options(tmp_path):
     assert "<title>T&lt;1&gt;</title>" in html
     # training error 0.6 * (1 - log2(w) / 4) + 0.01 is 0.16 at w = 4: allowed by 0.3; R^2 = 1 - 0.5 / w >= 0.95 from 16
     kept = json.loads((tmp_path / "results.json").read_text())["summaries"]
-    assert kept["train_error_max=0.3,r2_min=0.95"]["w_c_star"] == 16
+    assert kept["train_error_max=0.3,r2_kind=heldout,r2_min=0.95"]["w_c_star"] == 16
     assert not (tmp_path / "report.html").exists()
 
 

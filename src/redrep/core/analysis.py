@@ -48,6 +48,18 @@ CORR_EPS = 1e-8
 MAX_ALPHA = 1e100
 
 
+def check_reading_config(config) -> None:
+    """Check the fields that every analysis-and-reading config shares: acc_rep, r2_rep, seed, refine, criterion."""
+    check_int(config.acc_rep, "acc_rep", min_value=1, max_value=MAX_REP)
+    check_int(config.r2_rep, "r2_rep", min_value=1, max_value=MAX_REP)
+    check_int(config.seed, "seed", min_value=0)
+    check_int(config.refine, "refine", min_value=0)
+    if not isinstance(config.criterion, _summary.Criterion):
+        found = type(config.criterion).__name__
+        raise RedrepError(f"criterion: expected a redrep.core.summary.Criterion, found {found}")
+    config.criterion.validated()
+
+
 def default_chunk_sizes(width: int) -> list[int]:
     """``W // 2**i`` for ``i = 0 .. floor(log2 W)``, ascending (W = 512: 1, 2, ..., 512)."""
     width = check_int(width, "width", min_value=1)

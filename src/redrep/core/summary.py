@@ -67,20 +67,6 @@ EXPONENT_UNRESOLVED_SE = 0.5
 _TOL = 1e-12
 
 
-def check_reading_config(config) -> None:
-    """Check the fields that every analysis-and-reading config shares: acc_rep, r2_rep, seed, refine, criterion."""
-    from .analysis import MAX_REP  # here: a summary alone does not need the analysis
-
-    check_int(config.acc_rep, "acc_rep", min_value=1, max_value=MAX_REP)
-    check_int(config.r2_rep, "r2_rep", min_value=1, max_value=MAX_REP)
-    check_int(config.seed, "seed", min_value=0)
-    check_int(config.refine, "refine", min_value=0)
-    if not isinstance(config.criterion, Criterion):
-        found = type(config.criterion).__name__
-        raise RedrepError(f"criterion: expected a redrep.core.summary.Criterion, found {found}")
-    config.criterion.validated()
-
-
 # --------------------------------------------------------------------------- statistics of chunk values
 def describe_values(v) -> dict:
     """Mean, standard deviation (ddof 1), standard error and count of the finite values of ``v``."""

@@ -26,8 +26,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from ..core.analysis import ChunkAnalysis, default_chunk_sizes
-from ..core.summary import Criterion, check_reading_config, fit_power_law, mean_sem
+from ..core.analysis import ChunkAnalysis, check_reading_config, default_chunk_sizes
+from ..core.summary import Criterion, fit_power_law, mean_sem
 from ..core.validation import RedrepError, check_float, check_int
 from ..storage import io
 from ..storage.repset import RepresentationSet

@@ -29,8 +29,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from ..core.analysis import ChunkAnalysis
-from ..core.summary import Criterion, check_reading_config
+from ..core.analysis import ChunkAnalysis, check_reading_config
+from ..core.summary import Criterion
 from ..core.validation import RedrepError, check_int
 from ..storage import io
 from ..storage.results import csv_to_rows, rows_to_csv, summarize_folder, write_results
