@@ -83,6 +83,19 @@ class DynamicsConfig:
         """The analysis parameters and the criterion of w_c*, which (without refinement) only the reading uses."""
         return {**self.analysis_params(), "criterion": self.criterion.to_dict()}
 
+    def chunk_analysis(self, device: str) -> ChunkAnalysis:
+        """The analysis of every epoch: the same chunk draws (seed), sizes, criterion and refinement."""
+        return ChunkAnalysis(
+            chunk_sizes=None if self.chunk_sizes is None else list(self.chunk_sizes),
+            acc_rep=self.acc_rep,
+            r2_rep=self.r2_rep,
+            random_state=self.seed,
+            progress=False,
+            device=device,
+            criterion=self.criterion,
+            refine=self.refine,
+        )
+
 
 @dataclass(frozen=True)
 class DynamicsResult:
@@ -219,16 +232,7 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
                 meta={"dataset": train_cfg.dataset, "arch": train_cfg.arch, "epoch": epoch, "model": source},
             )
             rs.error_inf = error_inf
-            an = ChunkAnalysis(
-                chunk_sizes=None if config.chunk_sizes is None else list(config.chunk_sizes),
-                acc_rep=config.acc_rep,
-                r2_rep=config.r2_rep,
-                random_state=config.seed,
-                progress=False,
-                device=dev,
-                criterion=config.criterion,
-                refine=config.refine,
-            ).fit(rs)
+            an = config.chunk_analysis(dev).fit(rs)
             extra = {"dynamics": {"epoch": epoch, "params": analysis_params, "stamp": stamp, "model": source}}
             write_results(an, rs, folder, extra={**extra, "run": str(run_dir)})
         results, curves, summ = summarize_folder(folder, config.criterion)
