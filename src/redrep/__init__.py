@@ -13,6 +13,7 @@ from .core.validation import RedrepError  # noqa: E402
 # imported on first use, so that `import redrep.cli` (and `redrep --help`) stays light
 _LAZY = {
     "ChunkAnalysis": "core.analysis",
+    "Criterion": "core.summary",
     "default_chunk_sizes": "core.analysis",
     "RepresentationSet": "storage.repset",
 }
@@ -28,4 +29,4 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ChunkAnalysis", "RepresentationSet", "RedrepError", "default_chunk_sizes", "__version__"]
+__all__ = ["ChunkAnalysis", "Criterion", "RepresentationSet", "RedrepError", "default_chunk_sizes", "__version__"]

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from redrep.cli import main
 from redrep.storage.results import AUTHORS_RESULT_FILES, load_results
+from redrep.storage.synthetic import known_critical_size
 from repsets import arrays, random_set, write_authors
 
 
@@ -29,7 +30,7 @@ def native(tmp_path):
 
 
 def test_analyze_native_set(native):
-    r = run("analyze", "--repr", native, "--acc-rep", "5", "--r2-rep", "3", "--seed", "4", "-q")
+    r = run("analyze", "--repr", native, "--acc-rep", "5", "--r2-rep", "3", "--seed", "4", "--refine", "0", "-q")
     assert r.exit_code == 0, r.output
     out = native / "results"
     sizes = [1, 2, 4, 8, 16]
@@ -194,6 +195,8 @@ def test_example_command_writes_a_loadable_set(tmp_path):
     rs = RepresentationSet.load(tmp_path / "ex")
     assert rs.width == 12 and rs.n_train == 50
     assert sorted(rs.meta["latent_of_neuron"]) == sorted([0, 1, 2, 3] * 3)
+    assert rs.meta["class_means"] == "axes" and rs.n_classes == 8
+    assert f"known answer: w_c* = {known_critical_size(4, 3)}, the smallest chunk" in r.output
 
 
 def test_help_states_the_limit_of_the_repetitions():
@@ -225,3 +228,17 @@ def test_output_into_a_closed_pipe_ends_quietly(native, tmp_path):
     said = [line for line in p.stderr.splitlines() if line.strip() and "chunk analysis" not in line]  # progress bar
     assert said == []  # no "Error: Broken pipe", no "Exception ignored" at exit
     assert load_results(tmp_path / "res").doc["params"]["acc_rep"] == 2  # the work before the printing is kept
+
+
+def test_example_then_analyze_gives_the_known_answer(tmp_path):
+    """`redrep example` then `redrep analyze` with its default options: the coupon-collector size."""
+    r = run("example", "--out", tmp_path / "ex", "--n-train", "1000", "--n-test", "500", "--seed", "3")
+    assert r.exit_code == 0, r.output
+    r = run("analyze", "--repr", tmp_path / "ex")
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "ex" / "results" / "results.json").read_text())["summary"]
+    grid = json.loads((tmp_path / "ex" / "results" / "results.json").read_text())["params"]["chunk_sizes"]
+    i = next(j for j, w in enumerate(grid) if w >= 68)  # 68: 16 directions x 16 copies, probability 0.9
+    assert s["w_c_star"] in grid[i - 1 : i + 2] and s["refinement"]["sizes"]
+    assert f"w_c* = {s['w_c_star']} (95 % bootstrap interval" in r.output
+    assert "criterion: at least 90 % of random chunks misclassify at most 1 training sample" in r.output

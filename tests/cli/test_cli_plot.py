@@ -26,15 +26,18 @@ def test_plot_from_results_dir_all_formats(tmp_path):
         f = out / f"cifar10_wr28_plots.{ext}"
         assert f.stat().st_size > 3000
         assert f"wrote {f}" in r.output
-    assert "w_c* = 32" in r.output and "exponent = -0.500" in r.output
+    assert "w_c* = 32" in r.output and "exponent above w_c* = -0.500" in r.output
     after = json.loads((res / "results.json").read_text())
     # existing keys untouched; a folder without analyze's summary (an older one) gets this one, by its thresholds
     assert {k: after[k] for k in before} == before
-    assert list(after["summaries"]) == ["train_error_max=0.0,r2_min=0.95"]
-    s = after["summaries"]["train_error_max=0.0,r2_min=0.95"]
+    assert list(after["summaries"]) == ["train_tolerance=1,fit_fraction=0.9,r2_kind=heldout,r2_min=0.95"]
+    s = after["summaries"]["train_tolerance=1,fit_fraction=0.9,r2_kind=heldout,r2_min=0.95"]
     assert s["w_c_star"] == 32 and s["n_clones"] == 8.0 and s["width"] == 256
-    assert s["exponent"] == pytest.approx(-0.5) and s["exponent_se"] == pytest.approx(0.0, abs=1e-8)
-    assert s["thresholds"] == {"train_error_max": 0.0, "r2_min": 0.95}
+    assert s["exponent"] == pytest.approx(-0.5) and s["exponent_se"] == pytest.approx(0.0, abs=1e-7)
+    # the default criterion; these results have neither held-out R² nor values per chunk, and say so
+    assert s["criterion"]["mode"] == "fraction" and s["criterion"]["r2_kind_used"] == "in-sample"
+    assert "criterion: at least 90 % of random chunks misclassify at most 1 training sample" in r.output
+    assert "note: held-out R² is absent from these results" in r.output
 
 
 def test_plot_default_paths_and_thresholds(tmp_path, monkeypatch):
@@ -48,10 +51,10 @@ def test_plot_default_paths_and_thresholds(tmp_path, monkeypatch):
         "cifar10_wr28_plots.png",
     ]
     s = json.loads((tmp_path / "data" / "results" / "results.json").read_text())["summaries"][
-        "train_error_max=0.0,r2_min=0.999"
+        "train_tolerance=1,fit_fraction=0.9,r2_kind=heldout,r2_min=0.999"
     ]
     # R^2 = 1 - 0.5 / w reaches 0.999 only at w = 500 and above
-    assert s["w_c_star"] is None and s["thresholds"]["r2_min"] == 0.999
+    assert s["w_c_star"] is None and s["criterion"]["r2_min"] == 0.999
     assert s["exponent"] is None
     _write(tmp_path / "other" / "results")
     r = CliRunner().invoke(main, ["plot", "--path", "other", "--out", "o", "--format", "svg", "--name", "fig"])
@@ -65,7 +68,7 @@ def test_plot_says_when_no_critical_chunk_size(tmp_path):
     write_results_dir(tmp_path, c, error_inf=0.04)
     r = CliRunner().invoke(main, ["plot", "--results", str(tmp_path), "--out", str(tmp_path / "p"), "--dpi", "40"])
     assert r.exit_code == 0, r.output
-    assert "w_c*: none" in r.output and "no chunk size has training error <= 0" in r.output
+    assert "w_c*: none" in r.output and "no chunk size meets the criterion" in r.output
 
 
 @pytest.mark.parametrize(
@@ -79,6 +82,8 @@ def test_plot_says_when_no_critical_chunk_size(tmp_path):
         ("ok", ["--format", "png,gif"], "--format: expected a comma-separated list of png, pdf, svg"),
         ("ok", ["--r2-min", "2"], "--r2-min: expected a number <= 1.0"),
         ("ok", ["--train-error-max", "-1"], "--train-error-max: expected a number >= 0.0"),
+        ("ok", ["--train-tolerance", "-1"], "--train-tolerance: expected an integer >= 0, found -1"),
+        ("ok", ["--fit-fraction", "0"], "--fit-fraction: expected a fraction in (0, 1], found 0.0"),
         ("ok", ["--min-chunk-size", "nan"], "--min-chunk-size: expected a finite number, found nan"),
         ("ok", ["--min-chunk-size", "inf"], "--min-chunk-size: expected a finite number, found inf"),
         ("ok", ["--min-chunk-size", "-2"], "--min-chunk-size: expected a number >= 0.0"),

@@ -360,3 +360,70 @@ def test_a_file_truncated_between_blocks_is_named(tmp_path):
         "f.npy: the file was truncated while it was read (rows up to 200 need 12,928 bytes, the file now has "
         "9,728); expected it unchanged during the analysis: restore or rewrite it, then run again",
     ]
+
+
+# --------------------------------------------------------------------------- refinement, errors, summary
+def _axes_set(seed=0):
+    return make_clone_set(
+        n_train=600, n_test=300, n_latent=8, n_copies=8, n_classes=16, noise=1.0, separation=40.0,
+        random_state=seed, class_means="axes",
+    )  # fmt: skip
+
+
+def test_refinement_leaves_the_first_pass_unchanged():
+    from redrep.core.summary import refine_sizes
+
+    rs = _axes_set()
+    first = ChunkAnalysis(acc_rep=40, r2_rep=6, random_state=3, device="cpu", refine=0).fit(rs)
+    refined = ChunkAnalysis(acc_rep=40, r2_rep=6, random_state=3, device="cpu").fit(rs)  # refine: 3 by default
+    w_star = first.summary(replicates=0).w_c_star
+    added = refine_sizes(first.chunk_sizes_, w_star, 3)
+    assert added and refined.refinement_["sizes"] == added
+    assert refined.chunk_sizes_ == sorted(first.chunk_sizes_ + added)
+    for i, w in enumerate(first.chunk_sizes_):
+        j = refined.chunk_sizes_.index(w)
+        np.testing.assert_array_equal(refined.acc_chunks_[w], first.acc_chunks_[w])
+        np.testing.assert_array_equal(refined.r2_chunks_[w], first.r2_chunks_[w])
+        for key in first.values_:
+            np.testing.assert_array_equal(refined.values_[key][j], first.values_[key][i])
+    # the refined chunks come from streams of their own, keyed by the size, and give the readout's accuracy
+    for w in added:
+        rng = np.random.default_rng(np.random.SeedSequence(3, spawn_key=(2, w)))
+        np.testing.assert_array_equal(refined.acc_chunks_[w], draw_chunks(rs.width, w, 40, rng))
+        j = refined.chunk_sizes_.index(w)
+        acc = chunk_accuracy(rs.features_train, rs.labels_train, rs.weight, rs.bias, list(refined.acc_chunks_[w]))
+        np.testing.assert_array_equal(refined.values_[("accuracy", "train")][j], acc)
+
+
+def test_refinement_only_on_the_default_sizes_unless_asked():
+    rs = _axes_set(1)
+    given = ChunkAnalysis(chunk_sizes=[4, 8, 16, 32, 64], acc_rep=20, r2_rep=4, device="cpu").fit(rs)
+    assert given.chunk_sizes_ == [4, 8, 16, 32, 64] and given.refinement_ is None
+    asked = ChunkAnalysis(chunk_sizes=[4, 8, 16, 32, 64], acc_rep=20, r2_rep=4, device="cpu", refine=1).fit(rs)
+    lo, hi = asked.refinement_["between"]
+    assert asked.refinement_["sizes"] == [(lo + hi) // 2] and asked.refinement_["step"] == (hi - lo) / 2
+    with pytest.raises(RedrepError, match="refine: expected an integer >= 0, found -1"):
+        ChunkAnalysis(refine=-1).fit(rs)
+    with pytest.raises(RedrepError, match="criterion: expected a redrep.core.summary.Criterion, found dict"):
+        ChunkAnalysis(criterion={"r2_min": 0.9}).fit(rs)
+
+
+def test_mean_of_errors_and_accuracies(small_set):
+    an = ChunkAnalysis(chunk_sizes=[2, 5], acc_rep=4, r2_rep=3, random_state=1, device="cpu").fit(small_set)
+    for split in ("train", "test"):
+        acc = an.values_[("accuracy", split)]
+        np.testing.assert_allclose(an.mean("error", split=split), 1 - acc.mean(axis=1), rtol=0, atol=1e-15)
+        np.testing.assert_array_equal(an.mean("accuracy", split), acc.mean(axis=1))
+    with pytest.raises(RedrepError, match="mean: expected a metric of this analysis .* found 'errors' on 'test'"):
+        an.mean("errors")
+
+
+def test_summary_in_memory_names_its_criterion(small_set):
+    from redrep.core.summary import Criterion
+
+    an = ChunkAnalysis(acc_rep=6, r2_rep=3, random_state=2, device="cpu", refine=0).fit(small_set)
+    s = an.summary(Criterion(r2_kind="in-sample"), replicates=50, level=0.8, seed=9)
+    d = s.to_dict()
+    assert d["criterion"]["r2_kind_used"] == "in-sample" and d["bootstrap"]["seed"] == 9
+    assert d["bootstrap"]["level"] == 0.8 and len(d["by_size"]) == len(an.chunk_sizes_)
+    assert an.summary().criterion == Criterion()  # the analysis' own criterion by default

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from redrep.core.summary import ChunkCurves, summarize
+from redrep.core.summary import ChunkCurves, Criterion, summarize
 from redrep.core.validation import RedrepError
 from redrep.experiments.clones import (
     CLONES_COLUMNS,
@@ -92,7 +92,9 @@ def test_narrow_networks_take_their_own_repetitions(swept, tmp_path):
     [
         (dict(acc_rep=0), "acc_rep: expected an integer >= 1"),
         (dict(narrow_acc_rep=3), "narrow_acc_rep: given without narrow_below"),
-        (dict(r2_min=2.0), "r2_min"),
+        (dict(criterion=Criterion(r2_min=2.0)), "r2_min: expected a number <= 1.0"),
+        (dict(criterion={"r2_min": 0.9}), "criterion: expected a redrep.core.summary.Criterion, found dict"),
+        (dict(refine=-1), "refine: expected an integer >= 0"),
     ],
 )
 def test_bad_clone_configs(kw, message):

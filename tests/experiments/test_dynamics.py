@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import redrep.nets.train as train_mod
 from redrep.cli import main
 from redrep.core.analysis import ChunkAnalysis
-from redrep.core.summary import ChunkCurves, summarize
+from redrep.core.summary import ChunkCurves, Criterion, summarize
 from redrep.core.validation import RedrepError
 from redrep.experiments.dynamics import DynamicsConfig, read_dynamics_csv, run_dynamics
 from redrep.nets.train import TrainConfig, list_checkpoints, load_checkpoint, train
@@ -60,7 +60,7 @@ def test_last_epoch_equals_redrep_analyze_on_the_extracted_set(run):
     r = runner.invoke(
         main,
         ["analyze", "--repr", str(run_dir / "representations"), "--acc-rep", "5", "--r2-rep", "3", "--seed", "2",
-         "--device", "cpu", "--out", str(run_dir / "analyzed"), "-q"],
+         "--device", "cpu", "--refine", "0", "--out", str(run_dir / "analyzed"), "-q"],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     ref = read_csv(run_dir / "analyzed" / "results.csv")
@@ -129,13 +129,39 @@ def test_a_second_call_reads_the_epochs_back(run, tmp_path, monkeypatch):
     again = run_dynamics(copy, config=DynamicsConfig(acc_rep=5, r2_rep=3, seed=2, device="cpu"), progress=False)
     assert (again.out / "dynamics.csv").read_text() == (res.out / "dynamics.csv").read_text()
     # other thresholds of w_c*: only the reading changes, the epochs are read back
-    stricter = DynamicsConfig(acc_rep=5, r2_rep=3, seed=2, device="cpu", train_error_max=0.0, r2_min=0.99)
-    third = run_dynamics(copy, config=stricter, progress=False)
-    assert third.doc["params"]["train_error_max"] == 0.0 and third.doc["params"]["r2_min"] == 0.99
+    stricter = Criterion(train_error_max=0.0, r2_min=0.99)
+    third = run_dynamics(copy, config=DynamicsConfig(acc_rep=5, r2_rep=3, seed=2, device="cpu", criterion=stricter),
+                         progress=False)  # fmt: skip
+    assert third.doc["params"]["criterion"]["train_error_max"] == 0.0
+    assert third.doc["params"]["criterion"]["r2_min"] == 0.99
+    assert "mean training error ≤ 0, and mean held-out R² ≥ 0.99" in " ".join(third.doc["reading"])
     assert (third.out / "dynamics.csv").read_text() == (res.out / "dynamics.csv").read_text()
     # other analysis parameters: recomputed
     with pytest.raises(AssertionError, match="recomputed"):
         run_dynamics(copy, config=DynamicsConfig(acc_rep=5, r2_rep=3, seed=4, device="cpu"), progress=False)
+
+
+def test_refined_epochs(run, tmp_path):
+    run_dir, res, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("dynamics"))
+    # a criterion that R² decides (these three epochs fit no training set), so that there is a w_c* to refine
+    crit = Criterion(train_tolerance=10**6, r2_min=0.99)
+    cfg = DynamicsConfig(acc_rep=5, r2_rep=3, seed=2, device="cpu", refine=1, criterion=crit)
+    again = run_dynamics(copy, config=cfg, progress=False)
+    assert again.doc["params"]["refine"] == 1 and again.doc["params"]["criterion"] == crit.to_dict()
+    refined = 0
+    for e in again.epochs:
+        plain = load_results(res.out / e["results"])  # the same epoch, analysed without refinement
+        first = summarize(ChunkCurves.from_results(plain), crit).w_c_star
+        ref = load_results(again.out / e["results"]).doc["refinement"]
+        if first is None or first <= 2:  # nothing below, or no size strictly between 1 and 2
+            assert ref is None
+        else:  # one size halfway between the size below the first pass's w_c* and it
+            assert ref["between"] == [first // 2, first] and ref["sizes"] == [first * 3 // 4]
+            assert e["w_c_star"] in (first * 3 // 4, first)
+            refined += 1
+    assert refined > 0
 
 
 def test_bad_input_is_one_line_and_exit_2(run, tmp_path):
@@ -159,8 +185,12 @@ def test_bad_input_is_one_line_and_exit_2(run, tmp_path):
     assert r.exit_code == 2 and "acc_rep: expected an integer >= 1" in r.output
     r = runner.invoke(main, ["dynamics", str(run_dir), "--chunk-sizes", "4,x", "-q"])
     assert r.exit_code == 2 and "--chunk-sizes" in r.output
-    with pytest.raises(RedrepError, match="r2_min"):
-        DynamicsConfig(r2_min=3).validated()
+    with pytest.raises(RedrepError, match="r2_min: expected a number <= 1.0"):
+        DynamicsConfig(criterion=Criterion(r2_min=3)).validated()
+    with pytest.raises(RedrepError, match="refine: expected an integer >= 0"):
+        DynamicsConfig(refine=-1).validated()
+    r = runner.invoke(main, ["dynamics", str(run_dir), "--fit-fraction", "1.5", "-q"])
+    assert r.exit_code == 2 and "--fit-fraction: expected a number <= 1.0, found 1.5" in r.output
 
 
 def test_reading_known_answers():

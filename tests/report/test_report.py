@@ -235,3 +235,32 @@ def test_sweep_report_tables_and_order(tmp_path):
     assert runs_t[1] == ["16", "0", "0.25", "0", "n/a", "5", "1.5"]
     config = next(t for t in page.tables if t[0] == ["setting", "value"])
     assert config[1:] == [["widths", "[16, 32]"], ["dataset", "toy"]]
+
+
+def test_report_shows_the_interval_the_near_miss_and_the_sensitivity(tmp_path):
+    from redrep.core.summary import ChunkCurves, summarize
+
+    res = _results(tmp_path)
+    sizes = [8, 16, 32, 64]
+    counts = np.array([[9] * 20, [0] * 16 + [2] * 4, [0] * 19 + [2], [0] * 20], dtype=float)
+    acc = 1 - counts / 100
+    values = {("accuracy", "train"): acc, ("accuracy", "test"): acc, ("r2", "test"): np.full((4, 5), 0.99),
+              ("r2_heldout", "test"): np.full((4, 5), 0.99)}  # fmt: skip
+    curves = ChunkCurves.from_values(sizes, values, n_train=100, width=64, seed=0, refinement=None)
+    summary = summarize(curves, replicates=200)
+    assert summary.w_c_star == 32 and summary.near_misses
+    page = _parse(render_report(res, curves=curves, summary=summary))
+    rows = {row[0]: row[1] for row in page.tables[0][1:]}
+    lo, hi = summary.w_c_star_interval
+    assert rows["critical chunk size w_c*"] == f"32 (interval {lo} to {hi})"
+    assert rows["criterion"] == summary.describe_criterion()
+    assert rows["interval"] == "95 % bootstrap percentile interval over the random chunks, 200 replicates"
+    assert rows["number of clones W / w_c*"].startswith("2 (interval ")
+    assert "Near miss." in page.all_text and summary.near_misses[0].text in page.all_text
+    by_size = next(t for t in page.tables if t[0][:2] == ["chunk size", "chunks with ≤ 1 misclassified"])
+    assert [r[1] for r in by_size[1:]] == ["0 %", "80 %", "95 %", "100 %"]
+    assert [r[-1] for r in by_size[1:]] == ["no: training", "no: training", "yes", "yes"]
+    sens = next(t for t in page.tables if t[0][0] == "misclassified samples allowed")
+    assert sens[0][1:] == ["R² ≥ 0.9", "R² ≥ 0.95", "R² ≥ 0.98", "R² ≥ 0.99"]
+    assert sens[2] == ["1", "32", "[32]", "32", "32"]  # the criterion used, in brackets
+    assert sens[3] == ["2", "16", "16", "16", "16"]  # two samples allowed: 16 qualifies

@@ -15,10 +15,11 @@ from click.testing import CliRunner
 
 import procs
 from redrep.cli import main
+from redrep.core.summary import Criterion
 from redrep.core.validation import RedrepError
 from redrep.storage import io
 from redrep.storage import results as results_mod
-from redrep.storage.results import CSV_NAME, JSON_NAME, load_results, thresholds_key
+from redrep.storage.results import CSV_NAME, JSON_NAME, criterion_key, load_results
 from repsets import random_set
 
 
@@ -89,7 +90,7 @@ def test_plot_and_report_beside_analyze_never_mix_two_analyses(native, tmp_path,
     reader = Reader(
         "import redrep.cli.plot as p\nfrom redrep.cli import main\n"
         "real = p.load_and_summarize\n"
-        "def slow(*a):\n    got = real(*a)\n    pause()\n    return got\n"
+        "def slow(*a, **k):\n    got = real(*a, **k)\n    pause()\n    return got\n"
         "p.load_and_summarize = slow\n"
         f"main([{command!r}, '--results', {str(out)!r}, '--train-error-max', '0.5', '--out', "
         f"{str(tmp_path / ('figs' if command == 'plot' else 'res/report.html'))!r}])\n"
@@ -123,7 +124,7 @@ def test_analyze_summary_stays_and_other_thresholds_are_kept_beside_it(native, t
     out = tmp_path / "res"
     doc = analyze(native, out, 3, "--device", "cpu")
     stored = doc["summary"]
-    assert stored["thresholds"] == {"train_error_max": 0.0, "r2_min": 0.95}
+    assert stored["criterion"] == {**Criterion().to_dict(), "r2_kind_used": "heldout"}
     # the same as plot computes from the files at those thresholds
     r = CliRunner().invoke(main, ["plot", "--results", str(out), "--out", str(tmp_path / "f"), "--format", "svg"])
     assert r.exit_code == 0, r.output
@@ -134,8 +135,10 @@ def test_analyze_summary_stays_and_other_thresholds_are_kept_beside_it(native, t
     assert runner.invoke(main, args).exit_code == 0
     after = json.loads((out / JSON_NAME).read_text())
     assert after["summary"] == stored
-    assert sorted(after["summaries"]) == [thresholds_key(0.0, 0.5), thresholds_key(0.0, 0.9)]
-    assert after["summaries"][thresholds_key(0.0, 0.5)]["thresholds"]["r2_min"] == 0.5
+    keys = [criterion_key(Criterion(r2_min=0.5).to_dict()), criterion_key(Criterion(r2_min=0.9).to_dict())]
+    assert sorted(after["summaries"]) == keys
+    assert keys[0] == "train_tolerance=1,fit_fraction=0.9,r2_kind=heldout,r2_min=0.5"
+    assert after["summaries"][keys[0]]["criterion"]["r2_min"] == 0.5
     assert {k: after[k] for k in doc} == doc
 
 

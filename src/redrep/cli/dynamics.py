@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..core.summary import R2_MIN, TRAIN_ERROR_MAX
 from . import int_list_callback
+from .analyze import criterion_from_options, criterion_options
 
 
 @click.command("dynamics")
@@ -26,13 +26,14 @@ from . import int_list_callback
               help="Comma-separated chunk sizes [default: W, W/2, W/4, ..., 1].")  # fmt: skip
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the chunk draws, the same at every epoch.")  # fmt: skip
-@click.option("--train-error-max", type=float, default=TRAIN_ERROR_MAX, show_default=True,
-              help="w_c*: largest mean chunk training error allowed.")  # fmt: skip
-@click.option("--r2-min", type=float, default=R2_MIN, show_default=True, help="w_c*: smallest mean R^2 allowed.")
+@click.option("--refine", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Sizes analysed between the size below w_c* and w_c* at each epoch (0: the same sizes at "
+              "every epoch).")  # fmt: skip
+@criterion_options(bootstrap=False)
 @click.option("--device", default="auto", show_default=True, help="auto (a GPU when present), cpu or cuda[:N].")
 @click.option("--data-dir", default=None, help="Where the dataset is now  [default: the run's --data-dir]")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def command(run_dir, out, acc_rep, r2_rep, chunk_sizes, seed, train_error_max, r2_min, device, data_dir, quiet):
+def command(run_dir, out, acc_rep, r2_rep, chunk_sizes, seed, refine, device, data_dir, quiet, **crit):
     """Redundancy during training: RUN_DIR analysed at every kept checkpoint, epoch 0 included.
 
     Writes RUN_DIR/dynamics/dynamics.csv (epoch, metric, split, chunk_size, mean, sem, n), dynamics.json
@@ -48,8 +49,8 @@ def command(run_dir, out, acc_rep, r2_rep, chunk_sizes, seed, train_error_max, r
         seed=seed,
         device=resolve_device(device),  # a bad --device fails before the run is read (run_dynamics resolves it again)
         data_dir=data_dir,
-        train_error_max=train_error_max,
-        r2_min=r2_min,
+        criterion=criterion_from_options(**crit),
+        refine=refine,
     )
     res = run_dynamics(run_dir, config=config, out=out, progress=not quiet)
     if not quiet:

@@ -21,13 +21,15 @@ from .plot import echo_summary, load_and_summarize, results_options
 )
 @click.option("--title", default=None, help="Title of the page.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing.")
-def command(path, results_dir, train_error_max, r2_min, out, title, quiet):
+def command(path, results_dir, out, title, quiet, **crit):
     """Self-contained HTML report: summary, reading, embedded figure, tables, input metadata.
 
-    Builds the figure itself (no need to run `redrep plot` first); a summary
-    at other thresholds is kept in results.json as `redrep plot` keeps it.
+    Builds the figure itself (no need to run `redrep plot` first); w_c* and its
+    criterion are those of `redrep analyze` (stored with the results, or the
+    options given); a summary for another criterion is kept in results.json as
+    `redrep plot` keeps it.
     """
-    results, curves, summary = load_and_summarize(path, results_dir, train_error_max, r2_min)
+    results, curves, summary = load_and_summarize(path, results_dir, **crit)
     target = out if out is not None else results.path / REPORT_NAME
     if real_path(target).parent == real_path(results.path):
         # a page inside the results folder: written under its lock, and only beside the analysis it describes

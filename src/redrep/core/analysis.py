@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import metrics as _metrics
+from . import summary as _summary
 from .accuracy import AccuracyJob, chunk_accuracy, class_readout, fastpass_library, fastpass_name  # noqa: F401
 from .costs import Workload, choose_device
 from .device import resolve_device
@@ -44,6 +45,7 @@ from .regression import (  # noqa: F401
     chunk_regression,
     gram_matrix,
 )
+from .summary import describe_values  # noqa: F401  (the statistics of results.csv; re-exported)
 from .validation import (
     RedrepError,
     check_chunk_sizes,
@@ -53,6 +55,18 @@ from .validation import (
 
 #: Largest ridge penalty: alpha^2 times a scatter of float32 features (at most about 1e83 per sample) stays finite.
 MAX_ALPHA = 1e100
+
+
+def check_reading_config(config) -> None:
+    """Check the fields that every analysis-and-reading config shares: acc_rep, r2_rep, seed, refine, criterion."""
+    check_int(config.acc_rep, "acc_rep", min_value=1, max_value=MAX_REP)
+    check_int(config.r2_rep, "r2_rep", min_value=1, max_value=MAX_REP)
+    check_int(config.seed, "seed", min_value=0)
+    check_int(config.refine, "refine", min_value=0)
+    if not isinstance(config.criterion, _summary.Criterion):
+        found = type(config.criterion).__name__
+        raise RedrepError(f"criterion: expected a redrep.core.summary.Criterion, found {found}")
+    config.criterion.validated()
 
 
 def default_chunk_sizes(width: int) -> list[int]:
@@ -175,6 +189,15 @@ class ChunkAnalysis:
         scored on the test set). It costs a Gram matrix of the training
         features and about as much again as the test-set regression; when
         False its values are NaN.
+    criterion : :class:`redrep.core.summary.Criterion` or None, default None
+        The criterion of ``w_c*`` that :meth:`summary` and the refinement use;
+        None is ``Criterion()`` (docs/method.md#critical-chunk-size).
+    refine : int or None, default None
+        After the first pass, analyse this many more sizes evenly spaced
+        between the size below ``w_c*`` and ``w_c*``
+        (docs/method.md#refined-chunk-sizes); their chunks come from streams of
+        their own, so the first pass's numbers are unchanged. None is 3 with
+        the default chunk sizes and 0 with sizes given.
 
     Attributes
     ----------
@@ -191,6 +214,9 @@ class ChunkAnalysis:
     device_ : str, where the analysis ran
     device_choice_ : dict, why: ``asked``, ``device``, ``reason`` and, for "auto", the cost model's ``estimate_s``
     accuracy_pass_ : str, the pass that counted the accuracies (:func:`redrep.core.accuracy.fastpass_name`)
+    n_train_ : int, training samples (a training error times it is a number of misclassified samples)
+    refinement_ : dict or None, the sizes the refinement added
+        (:func:`redrep.core.summary.refinement_info`: ``between``, ``sizes``, ``step``)
     """
 
     def __init__(
@@ -204,6 +230,8 @@ class ChunkAnalysis:
         progress=False,
         device="auto",
         heldout=True,
+        criterion=None,
+        refine=None,
     ):
         self.chunk_sizes = chunk_sizes
         self.acc_rep = acc_rep
@@ -214,6 +242,8 @@ class ChunkAnalysis:
         self.progress = progress
         self.device = device
         self.heldout = heldout
+        self.criterion = criterion
+        self.refine = refine
 
     def _check_params(self, width):
         alpha = self.alpha
@@ -228,7 +258,16 @@ class ChunkAnalysis:
         if self.random_state is not None:
             check_int(self.random_state, "random_state", min_value=0)
         acc_rep, r2_rep = check_reps(self.acc_rep, self.r2_rep, width, sizes)
+        if self.refine is not None:
+            check_int(self.refine, "refine", min_value=0)
+        self._criterion()
         return sizes, acc_rep, r2_rep, alpha, block_rows
+
+    def _criterion(self):
+        crit = _summary.Criterion() if self.criterion is None else self.criterion
+        if not isinstance(crit, _summary.Criterion):
+            raise RedrepError(f"criterion: expected a redrep.core.summary.Criterion, found {type(crit).__name__}")
+        return crit.validated()
 
     def fit(self, repset) -> ChunkAnalysis:
         """Run the analysis on a :class:`~redrep.storage.repset.RepresentationSet`; returns self."""
@@ -239,6 +278,7 @@ class ChunkAnalysis:
         draws = self._draw(width, sizes, acc_rep, r2_rep)
         self.width_ = width
         self.error_inf_ = repset.error_inf
+        self.n_train_ = repset.n_train
         t0 = time.perf_counter()
         self.device_, self.device_choice_ = self._choose_device(repset, sizes, acc_rep, r2_rep)
         choice_s = time.perf_counter() - t0
@@ -255,7 +295,19 @@ class ChunkAnalysis:
             self.n_workers_ = 1
         if self.device == "auto":
             self.timings_["device_choice"] = choice_s
+        self._refine(repset)
         return self
+
+    def _refine(self, repset) -> None:
+        """The refinement after the first pass (:func:`refine_pass`), when it is asked for."""
+        self.refinement_ = None
+        if self._refine_count() > 0:
+            refine_pass(self, repset)
+
+    def _refine_count(self) -> int:
+        if self.refine is None:
+            return _summary.REFINE if self.chunk_sizes is None else 0
+        return int(self.refine)
 
     def _draw(self, width, sizes, acc_rep, r2_rep) -> ChunkDraws:
         """Draw the chunks (``acc_chunks_``, ``r2_chunks_``) from two independent streams of the seed."""
@@ -281,8 +333,31 @@ class ChunkAnalysis:
         return choose_device(work, workers=n_workers(), compiled=fastpass_library() is not None)
 
     def mean(self, metric: str, split: str = "test") -> np.ndarray:
-        """Mean over chunks, one value per chunk size."""
+        """Mean over chunks, one value per chunk size (ascending, :attr:`chunk_sizes_`).
+
+        ``metric`` is a name of ``results.csv`` (``"accuracy"``, ``"r2"``, ``"r2_heldout"``, ...) or
+        ``"error"``: one minus the accuracy, as every table and figure shows it
+        (``mean("error", split="train")`` is the chunks' training error).
+        """
+        if metric == "error":
+            return 1.0 - _nanmean_rows(self.values_[("accuracy", split)])
+        if (metric, split) not in self.values_:
+            known = ", ".join(sorted({"error", *(m for m, _ in self.values_)}))
+            found = f"{metric!r} on {split!r}"
+            raise RedrepError(f"mean: expected a metric of this analysis ({known}) and its split, found {found}")
         return _nanmean_rows(self.values_[(metric, split)])
+
+    def summary(self, criterion=None, *, replicates: int | None = None, level: float | None = None, seed=None):
+        """The :class:`~redrep.core.summary.Summary` of this analysis, in memory (what ``results.json`` stores).
+
+        Parameters
+        ----------
+        criterion : Criterion, default this analysis' ``criterion``
+        replicates, level, seed : of the bootstrap over chunks (:func:`redrep.core.summary.summarize`)
+        """
+        kw = {k: v for k, v in (("replicates", replicates), ("level", level), ("seed", seed)) if v is not None}
+        crit = self._criterion() if criterion is None else criterion
+        return _summary.summarize(_summary.ChunkCurves.from_analysis(self), crit, **kw)
 
     def to_rows(self) -> list[dict]:
         """Tidy rows: one per metric x split x chunk size, with mean, std, sem and n."""
@@ -295,17 +370,6 @@ class ChunkAnalysis:
             for w, v in zip(self.chunk_sizes_, vals):
                 rows.append({"metric": m.name, "split": m.split, "chunk_size": int(w), **describe_values(v)})
         return rows
-
-
-def describe_values(v) -> dict:
-    """Mean, standard deviation (ddof 1), standard error and count of the finite values of ``v``."""
-    v = np.asarray(v, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    n = int(v.size)
-    if n == 0:
-        return {"mean": float("nan"), "std": float("nan"), "sem": float("nan"), "n": 0}
-    std = float(v.std(ddof=1)) if n > 1 else 0.0
-    return {"mean": float(v.mean()), "std": std, "sem": std / np.sqrt(n), "n": n}
 
 
 def _nanmean_rows(a):
@@ -344,6 +408,11 @@ class ChunkDraws:
         acc_seq, r2_seq = np.random.SeedSequence(random_state).spawn(2)
         acc_rng, r2_rng = np.random.default_rng(acc_seq), np.random.default_rng(r2_seq)
         acc_chunks, r2_chunks = _draw_all(width, sizes, acc_rep, r2_rep, acc_rng, r2_rng, progress)
+        return cls.of(sizes, acc_chunks, r2_chunks)
+
+    @classmethod
+    def of(cls, sizes, acc_chunks: dict, r2_chunks: dict) -> ChunkDraws:
+        """The draws of given chunks: the accuracy chunks in order, the distinct regression chunks and their slots."""
         slots = {}  # unique chunk -> the (size index, repetition) places it fills
         for i, w in enumerate(sizes):
             for r, c in enumerate(r2_chunks[w]):
@@ -374,6 +443,62 @@ class ChunkDraws:
                 stats[:, i, r] = row
         names = ("r2", "mean_corr", "mean_corr_outside", "r2_heldout")
         return {(name, "test"): stats[k] for k, name in enumerate(names)}
+
+
+class _Refinement(ChunkAnalysis):
+    """The refinement's analysis: the chunks of each size come from streams of their own, keyed by the size."""
+
+    def _draw(self, width: int, sizes, acc_rep: int, r2_rep: int) -> ChunkDraws:
+        acc, reg = {}, {}
+        for w in sizes:
+            # spawn keys (2, w) and (3, w): apart from the first pass's two streams, (0,) and (1,), and their children
+            a = np.random.default_rng(np.random.SeedSequence(self.random_state, spawn_key=(2, int(w))))
+            r = np.random.default_rng(np.random.SeedSequence(self.random_state, spawn_key=(3, int(w))))
+            acc[w], reg[w] = draw_chunks(width, w, acc_rep, a), draw_chunks(width, w, r2_rep, r)
+        draws = ChunkDraws.of(sizes, acc, reg)
+        self.chunk_sizes_, self.acc_chunks_, self.r2_chunks_ = list(sizes), acc, reg
+        return draws
+
+
+def refine_pass(analysis: ChunkAnalysis, repset) -> None:
+    """Analyse sizes between the size below the first pass's ``w_c*`` and ``w_c*``, and merge them in.
+
+    The sizes are :func:`redrep.core.summary.refine_sizes` of the analysis'
+    criterion; their chunks come from streams of their own
+    (docs/method.md#refined-chunk-sizes), so the first pass's chunks and
+    numbers stay as they were. Sets ``analysis.refinement_``.
+    """
+    n = analysis._refine_count()
+    w_star = analysis.summary(replicates=0).w_c_star
+    sizes = _summary.refine_sizes(analysis.chunk_sizes_, w_star, n)
+    analysis.refinement_ = _summary.refinement_info(analysis.chunk_sizes_, w_star, n, sizes)
+    if not sizes:
+        return
+    t0 = time.perf_counter()
+    sub = _Refinement(
+        chunk_sizes=sizes,
+        acc_rep=analysis.acc_rep,
+        r2_rep=analysis.r2_rep,
+        alpha=analysis.alpha,
+        block_rows=analysis.block_rows,
+        random_state=analysis.random_state,
+        progress=analysis.progress,
+        device=analysis.device_,
+        heldout=analysis.heldout,
+        criterion=analysis.criterion,
+        refine=0,
+    ).fit(repset)
+    merged = list(analysis.chunk_sizes_) + list(sub.chunk_sizes_)
+    order = np.argsort(merged, kind="stable")
+    analysis.chunk_sizes_ = [int(merged[i]) for i in order]
+    for key, v in analysis.values_.items():
+        analysis.values_[key] = np.concatenate([v, sub.values_[key]])[order]
+    for name in ("acc_chunks_", "r2_chunks_"):
+        both = {**getattr(analysis, name), **getattr(sub, name)}
+        setattr(analysis, name, {w: both[w] for w in analysis.chunk_sizes_})
+    for k, v in sub.timings_.items():
+        analysis.timings_[k] = analysis.timings_.get(k, 0.0) + v
+    analysis.timings_["refine"] = time.perf_counter() - t0
 
 
 def _fit_cpu(repset, draws: ChunkDraws, *, readout, alpha, block_rows, heldout, bar):

@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from ..core.analysis import ChunkAnalysis, default_chunk_sizes
-from ..core.summary import R2_MIN, TRAIN_ERROR_MAX, check_reading_config, fit_power_law, mean_sem
+from ..core.analysis import ChunkAnalysis, check_reading_config, default_chunk_sizes
+from ..core.summary import Criterion, fit_power_law, mean_sem
 from ..core.validation import RedrepError, check_float, check_int
 from ..storage import io
 from ..storage.repset import RepresentationSet
-from ..storage.results import clean_nan, csv_to_rows, rows_to_csv, summarize_folder, write_results
+from ..storage.results import clean_nan, csv_to_rows, rows_to_csv, write_results
 
 CLONES_CSV = "clones.csv"
 CLONES_COLUMNS = ("width", "seed", "wc_star", "clones", "exponent", "exponent_se")
@@ -52,7 +52,8 @@ class CloneConfig:
     narrow_acc_rep, narrow_r2_rep : the repetitions of the narrow networks
     seed : seed of the chunk draws, the same for every run
     device : where the chunk accuracies are computed (see ChunkAnalysis)
-    train_error_max, r2_min : the thresholds of ``w_c*``
+    criterion : the criterion of ``w_c*`` (:class:`redrep.core.summary.Criterion`)
+    refine : sizes analysed between the size below ``w_c*`` and ``w_c*`` (0: the sizes W, W/2, ..., 1 only)
     """
 
     acc_rep: int = 100
@@ -62,8 +63,8 @@ class CloneConfig:
     narrow_r2_rep: int | None = None
     seed: int = 0
     device: str = "auto"
-    train_error_max: float = TRAIN_ERROR_MAX
-    r2_min: float = R2_MIN
+    criterion: Criterion = field(default_factory=Criterion)
+    refine: int = 0
 
     def validated(self) -> CloneConfig:
         check_reading_config(self)
@@ -150,11 +151,14 @@ def analyse_runs(
             random_state=config.seed,
             progress=False,
             device=config.device,
+            criterion=config.criterion,
+            refine=config.refine,
         ).fit(rs)
         rdir = out_dir / run.name
-        write_results(an, rs, rdir, extra={"run": str(run.path.parent), "width": run.width, "seed": run.seed})
-        results, _, _ = summarize_folder(rdir, train_error_max=config.train_error_max, r2_min=config.r2_min)
-        rows.append(row_from_summary(run.width, run.seed, results.doc["summary"], results=rdir))
+        summary = an.summary().to_dict()
+        extra = {"run": str(run.path.parent), "width": run.width, "seed": run.seed, "summary": summary}
+        write_results(an, rs, rdir, extra=extra)
+        rows.append(row_from_summary(run.width, run.seed, summary, results=rdir))
     return rows
 
 
@@ -280,8 +284,8 @@ def clones_reading(rows, *, growth: CloneGrowth | None = None) -> list[str]:
     none = [x["width"] for x in t if x["seeds_with_wc_star"] == 0]
     if none:
         out.append(
-            f"At W = {', '.join(map(str, none))} no chunk size of any seed meets the w_c* thresholds "
-            "(training error 0 and R² ≥ 0.95), so neither w_c* nor the clone count is defined there."
+            f"At W = {', '.join(map(str, none))} no chunk size of any seed meets the criterion of w_c*, "
+            "so neither w_c* nor the clone count is defined there."
         )
     wc = {x["width"]: x["wc_star"] for x in t if x["wc_star"]}
     if wc:

@@ -22,15 +22,15 @@ call resumes. The claim it tests: ``docs/method.md#claim-regularization``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from ..core.analysis import ChunkAnalysis
-from ..core.summary import R2_MIN, TRAIN_ERROR_MAX, check_reading_config
+from ..core.analysis import ChunkAnalysis, check_reading_config
+from ..core.summary import Criterion
 from ..core.validation import RedrepError, check_int
 from ..storage import io
 from ..storage.results import csv_to_rows, rows_to_csv, summarize_folder, write_results
@@ -49,7 +49,8 @@ class DynamicsConfig:
     ``chunk_sizes`` None means W, W/2, ..., 1; ``seed`` is the seed of the
     chunk draws, the same at every epoch; ``device`` runs both the extraction
     and the chunk accuracies; ``data_dir`` None reads the data where the run
-    was trained; ``train_error_max`` and ``r2_min`` are the thresholds of w_c*.
+    was trained; ``criterion`` is the criterion of w_c* (:class:`redrep.core.summary.Criterion`);
+    ``refine`` sizes are analysed between the size below w_c* and w_c* at each epoch (0: none).
     """
 
     acc_rep: int = 100
@@ -59,8 +60,8 @@ class DynamicsConfig:
     device: str = "auto"
     data_dir: str | None = None
     batch_size: int = 256
-    train_error_max: float = TRAIN_ERROR_MAX
-    r2_min: float = R2_MIN
+    criterion: Criterion = field(default_factory=Criterion)
+    refine: int = 0
 
     def validated(self) -> DynamicsConfig:
         check_reading_config(self)
@@ -74,11 +75,26 @@ class DynamicsConfig:
             "r2_rep": self.r2_rep,
             "chunk_sizes": None if self.chunk_sizes is None else [int(w) for w in self.chunk_sizes],
             "seed": self.seed,
+            # the refined sizes depend on the criterion: a refined epoch is analysed again when it changes
+            **({"refine": self.refine, "criterion": self.criterion.to_dict()} if self.refine else {}),
         }
 
     def params(self) -> dict:
-        """The analysis parameters and the thresholds of w_c*, which only the reading of each epoch uses."""
-        return {**self.analysis_params(), "train_error_max": self.train_error_max, "r2_min": self.r2_min}
+        """The analysis parameters and the criterion of w_c*, which (without refinement) only the reading uses."""
+        return {**self.analysis_params(), "criterion": self.criterion.to_dict()}
+
+    def chunk_analysis(self, device: str) -> ChunkAnalysis:
+        """The analysis of every epoch: the same chunk draws (seed), sizes, criterion and refinement."""
+        return ChunkAnalysis(
+            chunk_sizes=None if self.chunk_sizes is None else list(self.chunk_sizes),
+            acc_rep=self.acc_rep,
+            r2_rep=self.r2_rep,
+            random_state=self.seed,
+            progress=False,
+            device=device,
+            criterion=self.criterion,
+            refine=self.refine,
+        )
 
 
 @dataclass(frozen=True)
@@ -216,17 +232,10 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
                 meta={"dataset": train_cfg.dataset, "arch": train_cfg.arch, "epoch": epoch, "model": source},
             )
             rs.error_inf = error_inf
-            an = ChunkAnalysis(
-                chunk_sizes=None if config.chunk_sizes is None else list(config.chunk_sizes),
-                acc_rep=config.acc_rep,
-                r2_rep=config.r2_rep,
-                random_state=config.seed,
-                progress=False,
-                device=dev,
-            ).fit(rs)
+            an = config.chunk_analysis(dev).fit(rs)
             extra = {"dynamics": {"epoch": epoch, "params": analysis_params, "stamp": stamp, "model": source}}
             write_results(an, rs, folder, extra={**extra, "run": str(run_dir)})
-        results, curves, summ = summarize_folder(folder, train_error_max=config.train_error_max, r2_min=config.r2_min)
+        results, curves, summ = summarize_folder(folder, config.criterion)
         for r in results.rows:
             rows.append({"epoch": epoch, **{k: r[k] for k in DYNAMICS_COLUMNS[1:]}})
         per_epoch.append(
@@ -306,7 +315,7 @@ def dynamics_reading(per_epoch, zero_epoch, config: DynamicsConfig) -> list[str]
     out = []
     first, last = per_epoch[0], per_epoch[-1]
     W = last["width"]
-    crit = f"training error ≤ {config.train_error_max:g} and R² ≥ {config.r2_min:g}"
+    crit = config.criterion.describe()
     base = f"At initialization (epoch 0, {first['model']}), the null baseline of random features: "
     if first["w_c_star"] is None:
         base += (

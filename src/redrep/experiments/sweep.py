@@ -739,7 +739,7 @@ def sweep_reading(table, error_inf, summary, widest) -> list[str]:
         out.append(msg)
     else:
         out.append(
-            "No chunk size meets the w_c* thresholds (training error 0 and R² >= 0.95): the redundancy "
+            "No chunk size meets the criterion of w_c* (see the summary below): the redundancy "
             "signature does not show at this budget."
         )
     return out

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from ..core.accuracy import readout_predictions
 from ..core.device import resolve_device
@@ -88,14 +89,6 @@ class EnsembleResult:
             "epoch": self.epoch,
             "kind": self.kind,
         }
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
 
 
 def _member_from_set(path: Path):
@@ -192,7 +185,9 @@ def ensemble_error(
             )
         errors.append(float(np.mean(readout_predictions(logits) != labels)))
         # one output: the outputs themselves are averaged (and their sign taken), else the softmax
-        prob = logits.astype(np.float64) if logits.shape[1] == 1 else _softmax(logits)
+        prob = logits.astype(np.float64)
+        if logits.shape[1] > 1:
+            prob = softmax(prob, axis=1)
         probs_sum = prob if probs_sum is None else probs_sum + prob
         epochs.add(ep)
     acc = float(np.mean(readout_predictions(probs_sum) == labels0))

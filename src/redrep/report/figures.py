@@ -169,9 +169,9 @@ def three_panel_figure(
 
 def _default_title(curves: ChunkCurves, summary: Summary) -> str:
     head = f"{curves.label}: last hidden layer of width W = {curves.width}" if curves.label else f"W = {curves.width}"
-    crit = f"train error $\\leq$ {summary.train_error_max:g}, $R^2 \\geq$ {summary.r2_min:g}"
+    crit = summary.criterion.short(summary.r2_kind)
     if summary.w_c_star is None:
-        return f"{head}\nno critical chunk size: no chunk size has {crit}"
+        return f"{head}\nno critical chunk size: no chunk size meets {crit}"
     parts = [f"$w_c^* = {summary.w_c_star}$ ({crit})", f"$W / w_c^* \\approx {summary.n_clones:.3g}$ clones"]
     if summary.exponent is not None:
         se = "" if summary.exponent_se is None else f" $\\pm$ {summary.exponent_se:.2f}"

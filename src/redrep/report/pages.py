@@ -154,16 +154,89 @@ def summary_rows(summary: Summary, curves: ChunkCurves) -> list:
             exp += f" ± {fmt_number(summary.exponent_se, 2)}"
     fit_sizes = ", ".join(str(w) for w in summary.fit_chunk_sizes) or "n/a"
     full = curves.test_error
-    return [
+    level = f"{100 * summary.bootstrap['level']:g} % " if summary.bootstrap else ""
+    rows = [
         ("layer width W", summary.width),
-        ("critical chunk size w_c*", "none" if summary.w_c_star is None else summary.w_c_star),
-        ("  thresholds", f"training error ≤ {summary.train_error_max:g}, R² ≥ {summary.r2_min:g}"),
-        ("number of clones W / w_c*", "n/a" if summary.n_clones is None else fmt_number(summary.n_clones, 4)),
+        (
+            "critical chunk size w_c*",
+            "none" if summary.w_c_star is None else f"{summary.w_c_star}{_interval(summary.w_c_star_interval, 6)}",
+        ),
+        ("  criterion", summary.describe_criterion()),
+    ]
+    if summary.bootstrap:
+        n = summary.bootstrap["replicates"]
+        rows.append(("  interval", f"{level}bootstrap percentile interval over the random chunks, {n} replicates"))
+    if summary.refinement:
+        r = summary.refinement
+        sizes = ", ".join(str(w) for w in r["sizes"])
+        rows.append(("  refined sizes", f"{sizes} (between {r['between'][0]} and {r['between'][1]})"))
+    clones = "n/a"
+    if summary.n_clones is not None:
+        clones = fmt_number(summary.n_clones, 4) + _interval(summary.n_clones_interval, 3)
+    rows += [
+        ("number of clones W / w_c*", clones),
         ("decay exponent of test error − error_inf (w_c ≥ w_c*)", exp),
         ("  chunk sizes in the fit", fit_sizes),
         ("error_inf (large-ensemble test error)", "absent" if summary.error_inf is None else summary.error_inf),
         (f"test error of the largest chunk (w_c = {int(full.chunk_size[-1])})", float(full.mean[-1])),
     ]
+    return rows
+
+
+def _interval(iv, digits: int) -> str:
+    if iv is None:
+        return ""
+    lo, hi = iv
+    lo_t = "below 1" if lo is None else fmt_number(lo, digits)
+    hi_t = "none" if hi is None else fmt_number(hi, digits)
+    return f" (interval {lo_t} to {hi_t})"
+
+
+def criterion_data(summary: Summary) -> dict:
+    """The criterion at every chunk size: the table of ``summary.checks`` (w_c* and refined sizes marked)."""
+    crit = summary.criterion
+    refined = set((summary.refinement or {}).get("sizes", ()))
+    r2_label = "held-out R²" if summary.r2_kind == "heldout" else "in-sample R²"
+    if crit.mode == "mean":
+        header = ["chunk size", "mean training error", "misclassified per chunk (mean)", r2_label, "meets"]
+    else:
+        header = ["chunk size", f"chunks with ≤ {crit.train_tolerance} misclassified", "misclassified per chunk (mean)"]
+        header += [r2_label, "meets"]
+    rows, classes = [], []
+    for c in summary.checks:
+        size = f"{c.chunk_size}{' (refined)' if c.chunk_size in refined else ''}"
+        mis = "n/a" if c.misclassified is None else fmt_number(c.misclassified, 3)
+        meets = (
+            "yes"
+            if c.ok
+            else ("no: " + ", ".join(n for n, ok in (("training", c.train_ok), ("R²", c.r2_ok)) if not ok))
+        )
+        if crit.mode == "mean":
+            rows.append([size, fmt_number(c.train_error, 4), mis, fmt_number(c.r2, 4), meets])
+        else:
+            frac = "n/a" if c.fit_fraction is None else f"{100 * c.fit_fraction:.3g} %"
+            if c.fit_fraction_is_bound:
+                frac = f"≥ {frac}"
+            rows.append([size, frac, mis, fmt_number(c.r2, 4), meets])
+        classes.append("wstar" if summary.w_c_star is not None and c.chunk_size == summary.w_c_star else "")
+    return {"header": header, "rows": rows, "classes": classes}
+
+
+def sensitivity_data(summary: Summary) -> dict:
+    """w_c* over the grid of thresholds (:func:`redrep.core.summary.sensitivity`), the criterion's cell marked."""
+    s, crit = summary.sensitivity, summary.criterion
+    if s["train_parameter"] == "train_tolerance":
+        first, own = "misclassified samples allowed", crit.train_tolerance
+    else:
+        first, own = "mean training error ≤", crit.train_error_max
+    header = [first] + [f"R² ≥ {fmt_number(r, 4)}" for r in s["r2_min"]]
+    rows = []
+    for v, ws in zip(s["train_values"], s["w_c_star"]):
+        cells = ["none" if w is None else w for w in ws]
+        if v == own:
+            cells = [f"[{c}]" if r == crit.r2_min else c for c, r in zip(cells, s["r2_min"])]
+        rows.append([fmt_number(v, 4)] + cells)
+    return {"header": header, "rows": rows}
 
 
 def by_size_data(curves: ChunkCurves, summary: Summary) -> dict:
@@ -253,6 +326,10 @@ def report_context(
         "title": title or f"redrep report: {curves.label or results.path}",
         "subtitle": f"Results folder {results.path}.",
         "summary_rows": summary_rows(summary, curves),
+        "near_misses": [m.text for m in summary.near_misses],
+        "criterion": criterion_data(summary),
+        "sensitivity": sensitivity_data(summary),
+        "criterion_text": summary.describe_criterion(),
         "notes": list(summary.notes),
         "reading": reading(summary, curves),
         "figures": _figures(list(figures) + list(extra_figures)),

@@ -8,13 +8,18 @@ A results folder holds:
   (:data:`AUTHORS_RESULT_FILES`), which their plotting script reads;
 * ``results.csv``: tidy, one row per metric x split x chunk size with the
   columns of :data:`CSV_COLUMNS`;
+* ``chunks.npz``: the value of every random chunk, one array of shape
+  (n_sizes, reps) per metric (named ``<metric>_<split>``) and ``chunk_size``;
+  the fraction of chunks that fit and the bootstrap of ``w_c*`` read them
+  (docs/method.md#critical-chunk-size);
 * ``results.json``: the input, parameters, seed, versions, timings, an
-  ``analysis_id`` that names this analysis, and its ``summary`` (w_c*, the
-  decay exponent, the number of clones) at the default thresholds. Later
-  steps add keys to it under the folder's lock, and only to the analysis
-  they read (:meth:`Results.update_json`): ``redrep plot`` and ``redrep
-  report`` asked for other thresholds keep their summaries under
-  ``summaries``, one per pair of thresholds (:func:`thresholds_key`).
+  ``analysis_id`` that names this analysis, and its ``summary`` (w_c* with its
+  interval and criterion, the decay exponent, the number of clones:
+  :class:`redrep.core.summary.Summary`). Later steps add keys to it under the
+  folder's lock, and only to the analysis they read
+  (:meth:`Results.update_json`): ``redrep plot`` and ``redrep report`` asked
+  for another criterion keep their summaries under ``summaries``, one per
+  criterion (:func:`criterion_key`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from . import io
 AUTHORS_RESULT_FILES = {m.key: m.authors_file for m in _metrics.METRICS if m.authors_file}
 CSV_NAME = "results.csv"
 JSON_NAME = "results.json"
+CHUNKS_NAME = "chunks.npz"
 CSV_COLUMNS = ("metric", "split", "chunk_size", "mean", "std", "sem", "n")
 
 
@@ -149,7 +155,7 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
     """
     out_dir = Path(out_dir)
     # every name a result file can have, so that none of an earlier analysis survives beside the new ones
-    owned = {CSV_NAME, JSON_NAME}
+    owned = {CSV_NAME, JSON_NAME, CHUNKS_NAME}
     for m in _metrics.METRICS:
         owned.update(result_file_names(m, authors=True))
     sizes = np.asarray(analysis.chunk_sizes_, dtype=np.float64)
@@ -178,7 +184,10 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
             "seed": analysis.random_state,
             "block_rows": int(analysis.block_rows),
             "device": getattr(analysis, "device_", "cpu"),
+            "refine": getattr(analysis, "refine", None),
         },
+        # the sizes a refinement added between the size below w_c* and w_c* (docs/method.md#refined-chunk-sizes)
+        "refinement": getattr(analysis, "refinement_", None),
         # the device and why: as asked, or auto's cost model with both estimates (docs/method.md)
         "device_choice": getattr(analysis, "device_choice_", None),
         # the last bits of R^2 depend on the block size and on how many threads the BLAS sums over
@@ -187,19 +196,22 @@ def write_results(analysis, repset, out_dir, *, extra: dict | None = None) -> di
         "accuracy_pass": getattr(analysis, "accuracy_pass_", None),
         "versions": package_versions(),
         "timings_s": {k: round(v, 4) for k, v in analysis.timings_.items()},
-        "files": {**files, "csv": CSV_NAME},
+        "files": {**files, "csv": CSV_NAME, "chunks": CHUNKS_NAME},
     }
     if extra:
         doc.update(extra)
     rows = analysis.to_rows()
     # the summary at the default thresholds; `redrep plot` and `report` keep others beside it, under "summaries"
-    doc["summary"] = _summary.summarize(_summary.ChunkCurves.from_results(Results(out_dir, rows, doc))).to_dict()
+    if "summary" not in (extra or {}):  # computed from every chunk's values, with the analysis' criterion
+        doc["summary"] = analysis.summary().to_dict()
     with io.folder_lock(out_dir, what="analyze"):
         try:
             with io.atomic_dir(out_dir, keep=lambda name: name not in owned) as tmp:
                 for name, arr in arrays.items():
                     np.save(tmp / name, arr, allow_pickle=False)
                 (tmp / CSV_NAME).write_text(rows_to_csv(rows), encoding="utf-8")
+                chunk_values = {f"{name}_{split}": v for (name, split), v in analysis.values_.items()}
+                np.savez_compressed(tmp / CHUNKS_NAME, chunk_size=sizes, **chunk_values)
                 io.crash_point("results:half-written")
                 io.write_json(tmp / JSON_NAME, clean_nan(doc))
                 io.crash_point("results:before-swap")
@@ -291,6 +303,33 @@ class Results:
                 )
             yield doc
 
+    def chunk_values(self):
+        """``(chunk sizes, {(metric, split): array of shape (n_sizes, reps)})`` from ``chunks.npz``, or None.
+
+        None when the folder has no ``chunks.npz`` (written by an older redrep); a one-line error when
+        it is not one this module wrote.
+        """
+        f = self.path / CHUNKS_NAME
+        if not f.is_file():
+            return None
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError) as exc:
+            raise RedrepError(f"{f}: could not read it as a .npz archive ({exc})") from None
+        sizes = arrays.pop("chunk_size", None)
+        if sizes is None or sizes.ndim != 1:
+            raise RedrepError(f"{f}: expected a 1-D array chunk_size, found {'none' if sizes is None else sizes.shape}")
+        values = {}
+        for m in _metrics.METRICS:
+            v = arrays.get(f"{m.name}_{m.split}")
+            if v is None:
+                continue
+            if v.ndim != 2 or v.shape[0] != sizes.size:
+                raise RedrepError(f"{f}: expected {m.name}_{m.split} of shape ({sizes.size}, reps), found {v.shape}")
+            values[m.key] = v
+        return sizes, values
+
     def update_json(self, **keys) -> None:
         """Set top-level keys of ``results.json``, atomically and under the folder's lock; the others stay.
 
@@ -304,14 +343,13 @@ class Results:
         self.doc.update(keys)
 
     def add_summary(self, summary: dict) -> None:
-        """Keep a summary (:meth:`redrep.core.summary.Summary.to_dict`) under ``summaries``, by its thresholds.
+        """Keep a summary (:meth:`redrep.core.summary.Summary.to_dict`) under ``summaries``, by its criterion.
 
         The ``summary`` that ``redrep analyze`` stored stays; nothing is
-        written when it, or the one kept for these thresholds, already is
+        written when it, or the one kept for this criterion, already is
         this summary.
         """
-        t = summary["thresholds"]
-        key = thresholds_key(t["train_error_max"], t["r2_min"])
+        key = criterion_key(summary["criterion"])
         summary = clean_nan(summary)
         if summary in (self.doc.get("summary"), (self.doc.get("summaries") or {}).get(key)):
             return
@@ -322,9 +360,19 @@ class Results:
         self.doc["summaries"] = doc["summaries"]
 
 
-def thresholds_key(train_error_max: float, r2_min: float) -> str:
-    """The key of a summary under ``summaries`` in results.json, e.g. ``"train_error_max=0.0,r2_min=0.95"``."""
-    return f"train_error_max={float(train_error_max)!r},r2_min={float(r2_min)!r}"
+def criterion_key(criterion: dict) -> str:
+    """The key of a summary under ``summaries`` in results.json: its criterion (``summary["criterion"]``).
+
+    E.g. ``"train_tolerance=1,fit_fraction=0.9,r2_kind=heldout,r2_min=0.95"``, or
+    ``"train_error_max=0.0,r2_kind=in-sample,r2_min=0.95"`` for the mean criterion.
+    """
+    if criterion.get("train_error_max") is not None:
+        names = ("train_error_max", "r2_kind", "r2_min")
+    else:
+        names = ("train_tolerance", "fit_fraction", "r2_kind", "r2_min")
+    return ",".join(
+        f"{k}={criterion[k]!r}" if not isinstance(criterion[k], str) else f"{k}={criterion[k]}" for k in names
+    )
 
 
 def _read_folder(path: Path, *, csv: bool = True) -> tuple:
@@ -419,8 +467,13 @@ def load_results(path) -> Results:
     return Results(path, rows, doc, identity)
 
 
-def summarize_folder(folder, *, train_error_max: float, r2_min: float) -> tuple:
+def summarize_folder(folder, criterion=None, **kw) -> tuple:
     """Summarize a results folder and store the summary in its ``results.json``.
+
+    Parameters
+    ----------
+    folder : a results folder
+    criterion, **kw : as for :func:`redrep.core.summary.summarize`
 
     Returns
     -------
@@ -428,6 +481,6 @@ def summarize_folder(folder, *, train_error_max: float, r2_min: float) -> tuple:
     """
     results = load_results(folder)
     curves = _summary.ChunkCurves.from_results(results)
-    summ = _summary.summarize(curves, train_error_max=train_error_max, r2_min=r2_min)
+    summ = _summary.summarize(curves, criterion, **kw)
     results.update_json(summary=summ.to_dict())
     return results, curves, summ
