@@ -28,7 +28,9 @@ from redrep.nets.train import (
 
 
 def small(**kw):
-    base = dict(dataset="synthetic", arch="mlp", width=32, depth=2, epochs=4, batch_size=64, lr=0.05, seed=0)
+    base = dict(
+        dataset="synthetic", arch="mlp", width=32, depth=2, epochs=4, batch_size=64, lr=0.05, seed=0, device="cpu"
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -138,7 +140,15 @@ def test_run_directory_contents(tmp_path):
 
 def test_mlp_on_digits_reaches_zero_training_error(tmp_path):
     cfg = TrainConfig(
-        dataset="digits", arch="mlp", width=256, depth=2, epochs=15, batch_size=32, lr=0.1, weight_decay=0.0
+        dataset="digits",
+        arch="mlp",
+        width=256,
+        depth=2,
+        epochs=15,
+        batch_size=32,
+        lr=0.1,
+        weight_decay=0.0,
+        device="cpu",
     )
     res = train(cfg, tmp_path / "run", progress=False)
     e0 = res.zero_train_error_epoch
@@ -209,6 +219,7 @@ def test_divergence_is_reported(tmp_path):
 
 def _cli(run, *extra, epochs=6, **env):
     args = ["train", "--out", run, "--dataset", "synthetic", "--arch", "mlp", "--width", "64", "--depth", "2"]
+    args += ["--device", "cpu"]
     args += ["--epochs", str(epochs), "--batch-size", "64", "--lr", "0.05", "--checkpoint-epochs", "2", "-q", *extra]
     # one thread: OpenMP spinning makes a run crawl when the two cores are shared with other tests
     return procs.redrep(*args, OMP_NUM_THREADS=1, **env)
@@ -343,3 +354,4 @@ def test_a_training_holds_its_folder_against_another_process(tmp_path):
     (r,) = seen
     assert r.returncode == 2 and f"{run}: locked by another train (pid {os.getpid()} on " in r.stderr
     assert [m["epoch"] for m in _lines(run / "metrics.jsonl")] == [1, 2]  # not 4 lines from two writers
+
