@@ -111,9 +111,10 @@ def test_from_dict_rejects_unknown_fields():
 
 # ------------------------------------------------------------------- runs
 def test_run_directory_contents(tmp_path):
-    res = train(small(epochs=5), tmp_path / "run", progress=False)
+    cfg = small(epochs=5)
+    res = train(cfg, tmp_path / "run", progress=False)
     run = tmp_path / "run"
-    assert res.epochs_done == 5 and res.resumed_from == 0 and res.device == "cpu"
+    assert res.epochs_done == 5 and res.resumed_from == 0 and res.device == cfg.device  # the device asked for
     # the initialization, the paper's epochs below 5, and the last
     assert sorted(list_checkpoints(run)) == [0, 1, 2, 5]
     ck = load_checkpoint(run / "checkpoints" / "epoch_0002.pt")
