@@ -214,7 +214,8 @@ def optional_parts(s: Setting) -> list[tuple[str, float, int]]:
 def worker(args) -> None:
     """One of P processes: warm up, say ready, wait for go, train for --seconds, print images per second."""
     s = QUICK if args.quick else FULL
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, args.of)))
+    # on a GPU the cores are split between the processes; the quick CPU setting compares one thread each
+    torch.set_num_threads(1 if args.quick else max(1, (os.cpu_count() or 1) // max(1, args.of)))
     st = Stepper(args.worker, args.device, s, seed=args.seed)
     timed(st.step, st, s.warmup)
     print("ready", flush=True)
@@ -300,8 +301,8 @@ def main(argv=None):
         s = replace(s, widths=tuple(float(x) for x in args.widths.split(",")))
     if args.compile_widths is not None:
         s = replace(s, compile_widths=tuple(float(x) for x in args.compile_widths.split(",") if x.strip()))
-    if args.quick and not args.device.startswith("cuda"):
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if args.quick:
+        torch.set_num_threads(1)  # as each packed process: the CPU figures compare like with like
 
     def left() -> float:
         return math.inf if args.budget is None else args.budget - (time.perf_counter() - t_start)
