@@ -141,11 +141,11 @@ def test_analyze_into_a_linked_results_folder(native, tmp_path):
     link = tmp_path / "data" / "results"
     link.symlink_to("../bigdisk/results_real")
     for seed in (0, 1):
-        r = procs.redrep("analyze", "--repr", native, "--out", link, "--seed", seed, *ARGS)
+        r = procs.redrep("analyze", "--device", "cpu", "--repr", native, "--out", link, "--seed", seed, *ARGS)
         assert r.returncode == 0, r.stderr
         assert link.is_symlink() and seed_of(real) == seed
         assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["results"]  # no hidden link or lock left
         assert sorted(p.name for p in (tmp_path / "bigdisk").iterdir()) == ["results_real"]
     with procs.lock_holder(real, what="analyze") as holder:  # one lock, whichever name is used
-        r = procs.redrep("analyze", "--repr", native, "--out", link, *ARGS)
+        r = procs.redrep("analyze", "--device", "cpu", "--repr", native, "--out", link, *ARGS)
         assert r.returncode == 2 and f"locked by another analyze (pid {holder.pid}" in r.stderr
