@@ -279,6 +279,36 @@ def _rate(rates: dict, k: float) -> float:
     return rates[near] * (near / k) ** 2  # a WRN's multiply-adds grow as k^2
 
 
+def print_grid(name: str, rates: dict, evals: dict, gains: dict, comp: list) -> dict:
+    """Print the estimate of the paper's grid on one device (sequential, packed, compiled); return its figures."""
+    seq, per_k = grid_hours(rates, evals)
+    pk, per_k_packed = grid_hours(rates, evals, gains)
+    train_only = sum(GRID_SEEDS * GRID_EPOCHS * GRID_TRAIN / _rate(rates, k) / 3600 for k in GRID_K)
+    print(
+        f"\nthe paper's grid on one {name}: WRN-28 k = {', '.join(map(str, GRID_K))}, {GRID_SEEDS} seeds, "
+        f"{GRID_EPOCHS} epochs of {GRID_TRAIN} images, each evaluated on {GRID_TRAIN} + {GRID_TEST}"
+    )
+    for k in GRID_K:
+        src = "measured" if k in rates else "scaled from the nearest measured k"
+        print(f"  k = {k:>2}: {per_k[k]:6.1f} h one after the other, {per_k_packed[k]:6.1f} h packed ({src})")
+    print(f"  sequential: {seq:.1f} h ({train_only:.1f} h of it training)")
+    faster = {m["k"]: rates[m["k"]] * m["gain"] for m in comp if m.get("gain")}
+    if faster:
+        comp_h, _ = grid_hours({**rates, **faster}, evals)
+        print(f"  sequential with --compile where it was measured (k = {', '.join(f'{k:g}' for k in faster)}): "
+              f"{comp_h:.1f} h")  # fmt: skip
+    print(f"  packed (narrow runs {', '.join(f'k = {k:g} {g:.2f}x' for k, g in gains.items()) or 'none'}): "
+          f"{pk:.1f} h")  # fmt: skip
+    return {
+        "sequential_h": seq,
+        "training_only_h": train_only,
+        "packed_h": pk,
+        "per_k_h": per_k,
+        "per_k_packed_h": per_k_packed,
+        "compiled_h": comp_h if faster else None,
+    }
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -354,32 +384,7 @@ def main(argv=None):
     report["compiled"] = comp
 
     if rates:
-        seq, per_k = grid_hours(rates, evals)
-        pk, per_k_packed = grid_hours(rates, evals, gains)
-        train_only = sum(GRID_SEEDS * GRID_EPOCHS * GRID_TRAIN / _rate(rates, k) / 3600 for k in GRID_K)
-        print(
-            f"\nthe paper's grid on one {name}: WRN-28 k = {', '.join(map(str, GRID_K))}, {GRID_SEEDS} seeds, "
-            f"{GRID_EPOCHS} epochs of {GRID_TRAIN} images, each evaluated on {GRID_TRAIN} + {GRID_TEST}"
-        )
-        for k in GRID_K:
-            src = "measured" if k in rates else "scaled from the nearest measured k"
-            print(f"  k = {k:>2}: {per_k[k]:6.1f} h one after the other, {per_k_packed[k]:6.1f} h packed ({src})")
-        print(f"  sequential: {seq:.1f} h ({train_only:.1f} h of it training)")
-        faster = {m["k"]: rates[m["k"]] * m["gain"] for m in comp if m.get("gain")}
-        if faster:
-            comp_h, _ = grid_hours({**rates, **faster}, evals)
-            print(f"  sequential with --compile where it was measured (k = {', '.join(f'{k:g}' for k in faster)}): "
-                  f"{comp_h:.1f} h")  # fmt: skip
-        print(f"  packed (narrow runs {', '.join(f'k = {k:g} {g:.2f}x' for k, g in gains.items()) or 'none'}): "
-              f"{pk:.1f} h")  # fmt: skip
-        report["grid"] = {
-            "sequential_h": seq,
-            "training_only_h": train_only,
-            "packed_h": pk,
-            "per_k_h": per_k,
-            "per_k_packed_h": per_k_packed,
-            "compiled_h": comp_h if faster else None,
-        }
+        report["grid"] = print_grid(name, rates, evals, gains, comp)
     report["seconds"] = round(time.perf_counter() - t_start, 1)
     print(f"\n{report['seconds']:.0f} s")
     if args.json:
