@@ -309,6 +309,12 @@ def print_grid(name: str, rates: dict, evals: dict, gains: dict, comp: list) -> 
     }
 
 
+def save(path: str | None, report: dict) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(report, f, indent=1, default=float)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -350,6 +356,7 @@ def main(argv=None):
         print(f"{k:>9g} {m['width']:>5} {m['params']:>10,} {m['train_images_per_s']:>12,.0f} "
               f"{m['eval_images_per_s']:>11,.0f} {m['warmup_s']:>10.1f}")  # fmt: skip
     report["plain"] = plain
+    save(args.json, report)  # what is measured so far, should the rest be stopped
     rates = {m["k"]: m["train_images_per_s"] for m in plain}
     evals = {m["k"]: m["eval_images_per_s"] for m in plain}
 
@@ -382,14 +389,13 @@ def main(argv=None):
             comp.append(m)
     report["packed"] = packs
     report["compiled"] = comp
+    save(args.json, report)
 
     if rates:
         report["grid"] = print_grid(name, rates, evals, gains, comp)
     report["seconds"] = round(time.perf_counter() - t_start, 1)
     print(f"\n{report['seconds']:.0f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1, default=float)
+    save(args.json, report)
 
 
 if __name__ == "__main__":

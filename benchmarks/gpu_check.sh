@@ -190,6 +190,7 @@ gpu = device == "cuda"
 epochs = int(os.environ.get("GPU_CHECK_SWEEP_EPOCHS", 12 if gpu else 1))
 images = int(os.environ.get("GPU_CHECK_SWEEP_IMAGES", 5120 if gpu else 256))
 jobs = 4 if gpu else min(4, os.cpu_count() or 1)
+limit = float(sys.argv[4]) / 2  # seconds for each of the two sweeps
 (work / "data").mkdir(parents=True, exist_ok=True)
 write_sample_cifar(work / "data" / "cifar-10-python.tar.gz", images, images // 5)
 env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0")} if gpu else dict(os.environ)
@@ -200,7 +201,12 @@ for j in (jobs, 1):
            "--arch", "wide_resnet16", "--widths", "16,32,64,128", "--seeds", "1", "--epochs", str(epochs),
            "--jobs", str(j), "--device", device, "--acc-rep", "5", "--r2-rep", "3", "--out", str(work / f"jobs{j}"), "-q"]
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    try:  # a sweep that hangs must leave time for the other (its workers die with it)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        print(f"--jobs {j}: stopped after {limit} s")
+        results[f"jobs{j}"] = {"exit": "timeout", "wall_s": limit}
+        continue
     wall = time.perf_counter() - t0
     print("\n".join(x for x in r.stdout.splitlines() if not x.startswith("figure:")), r.stderr[-1500:], sep="\n")
     if r.returncode != 0:
@@ -221,10 +227,10 @@ if a.get("exit") == 0 and b.get("exit") == 0:
 sys.exit(0 if a.get("exit") == 0 and b.get("exit") == 0 else 1)
 EOF
 if [[ -z $NO_GPU ]]; then
-    run_step sweeps 110 "$PY" "$WORK/sweeps.py" "$WORK/sweeps" "$OUT" cuda
+    run_step sweeps 110 "$PY" "$WORK/sweeps.py" "$WORK/sweeps" "$OUT" cuda 100
 else
     echo "(CPU stand-in: checks the step, not the speed: $NO_GPU)"
-    run_step sweeps 400 "$PY" "$WORK/sweeps.py" "$WORK/sweeps" "$OUT" cpu
+    run_step sweeps 400 "$PY" "$WORK/sweeps.py" "$WORK/sweeps" "$OUT" cpu 380
 fi
 
 # ------------------------------------------------------------------ 6. the training benchmark
