@@ -172,3 +172,16 @@ def test_cifar100_archive_trains_a_densenet(tmp_path):
     rs = RepresentationSet.load(tmp_path / "run" / "representations")
     assert rs.n_classes == 100 and rs.width == 44 and rs.n_train == 20  # growth 4, 8 initial features
 
+
+def test_train_compile_is_recorded(tmp_path, monkeypatch):
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="eager"))  # quick here
+    args = ["--dataset", "synthetic", "--arch", "mlp", "--width", "8", "--depth", "1", "--epochs", "1"]
+    r = invoke("train", "--out", tmp_path / "run", *args, "--compile", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert "amp off, torch.compile, epochs 1-1" in r.stderr
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["compile"] is True
+    assert "_orig_mod" not in "".join(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"])
+    r = invoke("train", "--out", tmp_path / "plain", *args, "--device", "cpu")
+    assert r.exit_code == 0 and "torch.compile" not in r.stderr
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["compile"] is False

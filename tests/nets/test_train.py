@@ -356,3 +356,33 @@ def test_a_training_holds_its_folder_against_another_process(tmp_path):
     assert r.returncode == 2 and f"{run}: locked by another train (pid {os.getpid()} on " in r.stderr
     assert [m["epoch"] for m in _lines(run / "metrics.jsonl")] == [1, 2]  # not 4 lines from two writers
 
+
+def test_compile_is_an_option_that_leaves_checkpoints_and_resuming_alone(tmp_path, monkeypatch):
+    compiled, real_compile = [], torch.compile
+
+    def compile_eager(model, **kw):  # dynamo without code generation: quick on the CPU, and the same arithmetic
+        compiled.append(model)
+        return real_compile(model, backend="eager")
+
+    def stop(epoch, _m):
+        if epoch == 2:
+            raise Interrupt
+
+    monkeypatch.setattr(torch, "compile", compile_eager)
+    plain = train(small(epochs=3), tmp_path / "plain", progress=False)
+    assert compiled == []
+    with pytest.raises(Interrupt):
+        train(small(epochs=3, compile=True), tmp_path / "run", progress=False, on_epoch_end=stop)
+    assert len(compiled) == 1 and json.loads((tmp_path / "run" / "config.json").read_text())["compile"] is True
+    a, b = (
+        load_checkpoint(d / "checkpoints" / "epoch_0002.pt")["model"] for d in (tmp_path / "plain", tmp_path / "run")
+    )
+    assert a.keys() == b.keys()  # the network's own state_dict, not its compiled wrapper's ("_orig_mod." ...)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # resumed without compile (where and how a run trains may change), it ends where the plain run did
+    resumed = train(small(epochs=3), tmp_path / "run", progress=False)
+    assert resumed.resumed_from == 2 and len(compiled) == 1
+    assert _same_model(tmp_path / "plain" / "checkpoints" / "last.pt", tmp_path / "run" / "checkpoints" / "last.pt")
+    assert [m["test_loss"] for m in resumed.history] == [m["test_loss"] for m in plain.history]
+    with pytest.raises(RedrepError, match=r"compile: expected true or false, found 'yes'"):
+        train(small(compile="yes"), tmp_path / "bad", progress=False)
