@@ -96,7 +96,9 @@ def tiny(**kw):
     from redrep.nets.train import TrainConfig
 
     train_fields = {f.name for f in fields(TrainConfig)}
-    train = dict(dataset="synthetic", arch="mlp", depth=2, epochs=3, lr=0.05, data_dir=None, checkpoint_epochs=())
+    train = dict(
+        dataset="synthetic", arch="mlp", depth=2, epochs=3, lr=0.05, data_dir=None, checkpoint_epochs=(), device="cpu"
+    )
     train.update({k: kw.pop(k) for k in list(kw) if k in train_fields})
     base = dict(widths=(8, 16), seeds=2, acc_rep=4, r2_rep=3, jobs=1, progress=False)
     base.update(kw)

@@ -30,7 +30,22 @@ def native(tmp_path):
 
 
 def test_analyze_native_set(native):
-    r = run("analyze", "--repr", native, "--acc-rep", "5", "--r2-rep", "3", "--seed", "4", "--refine", "0", "-q")
+    r = run(
+        "analyze",
+        "--device",
+        "cpu",
+        "--repr",
+        native,
+        "--acc-rep",
+        "5",
+        "--r2-rep",
+        "3",
+        "--seed",
+        "4",
+        "--refine",
+        "0",
+        "-q",
+    )
     assert r.exit_code == 0, r.output
     out = native / "results"
     sizes = [1, 2, 4, 8, 16]
@@ -68,8 +83,12 @@ def test_analyze_native_set(native):
 
 
 def test_analyze_is_reproducible_with_seed(native, tmp_path):
-    run("analyze", "--repr", native, "--acc-rep", "4", "--r2-rep", "2", "--out", tmp_path / "a", "-q")
-    run("analyze", "--repr", native, "--acc-rep", "4", "--r2-rep", "2", "--out", tmp_path / "b", "-q")
+    run(
+        "analyze", "--device", "cpu", "--repr", native, "--acc-rep", "4", "--r2-rep", "2", "--out", tmp_path / "a", "-q"
+    )
+    run(
+        "analyze", "--device", "cpu", "--repr", native, "--acc-rep", "4", "--r2-rep", "2", "--out", tmp_path / "b", "-q"
+    )
     names = sorted(p.name for p in (tmp_path / "a").glob("*.npy"))
     assert len(names) >= 5
     for name in names:
@@ -89,6 +108,8 @@ def test_authors_spellings_and_chunk_sizes(native, tmp_path):
         "3, 5,16",
         "--out",
         tmp_path / "o",
+        "--device",
+        "cpu",
         "-q",
     )
     assert r.exit_code == 0, r.output
@@ -99,7 +120,7 @@ def test_analyze_authors_layout_via_path(tmp_path):
     write_authors(
         tmp_path / "data" / "download_repr", arrays(n_train=60, n_test=40, width=8, n_classes=10), ensemble_acc=0.9
     )
-    r = run("analyze", "--path", tmp_path / "data", "--acc-rep", "3", "--r2-rep", "2")
+    r = run("analyze", "--device", "cpu", "--path", tmp_path / "data", "--acc-rep", "3", "--r2-rep", "2")
     assert r.exit_code == 0, r.output
     assert "results written to" in r.output
     doc = json.loads((tmp_path / "data" / "results" / "results.json").read_text())
@@ -133,7 +154,7 @@ def test_analyze_authors_layout_via_path(tmp_path):
     ],
 )
 def test_bad_flags_exit_2_and_write_nothing(native, args, message):
-    r = run("analyze", "--repr", native, *args)
+    r = run("analyze", "--device", "cpu", "--repr", native, *args)
     assert r.exit_code == 2
     assert re.search(message, r.stderr.strip()), r.stderr
     assert "Traceback" not in r.output
@@ -141,19 +162,19 @@ def test_bad_flags_exit_2_and_write_nothing(native, args, message):
 
 
 def test_errors_keep_existing_results(native):
-    assert run("analyze", "--repr", native, "--acc-rep", "2", "--r2-rep", "2", "-q").exit_code == 0
+    assert run("analyze", "--device", "cpu", "--repr", native, "--acc-rep", "2", "--r2-rep", "2", "-q").exit_code == 0
     before = {p.name: p.read_bytes() for p in (native / "results").iterdir()}
-    r = run("analyze", "--repr", native, "--chunk-sizes", "99")
+    r = run("analyze", "--device", "cpu", "--repr", native, "--chunk-sizes", "99")
     assert r.exit_code == 2
     assert {p.name: p.read_bytes() for p in (native / "results").iterdir()} == before
 
 
 def test_missing_inputs(tmp_path, native):
-    r = run("analyze", "--path", tmp_path / "nodata")
+    r = run("analyze", "--device", "cpu", "--path", tmp_path / "nodata")
     assert r.exit_code == 2
     assert "download_repr: no such folder (expected the authors' representations: run `redrep download" in r.stderr
     (native / "features_test.npy").unlink()
-    r = run("analyze", "--repr", native)
+    r = run("analyze", "--device", "cpu", "--repr", native)
     assert r.exit_code == 2 and "missing 1 file(s)" in r.stderr and "features_test.npy" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
@@ -163,7 +184,7 @@ def test_nan_features_from_the_command_line(native):
     arr[2, 1] = np.inf
     arr.flush()
     del arr
-    r = run("analyze", "--repr", native, "--acc-rep", "2", "--r2-rep", "2", "-q")
+    r = run("analyze", "--device", "cpu", "--repr", native, "--acc-rep", "2", "--r2-rep", "2", "-q")
     assert r.exit_code == 2
     assert r.stderr.strip() == (
         f"Error: {native / 'features_test.npy'}: expected finite values, found inf at index "
@@ -175,7 +196,7 @@ def test_nan_features_from_the_command_line(native):
 def test_console_script_exit_status_and_no_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     p = subprocess.run(
-        [sys.executable, "-m", "redrep", "analyze", "--repr", str(tmp_path / "missing")],
+        [sys.executable, "-m", "redrep", "analyze", "--device", "cpu", "--repr", str(tmp_path / "missing")],
         capture_output=True,
         text=True,
         env=env,

@@ -48,7 +48,7 @@ def test_squared_hinge_network_train_extract_analyze_plot(tmp_path):
     assert (cfg["width"], cfg["depth"], cfg["epochs"], cfg["lr"], cfg["lr_rule"]) == (16, 2, 8, 3e-3, None)
     assert (cfg["weight_decay"], cfg["batch_size"], cfg["stop_loss"]) == (0.03, 256, 10 * 2.0**-23)
 
-    r = invoke("extract", run, "-q")
+    r = invoke("extract", run, "--device", "cpu", "-q")
     assert r.exit_code == 0, r.output
     rs = RepresentationSet.load(run / "representations")
     assert rs.weight.shape == (1, 16) and rs.bias.shape == (1,) and rs.n_classes == 1
@@ -64,7 +64,8 @@ def test_squared_hinge_network_train_extract_analyze_plot(tmp_path):
     assert rs.meta["test_accuracy"] == pytest.approx(final["test_acc"])
 
     res = tmp_path / "results"
-    r = invoke("analyze", "--repr", run / "representations", "--acc-rep", 4, "--r2-rep", 2, "--out", res, "-q")
+    r = invoke("analyze", "--repr", run / "representations", "--acc-rep", 4, "--r2-rep", 2, "--out", res, "-q",
+               "--device", "cpu")  # fmt: skip
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(open(res / "results.csv")))
     full = [x for x in rows if x["metric"] == "accuracy" and x["split"] == "test" and int(x["chunk_size"]) == 16]

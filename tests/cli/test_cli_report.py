@@ -50,7 +50,7 @@ def test_end_to_end_example_analyze_plot_report(tmp_path):
     runner = CliRunner()
     s = tmp_path / "set"
     assert runner.invoke(main, ["example", "--out", str(s), "--n-train", "600", "--n-test", "300"]).exit_code == 0
-    r = runner.invoke(main, ["analyze", "--repr", str(s), "--acc-rep", "5", "--r2-rep", "3", "-q"])
+    r = runner.invoke(main, ["analyze", "--device", "cpu", "--repr", str(s), "--acc-rep", "5", "--r2-rep", "3", "-q"])
     assert r.exit_code == 0, r.output
     stored = json.loads((s / "results" / "results.json").read_text())["summary"]
     r = runner.invoke(main, ["plot", "--results", str(s / "results"), "--out", str(tmp_path / "plots")])

@@ -91,7 +91,9 @@ def test_help_from_sources_matches_the_imported_commands():
 
 def test_analyze_imports_no_heavy_module(tmp_path):
     random_set(0, width=8, n_train=50, n_test=30).save(tmp_path / "set")
-    p, loaded = loaded_by("analyze", "--repr", tmp_path / "set", "--acc-rep", "2", "--r2-rep", "2", "-q")
+    p, loaded = loaded_by(
+        "analyze", "--device", "cpu", "--repr", tmp_path / "set", "--acc-rep", "2", "--r2-rep", "2", "-q"
+    )
     assert p.returncode == 0, p.stderr
     assert loaded == []
     assert (tmp_path / "set" / "results").is_dir()

@@ -34,7 +34,8 @@ def test_meta_json(tmp_path):
     random_set(0, width=8, n_train=40, n_test=30).save(tmp_path / "set")
     _poison(tmp_path / "set" / "meta.json", "n_train")
     _one_line(
-        CliRunner().invoke(main, ["analyze", "--repr", str(tmp_path / "set"), "-q"]), tmp_path / "set" / "meta.json"
+        CliRunner().invoke(main, ["analyze", "--repr", str(tmp_path / "set"), "--device", "cpu", "-q"]),
+        tmp_path / "set" / "meta.json",
     )
 
 
@@ -51,7 +52,7 @@ def test_config_json(tmp_path, command):
     run.mkdir()
     (run / "config.json").write_text('{"dataset": "synthetic", "arch": "mlp", "seed": ' + HUGE + "}")
     args = ["train", "--out", str(run)] if command == "train" else [command, str(run)]
-    _one_line(CliRunner().invoke(main, [*args, "-q"]), run / "config.json")
+    _one_line(CliRunner().invoke(main, [*args, "--device", "cpu", "-q"]), run / "config.json")
 
 
 def test_sweep_json(tmp_path):

@@ -135,7 +135,7 @@ def test_known_clone_structure():
     rs = make_clone_set(
         n_train=1500, n_test=800, n_latent=8, n_copies=16, n_classes=4, noise=0.05, separation=12.0, random_state=0
     )
-    an = ChunkAnalysis(chunk_sizes=[1, 2, 64, 128], acc_rep=20, r2_rep=10, random_state=0).fit(rs)
+    an = ChunkAnalysis(device="cpu", chunk_sizes=[1, 2, 64, 128], acc_rep=20, r2_rep=10, random_state=0).fit(rs)
     train_err = 1 - an.mean("accuracy", "train")
     r2 = an.mean("r2")
     # a single neuron sees one direction of eight: poor fit, poor reconstruction
@@ -148,20 +148,20 @@ def test_known_clone_structure():
 
 
 def test_fit_is_reproducible_and_seed_dependent(small_set):
-    a = ChunkAnalysis(acc_rep=5, r2_rep=3, random_state=7).fit(small_set)
-    b = ChunkAnalysis(acc_rep=5, r2_rep=3, random_state=7).fit(small_set)
-    c = ChunkAnalysis(acc_rep=5, r2_rep=3, random_state=8).fit(small_set)
+    a = ChunkAnalysis(device="cpu", acc_rep=5, r2_rep=3, random_state=7).fit(small_set)
+    b = ChunkAnalysis(device="cpu", acc_rep=5, r2_rep=3, random_state=7).fit(small_set)
+    c = ChunkAnalysis(device="cpu", acc_rep=5, r2_rep=3, random_state=8).fit(small_set)
     for key in a.values_:
         np.testing.assert_array_equal(a.values_[key], b.values_[key])
     assert any(not np.array_equal(a.r2_chunks_[w], c.r2_chunks_[w]) for w in a.chunk_sizes_ if w < small_set.width)
     # the regression chunks do not depend on acc_rep
-    d = ChunkAnalysis(acc_rep=9, r2_rep=3, random_state=7).fit(small_set)
+    d = ChunkAnalysis(device="cpu", acc_rep=9, r2_rep=3, random_state=7).fit(small_set)
     for w in a.chunk_sizes_:
         np.testing.assert_array_equal(a.r2_chunks_[w], d.r2_chunks_[w])
 
 
 def test_fit_values_match_direct_per_chunk(small_set):
-    an = ChunkAnalysis(chunk_sizes=[2, 5, 24], acc_rep=4, r2_rep=3, random_state=1).fit(small_set)
+    an = ChunkAnalysis(device="cpu", chunk_sizes=[2, 5, 24], acc_rep=4, r2_rep=3, random_state=1).fit(small_set)
     for i, w in enumerate(an.chunk_sizes_):
         for r, c in enumerate(an.r2_chunks_[w]):
             r2, mc, mo = direct_regression(small_set.features_test, c)
@@ -179,8 +179,8 @@ def test_memmap_and_block_size_give_the_same_numbers(tmp_path, small_set):
     small_set.save(tmp_path / "set")
     mm = RepresentationSet.load(tmp_path / "set")
     assert isinstance(mm.features_train, np.memmap)
-    a = ChunkAnalysis(acc_rep=6, r2_rep=4, random_state=3, block_rows=8192).fit(small_set)
-    b = ChunkAnalysis(acc_rep=6, r2_rep=4, random_state=3, block_rows=13).fit(mm)
+    a = ChunkAnalysis(device="cpu", acc_rep=6, r2_rep=4, random_state=3, block_rows=8192).fit(small_set)
+    b = ChunkAnalysis(device="cpu", acc_rep=6, r2_rep=4, random_state=3, block_rows=13).fit(mm)
     for key in a.values_:
         np.testing.assert_allclose(a.values_[key], b.values_[key], rtol=1e-9, atol=1e-12)
 
@@ -196,7 +196,7 @@ def test_nan_in_memmapped_features_is_reported_with_file_and_row(tmp_path, small
     with pytest.raises(
         RedrepError, match=r"features_train\.npy: expected finite values, found nan at index \(123, 4\)"
     ):
-        ChunkAnalysis(acc_rep=2, r2_rep=2, block_rows=50).fit(mm)
+        ChunkAnalysis(device="cpu", acc_rep=2, r2_rep=2, block_rows=50).fit(mm)
 
 
 def test_default_chunk_sizes():
@@ -238,7 +238,7 @@ def test_draw_chunks_are_distinct_sorted_and_in_range():
 )
 def test_bad_parameters(small_set, kwargs, message):
     with pytest.raises(RedrepError, match=message):
-        ChunkAnalysis(**kwargs).fit(small_set)
+        ChunkAnalysis(device="cpu", **kwargs).fit(small_set)
 
 
 def test_describe_values():

@@ -63,7 +63,7 @@ def test_a_bad_declaration_fails_at_once(field, value):
 def test_a_metric_added_to_the_registry_reaches_every_output(tmp_path, monkeypatch, seed):
     monkeypatch.setattr(metrics, "METRICS", metrics.METRICS + (TOY,))
     rs = random_set(seed, n_train=120, n_test=80, width=8)
-    an = ChunkAnalysis(acc_rep=3, r2_rep=2, random_state=seed).fit(rs)
+    an = ChunkAnalysis(device="cpu", acc_rep=3, r2_rep=2, random_state=seed).fit(rs)
     toy = np.random.default_rng(seed).uniform(size=(len(an.chunk_sizes_), 2))
     an.values_[TOY.key] = toy  # what the analysis would compute for it
     write_results(an, rs, tmp_path)
@@ -87,7 +87,9 @@ def test_the_cli_printout_follows_the_registry(tmp_path, monkeypatch):
     random_set(0, width=8).save(tmp_path / "set")
     dropped = tuple(m for m in metrics.METRICS if m.name != "mean_corr_outside")
     monkeypatch.setattr(metrics, "METRICS", dropped)
-    r = CliRunner().invoke(main, ["analyze", "--repr", str(tmp_path / "set"), "--acc-rep", "3", "--r2-rep", "2"])
+    r = CliRunner().invoke(
+        main, ["analyze", "--device", "cpu", "--repr", str(tmp_path / "set"), "--acc-rep", "3", "--r2-rep", "2"]
+    )
     assert r.exit_code == 0, r.output
     (header,) = [ln for ln in r.stdout.splitlines() if ln.startswith("chunk size")]
     assert "training error" in header and "R²" in header and "outside" not in header
@@ -187,7 +189,9 @@ def test_a_layer_of_width_one_analyzes_plots_and_reports(tmp_path, seed):
     _width_one_set(tmp_path / "set", seed)
     runner = CliRunner()
     res = tmp_path / "set" / "results"
-    r = runner.invoke(main, ["analyze", "--repr", str(tmp_path / "set"), "--acc-rep", "3", "--r2-rep", "2", "-q"])
+    r = runner.invoke(
+        main, ["analyze", "--device", "cpu", "--repr", str(tmp_path / "set"), "--acc-rep", "3", "--r2-rep", "2", "-q"]
+    )
     assert r.exit_code == 0, r.output
     assert np.isnan(load_results(res).series("mean_corr")["mean"]).all()  # one neuron: no pair
     for extra in ([], ["--min-chunk-size", "1"]):

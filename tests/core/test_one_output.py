@@ -61,7 +61,7 @@ def test_chunk_accuracies_of_a_sign_readout_are_the_exact_definition(seed):
     b = float(rng.choice([0.0, 0.25, -0.5]))
     rs = one_output_set(X, Xt, y, yt, w, b)
     assert rs.n_classes == 1 and rs.weight.shape == (1, width) and rs.bias.shape == (1,)
-    a = ChunkAnalysis(chunk_sizes=[1, 2, 5, width], acc_rep=6, r2_rep=2, random_state=seed).fit(rs)
+    a = ChunkAnalysis(chunk_sizes=[1, 2, 5, width], acc_rep=6, r2_rep=2, random_state=seed, device="cpu").fit(rs)
     for split, (F, lab) in {"train": (X, y), "test": (Xt, yt)}.items():
         got = a.values_[("accuracy", split)]
         for i, size in enumerate(a.chunk_sizes_):
@@ -83,12 +83,12 @@ def test_outputs_of_exactly_zero_or_rounding_to_zero_predict_class_0():
     y = np.array([1, 1, 0, 1, 1])
     # outputs with w: 0, t, -t, s, 1 -> classes 0, 1, 0, 1, 1
     rs = one_output_set(X, X, y, y, w, 0.0)
-    a = ChunkAnalysis(chunk_sizes=[2], acc_rep=1, r2_rep=1).fit(rs)
+    a = ChunkAnalysis(chunk_sizes=[2], acc_rep=1, r2_rep=1, device="cpu").fit(rs)
     assert a.values_[("accuracy", "train")][0][0] == 4 / 5  # only the exact 0 (label 1) is wrong
     # with a tiny weight the outputs are 2^-80 (class 1), 2^-160 (rounds to 0), -2^-160 (to -0), 2^-150 (rounds
     # to 0 too: halfway between 0 and the smallest subnormal 2^-149, to even) and 0: classes 1, 0, 0, 0, 0
     rs = one_output_set(X, X, y, y, w_small, 0.0)
-    a = ChunkAnalysis(chunk_sizes=[2], acc_rep=1, r2_rep=1).fit(rs)
+    a = ChunkAnalysis(chunk_sizes=[2], acc_rep=1, r2_rep=1, device="cpu").fit(rs)
     assert a.values_[("accuracy", "train")][0][0] == sign_accuracy(X, y, w_small, 0.0, [0, 1]) == 2 / 5
 
 

@@ -132,16 +132,16 @@ def test_a_nan_deep_in_the_training_set_is_named_by_its_row(monkeypatch, process
     monkeypatch.setattr(parallel, "MIN_WORK", 0)
     monkeypatch.setattr(parallel, "n_workers", lambda: 2)
     with pytest.raises(RedrepError, match=r"features_train.*nan at index \(2345, 3\)"):
-        ChunkAnalysis(chunk_sizes=[1, 8], acc_rep=2, r2_rep=2, block_rows=100).fit(rs)
+        ChunkAnalysis(device="cpu", chunk_sizes=[1, 8], acc_rep=2, r2_rep=2, block_rows=100).fit(rs)
 
 
 def test_small_analyses_run_in_this_process_large_ones_in_workers(monkeypatch, tmp_path):
     rs = random_set(6, n_train=400, n_test=100, width=8, n_classes=3)
     monkeypatch.setattr(parallel, "n_workers", lambda: 2)
-    small = ChunkAnalysis(chunk_sizes=[2, 8], acc_rep=3, r2_rep=3, block_rows=50).fit(rs)
+    small = ChunkAnalysis(device="cpu", chunk_sizes=[2, 8], acc_rep=3, r2_rep=3, block_rows=50).fit(rs)
     assert small.n_workers_ == 1  # far below MIN_WORK: forking would cost more than it saves
     monkeypatch.setattr(parallel, "MIN_WORK", 0)
-    forked = ChunkAnalysis(chunk_sizes=[2, 8], acc_rep=3, r2_rep=3, block_rows=50).fit(rs)
+    forked = ChunkAnalysis(device="cpu", chunk_sizes=[2, 8], acc_rep=3, r2_rep=3, block_rows=50).fit(rs)
     assert forked.n_workers_ == 2
     for key in small.values_:
         np.testing.assert_array_equal(small.values_[key], forked.values_[key])

@@ -146,9 +146,8 @@ def test_cli_duplicated_neurons_at_large_scales(tmp_path):
     means = {}
     for scale in (1, 1e4, 1e6):
         _duplicated_set(tmp_path / f"s{scale:g}", scale)
-        r = CliRunner().invoke(
-            main, ["analyze", "--repr", str(tmp_path / f"s{scale:g}"), "--acc-rep", "2", "--r2-rep", "10", "-q"]
-        )
+        args = ["analyze", "--repr", str(tmp_path / f"s{scale:g}"), "--acc-rep", "2", "--r2-rep", "10", "-q"]
+        r = CliRunner().invoke(main, args + ["--device", "cpu"])
         assert r.exit_code == 0, r.output
         with open(tmp_path / f"s{scale:g}" / "results" / "results.csv") as f:
             rows = [row for row in csv.DictReader(f) if row["metric"] in STATS]
@@ -207,7 +206,7 @@ def test_r2_heldout_with_duplicates_and_distribution_shift():
 
 
 def test_fit_reports_r2_heldout_without_changing_the_rest(small_set):
-    an = ChunkAnalysis(chunk_sizes=[1, 5, 24], acc_rep=3, r2_rep=4, random_state=2).fit(small_set)
+    an = ChunkAnalysis(device="cpu", chunk_sizes=[1, 5, 24], acc_rep=3, r2_rep=4, random_state=2).fit(small_set)
     vals = an.values_[("r2_heldout", "test")]
     assert vals.shape == (3, 4)
     for i, w in enumerate(an.chunk_sizes_):
@@ -223,11 +222,12 @@ def test_fit_reports_r2_heldout_without_changing_the_rest(small_set):
 @pytest.mark.parametrize("alpha", [1e200, -1.0, float("inf"), float("nan")])
 def test_alpha_out_of_range_is_refused(small_set, alpha):
     with pytest.raises(RedrepError, match=r"^alpha: expected a ridge penalty in \[0, 1e\+100\], found "):
-        ChunkAnalysis(alpha=alpha, acc_rep=2, r2_rep=2).fit(small_set)
+        ChunkAnalysis(device="cpu", alpha=alpha, acc_rep=2, r2_rep=2).fit(small_set)
 
 
 def test_largest_alpha_keeps_statistics_finite(small_set):
-    an = ChunkAnalysis(chunk_sizes=[1, 12, 24], alpha=MAX_ALPHA, acc_rep=2, r2_rep=3, random_state=0).fit(small_set)
+    an = ChunkAnalysis(chunk_sizes=[1, 12, 24], alpha=MAX_ALPHA, acc_rep=2, r2_rep=3, random_state=0, device="cpu")
+    an.fit(small_set)
     for metric in ("r2", "mean_corr", "r2_heldout"):
         assert np.all(np.isfinite(an.values_[(metric, "test")])), metric
     # an overwhelming ridge predicts the mean: no variance explained in sample
@@ -236,7 +236,7 @@ def test_largest_alpha_keeps_statistics_finite(small_set):
 
 def test_cli_alpha_overflow_exits_2_with_one_line(tmp_path):
     random_set(0, width=8).save(tmp_path / "set")
-    r = CliRunner().invoke(main, ["analyze", "--repr", str(tmp_path / "set"), "--alpha", "1e200"])
+    r = CliRunner().invoke(main, ["analyze", "--device", "cpu", "--repr", str(tmp_path / "set"), "--alpha", "1e200"])
     assert r.exit_code == 2
     assert r.stderr.strip().splitlines() == ["Error: alpha: expected a ridge penalty in [0, 1e+100], found 1e+200"]
     assert not (tmp_path / "set" / "results").exists()
@@ -308,7 +308,8 @@ def test_numbers_do_not_depend_on_the_workers(monkeypatch, small_set, processes)
     import redrep.core.parallel as parallel
 
     def fit():
-        return ChunkAnalysis(chunk_sizes=[1, 3, 12, 24], acc_rep=2, r2_rep=5, random_state=4).fit(small_set)
+        an = ChunkAnalysis(chunk_sizes=[1, 3, 12, 24], acc_rep=2, r2_rep=5, random_state=4, device="cpu")
+        return an.fit(small_set)
 
     monkeypatch.setattr(parallel, "can_fork", lambda: processes)
     monkeypatch.setattr(parallel, "MIN_WORK", 0)
@@ -323,7 +324,7 @@ def test_numbers_do_not_depend_on_the_workers(monkeypatch, small_set, processes)
 
 
 def test_heldout_can_be_left_out(small_set):
-    kw = dict(chunk_sizes=[2, 24], acc_rep=2, r2_rep=3, random_state=1)
+    kw = dict(chunk_sizes=[2, 24], acc_rep=2, r2_rep=3, random_state=1, device="cpu")
     with_ho = ChunkAnalysis(**kw).fit(small_set)
     without = ChunkAnalysis(heldout=False, **kw).fit(small_set)
     assert np.all(np.isnan(without.values_[("r2_heldout", "test")]))

@@ -110,7 +110,12 @@ def test_bad_folders_and_sets(tmp_path):
         find_runs(tmp_path)
     make_clone_set(n_train=50, n_test=20, n_latent=2, n_copies=4).save(tmp_path / "set")
     with pytest.raises(RedrepError, match="expected a layer of width 16 .* found 8"):
-        analyse_runs([RunSet(16, 0, tmp_path / "set", "w00016_s0")], tmp_path / "out", progress=False)
+        analyse_runs(
+            [RunSet(16, 0, tmp_path / "set", "w00016_s0")],
+            tmp_path / "out",
+            config=CloneConfig(device="cpu"),
+            progress=False,
+        )
 
 
 def test_csv_round_trip_keeps_undefined_values(tmp_path):

@@ -178,12 +178,12 @@ def test_bad_input_is_one_line_and_exit_2(run, tmp_path):
         (bare, "no kept checkpoints"),
     ]
     for path, message in cases:
-        r = runner.invoke(main, ["dynamics", str(path), "-q"])
+        r = runner.invoke(main, ["dynamics", "--device", "cpu", str(path), "-q"])
         assert r.exit_code == 2, r.output
         assert message in r.output and len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
-    r = runner.invoke(main, ["dynamics", str(run_dir), "--acc-rep", "0", "-q"])
+    r = runner.invoke(main, ["dynamics", "--device", "cpu", str(run_dir), "--acc-rep", "0", "-q"])
     assert r.exit_code == 2 and "acc_rep: expected an integer >= 1" in r.output
-    r = runner.invoke(main, ["dynamics", str(run_dir), "--chunk-sizes", "4,x", "-q"])
+    r = runner.invoke(main, ["dynamics", "--device", "cpu", str(run_dir), "--chunk-sizes", "4,x", "-q"])
     assert r.exit_code == 2 and "--chunk-sizes" in r.output
     with pytest.raises(RedrepError, match="r2_min: expected a number <= 1.0"):
         DynamicsConfig(criterion=Criterion(r2_min=3)).validated()

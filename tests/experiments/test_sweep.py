@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -134,9 +135,9 @@ def test_bad_sweep_configs(tmp_path, kw, message):
 
 
 def test_sweep_cli_errors_exit_2(tmp_path):
-    r = CliRunner().invoke(main, ["sweep", "--widths", "8", "--out", str(tmp_path / "s")])
+    r = CliRunner().invoke(main, ["sweep", "--device", "cpu", "--widths", "8", "--out", str(tmp_path / "s")])
     assert r.exit_code == 2 and "widths: expected at least two different widths" in r.stderr
-    r = CliRunner().invoke(main, ["sweep", "--widths", "8,x", "--out", str(tmp_path / "s")])
+    r = CliRunner().invoke(main, ["sweep", "--device", "cpu", "--widths", "8,x", "--out", str(tmp_path / "s")])
     assert r.exit_code == 2 and "expected a comma-separated list of integers" in r.stderr
 
 
@@ -183,13 +184,13 @@ def test_width_figure_panels():
 
 
 def test_demo_quick(tmp_path):
-    r = CliRunner().invoke(
-        main, ["demo", "--quick", "--out", str(tmp_path / "demo"), "--data-dir", str(tmp_path / "data"), "-q"]
-    )
+    args = ["demo", "--quick", "--out", str(tmp_path / "demo"), "--data-dir", str(tmp_path / "data"), "-q"]
+    r = CliRunner().invoke(main, args + ["--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "demo" / "report.html").is_file()
     assert (tmp_path / "demo" / "figures" / "width_comparison.png").stat().st_size > 10_000
     assert "open " in r.output and "report.html" in r.output
+    assert f"{min(2, os.cpu_count() or 1)} run" in r.output and "at a time on cpu" in r.output
 
 
 def test_reading_says_when_the_decay_is_not_resolved():
@@ -322,6 +323,7 @@ def test_collect_refuses_a_width_without_finished_run():
 )
 def test_sweep_cli_executor_errors_exit_2(tmp_path, args, message):
     base = ["sweep", "--dataset", "synthetic", "--widths", "8,16", "--seeds", "1", "--out", str(tmp_path / "s")]
+    base += [] if "--device" in args else ["--device", "cpu"]
     r = CliRunner().invoke(main, base + args)
     assert r.exit_code == 2 and message in r.stderr, r.output
     assert "Traceback" not in r.output and not (tmp_path / "s").exists()
@@ -330,6 +332,7 @@ def test_sweep_cli_executor_errors_exit_2(tmp_path, args, message):
 def test_slurm_without_sbatch_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     base = ["sweep", "--dataset", "synthetic", "--widths", "8,16", "--seeds", "1", "--out", str(tmp_path / "s")]
+    base += ["--device", "cpu"]
     r = CliRunner().invoke(main, base + ["--executor", "slurm", "--epochs", "1"])
     assert r.exit_code == 2 and "executor: slurm needs SLURM's sbatch on PATH, found none" in r.stderr
     assert not (tmp_path / "s" / "runs").exists()

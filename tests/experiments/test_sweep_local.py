@@ -11,17 +11,26 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+import procs
 from procs import alive, lock_holder
+from redrep.cli import main
 from redrep.experiments.executors import LocalExecutor, local_devices
 from redrep.experiments.runs import FAILED, FINISHED, RunTask
+
+STOPPED = "stopped (nothing queued or running; re-run the same command to resume)"
+
+
+#: Set by a test in the driver before the workers start: a forked worker sees it, a spawned one does not.
+PARENT_MARK = None
 
 
 def record_device(task: RunTask, device: str) -> dict:
     """A stand-in for training: note which process ran the task on which device, and when."""
     t0 = time.time()
     time.sleep(0.3)
-    rec = {"name": task.name, "pid": os.getpid(), "device": device, "threads": task.threads}
+    rec = {"name": task.name, "pid": os.getpid(), "device": device, "threads": task.threads, "mark": PARENT_MARK}
     rec.update(start=t0, end=time.time())
     Path(task.run_dir).mkdir(parents=True, exist_ok=True)
     (Path(task.run_dir) / "rec.json").write_text(json.dumps(rec))
@@ -96,8 +105,54 @@ def test_local_devices(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert local_devices("cuda", 4) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
     assert local_devices("cuda", 6) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
+    assert local_devices("cuda", 1) == ["cuda:0"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert local_devices("cuda", 3) == ["cuda:0", "cuda:1", "cuda:0"]  # worker i on GPU i mod N
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert local_devices("cuda", 2) == ["cuda", "cuda"]
+    assert local_devices("cuda", 4) == ["cuda"] * 4  # --jobs 4 on one GPU: four workers share it
+
+
+def test_workers_that_may_use_cuda_start_by_spawn(monkeypatch):
+    import torch
+
+    import redrep.experiments.executors as executors
+
+    monkeypatch.setattr(executors, "can_fork", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert executors.start_method(["cpu", "cpu"]) == "fork"  # CPU runs keep fork, the faster start
+    assert executors.start_method(["auto", None]) == "fork"  # no GPU here: auto trains on the CPU
+    assert executors.start_method(["cuda", "cuda"]) == "spawn"
+    assert executors.start_method(["cpu", "cuda:1"]) == "spawn"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with a GPU
+    assert executors.start_method(["auto"]) == "spawn" and executors.start_method([None]) == "spawn"
+    assert executors.start_method(["cpu", "cpu"]) == "fork"
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # this process has used CUDA
+    assert executors.start_method(["cpu", "cpu"]) == "spawn"
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(executors, "can_fork", lambda: False)  # no fork at all (not Linux, a daemon)
+    assert executors.start_method(["cpu"]) == "spawn"
+
+
+def test_the_executor_spawns_workers_for_gpu_runs_and_forks_for_cpu_runs(tmp_path, monkeypatch):
+    # the stand-in never touches CUDA: this machine needs no GPU to check how the workers start
+    monkeypatch.setattr(sys.modules[__name__], "PARENT_MARK", "set in the driver")
+    for devices, how in ((["cuda"] * 2, "spawn"), (["cpu"] * 2, "fork")):
+        ex = LocalExecutor(2, devices, run=record_device)
+        tasks = _tasks(tmp_path / how, 2)
+        st = ex.wait(ex.submit(tasks))
+        assert ex.start_method_ == how and all(s.state == FINISHED for s in st.values())
+        recs = [json.loads((Path(t.run_dir) / "rec.json").read_text()) for t in tasks]
+        assert {r["device"] for r in recs} == {devices[0]} and os.getpid() not in {r["pid"] for r in recs}
+        # a spawned worker is a fresh interpreter: it does not see what the driver set after importing
+        assert {r["mark"] for r in recs} == {None if how == "spawn" else "set in the driver"}
+        assert {r["threads"] for r in recs} == {max(1, (os.cpu_count() or 1) // 2)}
+    # the task's own device decides where the executor has none per worker
+    ex = LocalExecutor(2, None, run=record_device)
+    tasks = [RunTask(f"r{i}", 8, i, str(tmp_path / "own" / f"r{i}"), {"device": "cuda:0"}) for i in range(2)]
+    ex.wait(ex.submit(tasks))
+    assert ex.start_method_ == "spawn"
 
 
 def test_run_task_checkpoint_requeues_itself(tmp_path):
@@ -121,6 +176,7 @@ def _children(pid: int) -> set[int]:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_workers_die_with_their_driver(tmp_path, sig):
     cmd = [sys.executable, "-m", "redrep", "sweep", "--dataset", "synthetic", "--widths", "8,16", "--seeds", "1"]
+    cmd += ["--device", "cpu"]
     cmd += ["--epochs", "100000", "--jobs", "2", "--acc-rep", "2", "--r2-rep", "2", "-q", "--out", str(tmp_path / "s")]
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
     workers: set[int] = set()
@@ -148,6 +204,99 @@ def test_workers_die_with_their_driver(tmp_path, sig):
         for p in workers:  # should they have survived, this test does not leave them behind
             if alive(p):
                 os.kill(p, signal.SIGKILL)
+    # nothing runs any more, and sweep-status says so (sweep.json still says "running": the driver was killed)
+    assert json.loads((tmp_path / "s" / "sweep.json").read_text())["status"] == "running"
+    r = CliRunner().invoke(main, ["sweep-status", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[-1] == f"2 failed; sweep {STOPPED}"
+    assert "failed (interrupted (its driver ended))" in r.output
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the workers")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_spawned_workers_die_with_their_driver(tmp_path, sig):
+    # workers for GPU runs are spawned, not forked; they end with the driver all the same
+    code = (
+        "from redrep.experiments.executors import LocalExecutor\n"
+        "from redrep.experiments.runs import RunTask\n"
+        "import test_sweep_local\n"
+        "ex = LocalExecutor(2, ['cuda', 'cuda'], run=test_sweep_local.sleepy)\n"
+        f"tasks = [RunTask(f'r{{i}}', 8, i, {str(tmp_path)!r} + f'/r{{i}}', {{}}) for i in range(2)]\n"
+        "handles = ex.submit(tasks)\n"
+        "print(ex.start_method_, flush=True)\n"
+        "ex.wait(handles)\n"
+    )
+    env = procs.env(
+        PYTHONPATH=f"{procs.SRC}{os.pathsep}{Path(__file__).parent}{os.pathsep}{Path(procs.__file__).parent}"
+    )
+    driver = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pids: list[int] = []
+    try:
+        assert driver.stdout.readline().decode().strip() == "spawn"
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60 and len(pids) < 2:  # each worker writes its pid once it runs
+            pids = [int(f.read_text()) for f in tmp_path.glob("r*/pid") if f.read_text()]
+            if driver.poll() is not None:
+                pytest.fail(f"the driver ended early: {driver.stderr.read().decode()[-2000:]}")
+            time.sleep(0.1)
+        assert len(pids) == 2, "the workers did not start"
+        assert {_ppid(p) for p in pids} == {driver.pid}  # spawned by the driver itself (not a fork server)
+        driver.send_signal(sig)
+        driver.wait(timeout=30)
+        t1 = time.monotonic()
+        while time.monotonic() - t1 < 10 and any(alive(p) for p in pids):
+            time.sleep(0.1)
+        assert not [p for p in pids if alive(p)], "spawned workers survived their driver"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        for p in pids:
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def always_fails(task: RunTask, device: str) -> dict:
+    raise ValueError(f"cannot train {task.name} (a stand-in)")
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_status_after_every_run_failed_is_not_running(tmp_path, jobs):
+    from test_sweep import tiny
+
+    from redrep.core.validation import RedrepError
+    from redrep.experiments.sweep import run_sweep
+
+    out = tmp_path / "s"
+    with pytest.raises(RedrepError, match="cannot collect the sweep: no finished run at W = 8"):
+        run_sweep(
+            tiny(jobs=jobs), out, executor=LocalExecutor(jobs, ["cpu"] * jobs, run=always_fails), log=lambda _m: None
+        )
+    assert json.loads((out / "sweep.json").read_text())["status"] == "stopped"  # written on the way out
+    r = CliRunner().invoke(main, ["sweep-status", str(out)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[-1] == f"4 failed; sweep {STOPPED}"
+    assert (
+        r.output.count("failed (failed, see its log)") == 4
+        and "cannot train" in (out / "runs" / "w00008_s0" / "error.log").read_text()
+    )
+
+
+def test_sweep_status_is_running_only_while_a_run_is():
+    from redrep.experiments.runs import MISSING, QUEUED, RUNNING, RunStatus
+    from redrep.experiments.sweep import sweep_status
+
+    ended = {"a": RunStatus(FAILED), "b": RunStatus(FINISHED), "c": RunStatus(MISSING)}
+    for written in ("running", "stopped", None):
+        assert sweep_status({"status": written} if written else None, ended) == STOPPED
+    for written in ("done", "partial"):  # a collected sweep says how it was collected
+        assert sweep_status({"status": written}, ended) == written
+    for going in (QUEUED, RUNNING):  # a run still queued or running (a SLURM job, another driver's worker)
+        assert sweep_status({"status": "stopped"}, {**ended, "d": RunStatus(going)}) == "running"
 
 
 def sleepy(task: RunTask, device: str) -> dict:

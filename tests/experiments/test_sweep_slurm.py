@@ -53,7 +53,9 @@ def cluster():
 
 
 def small(**kw) -> SweepConfig:
-    train = TrainConfig(dataset="parity-digits", arch="mlp", depth=2, epochs=3, lr=0.05, checkpoint_epochs=())
+    train = TrainConfig(
+        dataset="parity-digits", arch="mlp", depth=2, epochs=3, lr=0.05, checkpoint_epochs=(), device="cpu"
+    )
     base = dict(train=train, widths=(16, 32), seeds=2, acc_rep=3, r2_rep=2, progress=False)
     base.update(kw)
     return SweepConfig(**base)
@@ -69,6 +71,7 @@ def _quiet(_msg):
 
 def _cli_sweep(out, *extra):
     args = ["sweep", "--dataset", "parity-digits", "--depth", "2", "--widths", "16,32", "--seeds", "2"]
+    args += ["--device", "cpu"]
     args += ["--epochs", "40", "--acc-rep", "3", "--r2-rep", "2", "--executor", "slurm", "--slurm-cpus", "1"]
     return CliRunner().invoke(main, args + ["--out", str(out), "-q", *extra])
 

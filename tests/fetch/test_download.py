@@ -194,7 +194,7 @@ def assert_installed(path: Path, pub: Published):
 
 
 def assert_analyze_runs(path: Path, pub: Published):
-    res = run(["analyze", "--path", str(path), "--acc-rep", "3", "--r2-rep", "2", "-q"])
+    res = run(["analyze", "--device", "cpu", "--path", str(path), "--acc-rep", "3", "--r2-rep", "2", "-q"])
     assert res.exit_code == 0, res.output + str(res.exception)
     results = load_results(path / "results")
     acc = results.series("accuracy", "test")

@@ -80,7 +80,7 @@ def runs(tmp_path_factory):
     out = []
     for seed in (0, 1, 2):
         cfg = TrainConfig(
-            dataset="synthetic", arch="mlp", width=8, depth=1, epochs=2, batch_size=64, lr=0.05, seed=seed
+            dataset="synthetic", arch="mlp", width=8, depth=1, epochs=2, batch_size=64, lr=0.05, seed=seed, device="cpu"
         )
         train(cfg, root / f"r{seed}", progress=False)
         out.append(root / f"r{seed}")
@@ -90,7 +90,7 @@ def runs(tmp_path_factory):
 def test_runs_and_their_extracted_sets_give_the_same_ensemble(runs):
     root, members = runs
     from_runs = ensemble_error(members, device="cpu")
-    sets = [extract_run(r, progress=False)[0] for r in members]
+    sets = [extract_run(r, device="cpu", progress=False)[0] for r in members]
     from_sets = ensemble_error(sets, device="cpu")
     assert from_runs.error_inf == pytest.approx(from_sets.error_inf)
     assert from_runs.member_errors == pytest.approx(from_sets.member_errors)
@@ -100,13 +100,15 @@ def test_runs_and_their_extracted_sets_give_the_same_ensemble(runs):
     assert back.error_inf == pytest.approx(from_runs.error_inf)
     assert back.meta["ensemble"]["n_members"] == 3
     # re-extracting the same run and epoch keeps the stored ensemble result
-    extract_run(members[0], progress=False)
+    extract_run(members[0], device="cpu", progress=False)
     assert RepresentationSet.load(sets[0]).error_inf == pytest.approx(from_runs.error_inf)
 
 
 def test_runs_of_another_kind_and_sets_of_another_test_set_are_refused(runs, tmp_path):
     root, members = runs
-    cfg = TrainConfig(dataset="synthetic", arch="mlp", width=8, depth=1, epochs=2, batch_size=64, lr=0.1, seed=5)
+    cfg = TrainConfig(
+        dataset="synthetic", arch="mlp", width=8, depth=1, epochs=2, batch_size=64, lr=0.1, seed=5, device="cpu"
+    )
     train(cfg, tmp_path / "lr", progress=False)
     with pytest.raises(RedrepError, match=r"expected a network of the same kind .*lr: 0.05 vs 0.1"):
         ensemble_error([members[0], tmp_path / "lr"], device="cpu")

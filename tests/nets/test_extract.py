@@ -65,6 +65,39 @@ def test_mode_is_restored_and_eval_mode_is_used():
     np.testing.assert_allclose(f1[:1], f2, atol=1e-5)
 
 
+class FlagNet(nn.Module):
+    """Notes cuDNN's TF32 switch at each forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.tf32 = []
+
+    def forward(self, x):
+        self.tf32.append(torch.backends.cudnn.allow_tf32)
+        return self.fc(x)
+
+
+def test_read_only_arrays_and_full_float32(monkeypatch):
+    # a memory-mapped set is read-only: extraction takes it without torch's warning (an error in the tests)
+    x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    y = np.arange(10) % 3
+    model = FlagNet()
+    expected = extract_features(model, (x, y), batch_size=4)
+    x.flags.writeable = False
+    y.flags.writeable = False
+    got = extract_features(model, (x, y), batch_size=4)
+    got_batches = extract_features(model, [(x[:6], y[:6]), (x[6:], y[6:])])
+    for a, b, c in zip(expected, got, got_batches):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    # convolutions in float32 proper during extraction (no TF32 on a GPU), the switch restored afterwards
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    model.tf32.clear()
+    extract_features(model, (x, y), batch_size=4)
+    assert model.tf32 == [False] * 3 and torch.backends.cudnn.allow_tf32 is True
+
+
 class UserNet(nn.Module):
     """A user's model with no redrep interface: the readout is found as the last Linear."""
 
@@ -122,14 +155,16 @@ def test_readout_errors():
 @pytest.fixture(scope="module")
 def mlp_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "mlp"
-    cfg = TrainConfig(dataset="synthetic", arch="mlp", width=16, depth=2, epochs=3, batch_size=64, lr=0.05)
+    cfg = TrainConfig(
+        dataset="synthetic", arch="mlp", width=16, depth=2, epochs=3, batch_size=64, lr=0.05, device="cpu"
+    )
     res = train(cfg, run, progress=False)
     return run, res
 
 
 def test_extract_run_writes_a_set_that_agrees_with_training_metrics(mlp_run):
     run, res = mlp_run
-    path, rs = extract_run(run, progress=False)
+    path, rs = extract_run(run, device="cpu", progress=False)
     assert path == run / "representations"
     back = RepresentationSet.load(path)
     m = back.meta
@@ -143,19 +178,19 @@ def test_extract_run_writes_a_set_that_agrees_with_training_metrics(mlp_run):
 
 def test_extract_an_earlier_epoch_and_errors(mlp_run, tmp_path):
     run, _ = mlp_run
-    path, rs = extract_run(run, epoch=2, progress=False)
+    path, rs = extract_run(run, epoch=2, device="cpu", progress=False)
     assert path == run / "representations_epoch_0002" and rs.meta["epoch"] == 2
-    path3, _ = extract_run(run, epoch=3, out=tmp_path / "e3", progress=False)  # the last epoch by number
+    path3, _ = extract_run(run, epoch=3, out=tmp_path / "e3", device="cpu", progress=False)  # the last epoch by number
     assert json.loads((path3 / "meta.json").read_text())["meta"]["epoch"] == 3
     with pytest.raises(RedrepError, match=r"no checkpoint of epoch 4 \(expected one of the kept epochs: 0, 1, 2, 3"):
-        extract_run(run, epoch=4, progress=False)
+        extract_run(run, epoch=4, device="cpu", progress=False)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "a.txt").write_text("keep")
     with pytest.raises(RedrepError, match=r"mine: expected a new folder or a representation set to replace"):
-        extract_run(run, out=tmp_path / "mine", progress=False)
+        extract_run(run, out=tmp_path / "mine", device="cpu", progress=False)
     assert (tmp_path / "mine" / "a.txt").read_text() == "keep"
     with pytest.raises(RedrepError, match=r"expected a run directory holding config.json"):
-        extract_run(tmp_path, progress=False)
+        extract_run(tmp_path, device="cpu", progress=False)
 
 
 def test_extract_epoch_0_is_the_network_at_initialization(mlp_run):
@@ -168,5 +203,5 @@ def test_extract_epoch_0_is_the_network_at_initialization(mlp_run):
     np.testing.assert_array_equal(rs.weight, ck["model"]["fc.weight"].numpy())
     logits = np.asarray(rs.features_test) @ rs.weight.T + rs.bias
     assert np.mean(logits.argmax(1) == rs.labels_test) == pytest.approx(rs.meta["test_accuracy"])
-    r = CliRunner().invoke(main, ["extract", str(run), "--epoch", "-1", "-q"])
+    r = CliRunner().invoke(main, ["extract", "--device", "cpu", str(run), "--epoch", "-1", "-q"])
     assert r.exit_code == 2 and "epoch: expected an integer >= 0, found -1" in r.output

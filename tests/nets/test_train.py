@@ -28,7 +28,9 @@ from redrep.nets.train import (
 
 
 def small(**kw):
-    base = dict(dataset="synthetic", arch="mlp", width=32, depth=2, epochs=4, batch_size=64, lr=0.05, seed=0)
+    base = dict(
+        dataset="synthetic", arch="mlp", width=32, depth=2, epochs=4, batch_size=64, lr=0.05, seed=0, device="cpu"
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -109,9 +111,10 @@ def test_from_dict_rejects_unknown_fields():
 
 # ------------------------------------------------------------------- runs
 def test_run_directory_contents(tmp_path):
-    res = train(small(epochs=5), tmp_path / "run", progress=False)
+    cfg = small(epochs=5)
+    res = train(cfg, tmp_path / "run", progress=False)
     run = tmp_path / "run"
-    assert res.epochs_done == 5 and res.resumed_from == 0 and res.device == "cpu"
+    assert res.epochs_done == 5 and res.resumed_from == 0 and res.device == cfg.device  # the device asked for
     # the initialization, the paper's epochs below 5, and the last
     assert sorted(list_checkpoints(run)) == [0, 1, 2, 5]
     ck = load_checkpoint(run / "checkpoints" / "epoch_0002.pt")
@@ -138,7 +141,15 @@ def test_run_directory_contents(tmp_path):
 
 def test_mlp_on_digits_reaches_zero_training_error(tmp_path):
     cfg = TrainConfig(
-        dataset="digits", arch="mlp", width=256, depth=2, epochs=15, batch_size=32, lr=0.1, weight_decay=0.0
+        dataset="digits",
+        arch="mlp",
+        width=256,
+        depth=2,
+        epochs=15,
+        batch_size=32,
+        lr=0.1,
+        weight_decay=0.0,
+        device="cpu",
     )
     res = train(cfg, tmp_path / "run", progress=False)
     e0 = res.zero_train_error_epoch
@@ -209,6 +220,7 @@ def test_divergence_is_reported(tmp_path):
 
 def _cli(run, *extra, epochs=6, **env):
     args = ["train", "--out", run, "--dataset", "synthetic", "--arch", "mlp", "--width", "64", "--depth", "2"]
+    args += ["--device", "cpu"]
     args += ["--epochs", str(epochs), "--batch-size", "64", "--lr", "0.05", "--checkpoint-epochs", "2", "-q", *extra]
     # one thread: OpenMP spinning makes a run crawl when the two cores are shared with other tests
     return procs.redrep(*args, OMP_NUM_THREADS=1, **env)
@@ -343,3 +355,34 @@ def test_a_training_holds_its_folder_against_another_process(tmp_path):
     (r,) = seen
     assert r.returncode == 2 and f"{run}: locked by another train (pid {os.getpid()} on " in r.stderr
     assert [m["epoch"] for m in _lines(run / "metrics.jsonl")] == [1, 2]  # not 4 lines from two writers
+
+
+def test_compile_is_an_option_that_leaves_checkpoints_and_resuming_alone(tmp_path, monkeypatch):
+    compiled, real_compile = [], torch.compile
+
+    def compile_eager(model, **kw):  # dynamo without code generation: quick on the CPU, and the same arithmetic
+        compiled.append(model)
+        return real_compile(model, backend="eager")
+
+    def stop(epoch, _m):
+        if epoch == 2:
+            raise Interrupt
+
+    monkeypatch.setattr(torch, "compile", compile_eager)
+    plain = train(small(epochs=3), tmp_path / "plain", progress=False)
+    assert compiled == []
+    with pytest.raises(Interrupt):
+        train(small(epochs=3, compile=True), tmp_path / "run", progress=False, on_epoch_end=stop)
+    assert len(compiled) == 1 and json.loads((tmp_path / "run" / "config.json").read_text())["compile"] is True
+    a, b = (
+        load_checkpoint(d / "checkpoints" / "epoch_0002.pt")["model"] for d in (tmp_path / "plain", tmp_path / "run")
+    )
+    assert a.keys() == b.keys()  # the network's own state_dict, not its compiled wrapper's ("_orig_mod." ...)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # resumed without compile (where and how a run trains may change), it ends where the plain run did
+    resumed = train(small(epochs=3), tmp_path / "run", progress=False)
+    assert resumed.resumed_from == 2 and len(compiled) == 1
+    assert _same_model(tmp_path / "plain" / "checkpoints" / "last.pt", tmp_path / "run" / "checkpoints" / "last.pt")
+    assert [m["test_loss"] for m in resumed.history] == [m["test_loss"] for m in plain.history]
+    with pytest.raises(RedrepError, match=r"compile: expected true or false, found 'yes'"):
+        train(small(compile="yes"), tmp_path / "bad", progress=False)

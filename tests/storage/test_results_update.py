@@ -24,7 +24,9 @@ from repsets import random_set
 
 
 def analyze(native, out, acc_rep, *extra):
-    r = procs.redrep("analyze", "--repr", native, "--out", out, "--acc-rep", acc_rep, "--r2-rep", 2, "-q", *extra)
+    r = procs.redrep(
+        "analyze", "--device", "cpu", "--repr", native, "--out", out, "--acc-rep", acc_rep, "--r2-rep", 2, "-q", *extra
+    )
     assert r.returncode == 0, r.stderr
     return json.loads((out / JSON_NAME).read_text())
 

@@ -43,16 +43,18 @@ def seed_of(out):
 
 def test_kill_during_the_writes_leaves_the_old_results(native, tmp_path):
     out = tmp_path / "res"
-    assert run("analyze", "--repr", native, "--out", out, "--seed", "0", *ARGS).exit_code == 0
+    assert run("analyze", "--device", "cpu", "--repr", native, "--out", out, "--seed", "0", *ARGS).exit_code == 0
     (out / "report.html").write_text("<p>kept</p>")
     before = snapshot(out)
     for point in ("results:half-written", "results:before-swap"):
-        r = procs.redrep("analyze", "--repr", native, "--out", out, "--seed", "1", *ARGS, REDREP_CRASH_AT=point)
+        r = procs.redrep(
+            "analyze", "--device", "cpu", "--repr", native, "--out", out, "--seed", "1", *ARGS, REDREP_CRASH_AT=point
+        )
         assert r.returncode == -signal.SIGKILL, r.stderr
         assert snapshot(out) == before  # not one new file beside the old ones
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".res.")]
     assert leftovers  # the killed writer's folder, until the next writer cleans it
-    r = procs.redrep("analyze", "--repr", native, "--out", out, "--seed", "1", *ARGS)
+    r = procs.redrep("analyze", "--device", "cpu", "--repr", native, "--out", out, "--seed", "1", *ARGS)
     assert r.returncode == 0, r.stderr
     assert seed_of(out) == 1 and (out / "report.html").read_text() == "<p>kept</p>"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["res", "set"]
@@ -61,7 +63,7 @@ def test_kill_during_the_writes_leaves_the_old_results(native, tmp_path):
 def test_second_analyze_exits_2_naming_the_first(native, tmp_path):
     out = tmp_path / "res"
     with procs.lock_holder(out, what="analyze") as holder:
-        r = procs.redrep("analyze", "--repr", native, "--out", out, *ARGS)
+        r = procs.redrep("analyze", "--device", "cpu", "--repr", native, "--out", out, *ARGS)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert f"locked by another analyze (pid {holder.pid} on " in r.stderr
@@ -71,7 +73,7 @@ def test_second_analyze_exits_2_naming_the_first(native, tmp_path):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_full_disk_keeps_the_old_results(tmp_path, seed):
     rs = random_set(seed, width=8, n_train=120, n_test=80)
-    an = ChunkAnalysis(acc_rep=3, r2_rep=2, random_state=seed, progress=False).fit(rs)
+    an = ChunkAnalysis(device="cpu", acc_rep=3, r2_rep=2, random_state=seed, progress=False).fit(rs)
     with procs.small_disk(tmp_path / "disk", 256) as disk:
         out = disk / "res"
         write_results(an, rs, out)
@@ -90,10 +92,10 @@ def test_full_disk_keeps_the_old_results(tmp_path, seed):
 def test_full_disk_cli_says_so_naming_the_users_folder(native, tmp_path):
     with procs.small_disk(tmp_path / "disk", 256) as disk:
         out = disk / "res"
-        assert run("analyze", "--repr", native, "--out", out, *ARGS).exit_code == 0
+        assert run("analyze", "--device", "cpu", "--repr", native, "--out", out, *ARGS).exit_code == 0
         before = snapshot(out)
         procs.fill_disk(disk, 0)
-        r = procs.redrep("analyze", "--repr", native, "--out", out, "--seed", "3", *ARGS)
+        r = procs.redrep("analyze", "--device", "cpu", "--repr", native, "--out", out, "--seed", "3", *ARGS)
         assert r.returncode == 2
         assert r.stderr == f"Error: no space left on device writing {out}\n"
         assert ".tmp" not in r.stderr and r.stderr.count("\n") == 1
@@ -102,7 +104,7 @@ def test_full_disk_cli_says_so_naming_the_users_folder(native, tmp_path):
 
 def test_results_record_threads_and_block_rows(native, tmp_path):
     out = tmp_path / "res"
-    assert run("analyze", "--repr", native, "--out", out, "--block-rows", "50", *ARGS).exit_code == 0
+    assert run("analyze", "--device", "cpu", "--repr", native, "--out", out, "--block-rows", "50", *ARGS).exit_code == 0
     doc = json.loads((out / JSON_NAME).read_text())
     assert doc["params"]["block_rows"] == 50
     pools = doc["threads"]["pools"]
@@ -123,7 +125,7 @@ def test_example_on_a_full_disk_says_no_space(tmp_path):
 
 def test_a_file_in_place_of_the_results_folder_is_left_alone(tmp_path):
     rs = random_set(2, width=8, n_train=120, n_test=80)
-    an = ChunkAnalysis(acc_rep=3, r2_rep=2, random_state=2, progress=False).fit(rs)
+    an = ChunkAnalysis(device="cpu", acc_rep=3, r2_rep=2, random_state=2, progress=False).fit(rs)
     out = tmp_path / "res"
     out.write_text("my notes")
     with pytest.raises(RedrepError, match=rf"^{out}: expected a folder \(or nothing\) to replace, found a file$"):
@@ -139,11 +141,11 @@ def test_analyze_into_a_linked_results_folder(native, tmp_path):
     link = tmp_path / "data" / "results"
     link.symlink_to("../bigdisk/results_real")
     for seed in (0, 1):
-        r = procs.redrep("analyze", "--repr", native, "--out", link, "--seed", seed, *ARGS)
+        r = procs.redrep("analyze", "--device", "cpu", "--repr", native, "--out", link, "--seed", seed, *ARGS)
         assert r.returncode == 0, r.stderr
         assert link.is_symlink() and seed_of(real) == seed
         assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["results"]  # no hidden link or lock left
         assert sorted(p.name for p in (tmp_path / "bigdisk").iterdir()) == ["results_real"]
     with procs.lock_holder(real, what="analyze") as holder:  # one lock, whichever name is used
-        r = procs.redrep("analyze", "--repr", native, "--out", link, *ARGS)
+        r = procs.redrep("analyze", "--device", "cpu", "--repr", native, "--out", link, *ARGS)
         assert r.returncode == 2 and f"locked by another analyze (pid {holder.pid}" in r.stderr

@@ -36,16 +36,23 @@ from .sweep import echo_result
     default=None,
     help="Runs trained in parallel [default: 2 where the machine has 2 cores or more].",
 )
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (a GPU when present), cpu, cuda or cuda:N: where the runs train and the chunks are analysed.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def command(out, quick, data_dir, jobs, quiet):
+def command(out, quick, data_dir, jobs, device, quiet):
     """Run a width sweep on bundled offline data and write figures and an HTML report."""
     config = demo_config(quick=quick, data_dir=str(data_dir), jobs=jobs, progress=not quiet).validated()
-    dev = resolve_device(config.train.device)
+    dev = resolve_device(device)
     config = replace(config, train=replace(config.train, device=dev))
     t = config.train
     click.echo(
         f"demo{' (quick)' if quick else ''}: {t.dataset}, {t.arch} with {t.depth} hidden layers of "
-        f"width W in {', '.join(map(str, config.widths))}; {config.seeds} seeds, {t.epochs} epochs each"
+        f"width W in {', '.join(map(str, config.widths))}; {config.seeds} seeds, {t.epochs} epochs each; "
+        f"{config.jobs} run{'s' if config.jobs > 1 else ''} at a time on {dev}"
     )
     t0 = time.perf_counter()
     executor = LocalExecutor(config.jobs, local_devices(dev, config.jobs))

@@ -58,7 +58,8 @@ _S = SlurmOptions()
     type=int,
     default=_D.jobs,
     show_default=True,
-    help="Local executor: runs trained in parallel processes (each on its own GPU when there are several).",
+    help="Local executor: runs trained at once, in worker processes; with N GPUs worker i trains on GPU i mod N "
+    "(several runs per GPU where the jobs outnumber the GPUs).",
 )
 @click.option("--slurm-partition", default=None, help="SLURM partition of the jobs.")
 @click.option("--slurm-time", type=int, default=_S.time_min, show_default=True, help="Time limit per run, minutes.")

@@ -7,7 +7,15 @@ from pathlib import Path
 import click
 
 from ..core.validation import RedrepError
-from ..experiments.sweep import SWEEP_FILE, SweepConfig, plan_sweep, read_state, run_statuses, status_line
+from ..experiments.sweep import (
+    SWEEP_FILE,
+    SweepConfig,
+    plan_sweep,
+    read_state,
+    run_statuses,
+    status_line,
+    sweep_status,
+)
 
 
 @click.command("sweep-status")
@@ -26,4 +34,4 @@ def command(sweep_dir):
     counts = {}
     for s in statuses.values():
         counts[s.state] = counts.get(s.state, 0) + 1
-    click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f"; sweep {state.get('status', '?')}")
+    click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f"; sweep {sweep_status(state, statuses)}")

@@ -52,6 +52,7 @@ def _int_list(ctx, param, value):
         ",".join(map(str, PAPER_CHECKPOINT_EPOCHS)), "the authors' " + ",".join(map(str, PAPER_CHECKPOINT_EPOCHS))
     ),
 )
+@click.option("--compile/--no-compile", default=None, help="Run the network through torch.compile  [default: off]")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing: no progress bars, messages or final summary.")
 def command(run_dir, quiet, **options):
     """Train a network and keep its checkpoints and metrics in a run directory.
@@ -60,7 +61,7 @@ def command(run_dir, quiet, **options):
     option given overrides it. Running the command again on the same --out
     resumes the run from its last finished epoch; options left out are then
     taken from the saved config, and options given must match it (except
-    --device, --amp, --data-dir, --eval-batch-size).
+    --device, --amp, --data-dir, --eval-batch-size, --checkpoint-epochs, --compile).
     """
     from tqdm.auto import tqdm
 

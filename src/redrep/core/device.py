@@ -28,11 +28,17 @@ def check_device_name(device) -> str:
 
 
 def _torch_cuda():
-    """torch.cuda, or None where torch is not installed."""
+    """torch.cuda, or None where torch is not installed.
+
+    Its ``is_available()`` is set to ask NVML (torch's documented switch) rather than the
+    CUDA runtime, whose cudaGetDeviceCount initialises CUDA in this process: a sweep
+    driver that looked for a GPU could then not fork workers that use it.
+    """
     try:
         import torch
     except ImportError:
         return None
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     return torch.cuda
 
 

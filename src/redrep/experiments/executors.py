@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
@@ -28,6 +29,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..core.device import resolve_device
 from ..core.parallel import can_fork, die_with_parent, stop_process_pool
 from ..core.validation import RedrepError, exception_line
 from ..storage import io
@@ -38,8 +40,13 @@ from .runs import FAILED, FINISHED, QUEUED, RUN_ERROR, RUNNING, RunStatus, RunTa
 def local_devices(device: str, jobs: int) -> list[str]:
     """One device per local worker: ``cuda`` on a machine with N GPUs gives worker i ``cuda:(i mod N)``.
 
-    ``device`` is a resolved device name (``cpu``, ``cuda`` or ``cuda:N``); an explicit
-    ``cuda:N`` puts every worker on that GPU, as asked.
+    With more workers than GPUs several workers share a GPU (``--jobs 4`` on one GPU: four
+    workers on ``cuda``): narrow networks at batch 128 leave most of a GPU idle, and runs of
+    several processes fill it. ``device`` is a resolved device name (``cpu``, ``cuda`` or
+    ``cuda:N``); an explicit ``cuda:N`` puts every worker on that GPU, as asked.
+
+    Counting the GPUs does not initialise CUDA in this process (torch asks NVML), so the
+    workers started afterwards can use them.
     """
     if device != "cuda":
         return [device] * jobs
@@ -47,6 +54,35 @@ def local_devices(device: str, jobs: int) -> list[str]:
 
     n = torch.cuda.device_count()
     return [f"cuda:{i % n}" for i in range(jobs)] if n > 1 else ["cuda"] * jobs
+
+
+def _may_use_cuda(device: str | None) -> bool:
+    """Whether a worker on ``device`` may train on a GPU (``auto``: where this machine has one)."""
+    if device is None or device == "auto":
+        return resolve_device("auto") != "cpu"
+    return device.startswith("cuda")
+
+
+def _cuda_initialised() -> bool:
+    """Whether this process has initialised CUDA (without importing torch where it is not imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.cuda.is_initialized()
+
+
+def start_method(devices) -> str:
+    """How the local workers start: ``"fork"`` where it is safe, else ``"spawn"``.
+
+    ``devices`` are the devices the workers may train on (``auto`` or None: the machine's
+    choice). A forked child of a process that has initialised CUDA cannot use CUDA
+    ("Cannot re-initialize CUDA in forked subprocess"), and forking such a process is
+    unsafe even for CPU work; so a worker that may use a GPU, or the child of a process
+    that has initialised CUDA, starts by spawn: a fresh interpreter, which costs an import
+    of torch (seconds, against minutes of training). CPU runs keep fork, which is faster.
+    Not forkserver: its workers are the server's children, and could not die with the driver.
+    """
+    if not can_fork() or _cuda_initialised() or any(_may_use_cuda(d) for d in devices):
+        return "spawn"
+    return "fork"
 
 
 _WORKER_DEVICE: str | None = None
@@ -78,7 +114,13 @@ class LocalExecutor:
     jobs : number of concurrent runs
     devices : list of ``jobs`` device names, one per worker (see :func:`local_devices`);
         None runs every worker on the task's own device
-    run : ``run(task, device) -> dict``, what a worker does with a task (a stand-in in tests)
+    run : ``run(task, device) -> dict``, what a worker does with a task (a stand-in in tests);
+        under spawn, a function that a fresh interpreter can import
+    start : how the workers start, ``"fork"`` or ``"spawn"``; None: :func:`start_method`
+
+    Attributes
+    ----------
+    start_method_ : how the workers of the last :meth:`submit` started (None: no workers)
 
     Workers die with the driver: they ask the kernel for SIGKILL when their parent
     ends (Linux) and watch their parent otherwise, so that an interrupted sweep
@@ -87,10 +129,12 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, jobs: int = 1, devices: list[str] | None = None, *, run=None):
+    def __init__(self, jobs: int = 1, devices: list[str] | None = None, *, run=None, start: str | None = None):
         self.jobs = jobs
         self.devices = devices
         self.run = run or RunTask.__call__
+        self.start = start
+        self.start_method_: str | None = None
         self._futures: dict[str, object] = {}
         self._outcomes: dict[str, RunStatus] = {}
         self._pool = None
@@ -109,7 +153,11 @@ class LocalExecutor:
         if self.jobs == 1:  # run lazily in wait(): this process is the worker
             return handles
         threads = max(1, (os.cpu_count() or 1) // self.jobs)  # the machine's cores, split between the workers
-        ctx = multiprocessing.get_context("fork" if can_fork() else "spawn")
+        wanted = [d for d in devs if d is not None]
+        if None in devs:  # workers on their run's own device
+            wanted += [t.train_config.get("device", "auto") for t in tasks]
+        self.start_method_ = self.start or start_method(wanted)
+        ctx = multiprocessing.get_context(self.start_method_)
         slots = ctx.Queue()
         for d in devs:
             slots.put(d)

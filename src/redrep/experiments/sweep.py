@@ -303,6 +303,21 @@ def run_statuses(out, tasks: list[RunTask], state: dict | None, *, executor=None
     return {t.name: result[t.name] for t in tasks}
 
 
+def sweep_status(state: dict | None, statuses: dict[str, RunStatus]) -> str:
+    """The sweep's own state for ``redrep sweep-status``: "running" only while one of its runs is queued or running.
+
+    sweep.json says "running" from the first submission until the sweep is collected, and a
+    driver that ends without collecting (every run failed, killed) may leave it so; the runs'
+    states (their driver alive on this machine, SLURM's answer) tell whether anything goes on.
+    """
+    if any(s.state in (QUEUED, RUNNING) for s in statuses.values()):
+        return "running"
+    written = (state or {}).get("status")
+    if written in ("done", "partial"):
+        return written
+    return "stopped (nothing queued or running; re-run the same command to resume)"
+
+
 def status_line(name: str, st: RunStatus) -> str:
     """One line of ``redrep sweep-status``: run, state (and why), job id, log."""
     state = st.state + (f" ({st.detail})" if st.detail else "")
@@ -497,7 +512,11 @@ def _run_sweep_locked(config: SweepConfig, out: Path, executor, *, wait, timeout
         )
     for n in failed:
         log(f"run {status_line(n, statuses[n])}")
-    check_collectable(config, statuses)
+    try:
+        check_collectable(config, statuses)
+    except RedrepError:
+        _write_state(out, config, state, status="stopped")  # nothing runs any more: say so on the way out
+        raise
     runs = []
     for t in tasks:
         if statuses[t.name].state == FINISHED:

@@ -142,7 +142,7 @@ def output_units(loss: str, num_classes: int) -> int:
 
 
 #: Config fields that may differ when a run is resumed: where and how it runs, not what it computes.
-RESUME_FREE_FIELDS = ("device", "amp", "data_dir", "eval_batch_size", "checkpoint_epochs", "recipe")
+RESUME_FREE_FIELDS = ("device", "amp", "data_dir", "eval_batch_size", "checkpoint_epochs", "recipe", "compile")
 
 
 # ---------------------------------------------------------------- config
@@ -200,6 +200,7 @@ class TrainConfig:
     eval_train: bool = True
     eval_every: int = 1
     eval_batch_size: int = 256
+    compile: bool = False  # the network through torch.compile (how it runs: checkpoints hold the plain network)
 
     @property
     def model_options(self) -> dict:
@@ -267,6 +268,8 @@ class TrainConfig:
         check_device_name(self.device)
         if self.amp not in (None, True, False):
             raise RedrepError(f"amp: expected true, false or none (auto), found {self.amp!r}")
+        if self.compile not in (True, False):
+            raise RedrepError(f"compile: expected true or false, found {self.compile!r}")
         try:
             ckpts = tuple(sorted({check_int(e, "checkpoint_epochs", min_value=0) for e in self.checkpoint_epochs}))
         except TypeError:

@@ -16,6 +16,7 @@ representation set.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,14 +69,13 @@ def _batches(data, batch_size: int):
     """Yield (x, y) batches from an (x, y) pair of arrays/tensors or from an iterable of (x, y) batches."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
         x, y = data
-        x = torch.as_tensor(x)
-        y = torch.as_tensor(y)
+        y = y if hasattr(y, "shape") else np.asarray(y)
         if x.shape[0] != y.shape[0]:
             raise RedrepError(
                 f"data: expected as many labels as samples, found {x.shape[0]} samples, {y.shape[0]} labels"
             )
         for i in range(0, x.shape[0], batch_size):
-            yield x[i : i + batch_size], y[i : i + batch_size]
+            yield _tensor(x[i : i + batch_size]), _tensor(y[i : i + batch_size])
         return
     try:
         it = iter(data)
@@ -86,10 +86,31 @@ def _batches(data, batch_size: int):
     for item in it:
         if not (isinstance(item, (tuple, list)) and len(item) >= 2):
             raise RedrepError(f"data: expected batches of (x, y), found {type(item).__name__}")
-        yield torch.as_tensor(item[0]), torch.as_tensor(item[1])
+        yield _tensor(item[0]), _tensor(item[1])
+
+
+@contextlib.contextmanager
+def _full_float32():
+    """Convolutions on a GPU in float32 proper, not TF32 (cuDNN's default, 10 bits of mantissa), so that the
+    extracted features, the data of every later analysis, match the CPU's up to the order of the sums."""
+    allow = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = allow
+
+
+def _tensor(a) -> torch.Tensor:
+    """``a`` as a tensor; a read-only NumPy array (a memory-mapped file, a view of one) is copied, as
+    torch may not wrap memory that it must not write (it warns), and a batch is small."""
+    if isinstance(a, np.ndarray) and not a.flags.writeable:
+        a = np.array(a)
+    return torch.as_tensor(a)
 
 
 @torch.inference_mode()
+@_full_float32()
 def extract_features(
     model: nn.Module,
     data,

@@ -519,6 +519,7 @@ class _Session:
     autocast: Callable
     dataset: Dataset
     model: torch.nn.Module
+    net: torch.nn.Module  # what the batches go through: the model, or its torch.compile wrapper
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     gen: torch.Generator
@@ -587,8 +588,8 @@ def train(
             f"{config.arch} (W = {s.model_info['num_features']}, {s.model_info['num_params']:,} parameters) on "
             f"{config.dataset} ({s.dataset.n_train} train / {s.dataset.n_test} test), {config.optimizer} lr "
             f"{config.lr:g}{' (the authors rule)' if config.lr_rule else ''}, device {s.device}, "
-            f"amp {s.env['amp_dtype'] or 'off'}, epochs {s.start + 1}-{config.epochs}"
-            + (f" (resumed after epoch {s.start})" if s.start else "")
+            f"amp {s.env['amp_dtype'] or 'off'}{', torch.compile' if config.compile else ''}, "
+            f"epochs {s.start + 1}-{config.epochs}" + (f" (resumed after epoch {s.start})" if s.start else "")
         )
         s.dataset = s.dataset.to(s.device)
         bar = tqdm(
@@ -655,6 +656,7 @@ def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | 
         ) from None
     if device.type == "cuda" and len(dataset.in_shape) == 3:
         model = model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if config.compile else model  # checkpoints keep `model`'s own state_dict
     optimizer = make_optimizer(config, model.parameters())
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     history: list[dict] = []
@@ -707,6 +709,7 @@ def _setup(config: TrainConfig, run_dir: Path, ckpt: dict | None, device: str | 
         autocast=autocast_context(device, amp_dtype),
         dataset=dataset,
         model=model,
+        net=net,
         optimizer=optimizer,
         scaler=scaler,
         gen=gen,
@@ -756,7 +759,7 @@ def _train_epoch(s: _Session, epoch: int, progress: bool) -> dict:
         xb = _to_model_layout(xb)
         yb = dataset.y_train[idx]
         with s.autocast():
-            out = model(xb)
+            out = s.net(xb)
             loss = s.criterion(out, yb)
         s.optimizer.zero_grad(set_to_none=True)
         s.scaler.scale(loss).backward()
@@ -783,10 +786,10 @@ def _train_epoch(s: _Session, epoch: int, progress: bool) -> dict:
     evaluated = epoch % config.eval_every == 0 or epoch >= config.epochs
     if config.eval_train and evaluated:
         metrics["train_eval_loss"], metrics["train_eval_acc"] = evaluate(
-            model, dataset, dataset.x_train, dataset.y_train, **kw
+            s.net, dataset, dataset.x_train, dataset.y_train, **kw
         )
     metrics["test_loss"], metrics["test_acc"] = (
-        evaluate(model, dataset, dataset.x_test, dataset.y_test, **kw) if evaluated else (None, None)
+        evaluate(s.net, dataset, dataset.x_test, dataset.y_test, **kw) if evaluated else (None, None)
     )
     metrics["train_seconds"] = train_seconds
     metrics["seconds"] = time.perf_counter() - t0
