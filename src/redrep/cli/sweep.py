@@ -9,7 +9,8 @@ import click
 
 from ..core.device import resolve_device
 from ..experiments.executors import LocalExecutor, SlurmExecutor, SlurmOptions, local_devices, parse_slurm_params
-from ..experiments.sweep import DEFAULT_RECIPE, MAX_RUNS, MAX_SEEDS, SLURM_DIR, SweepConfig, run_sweep
+from ..experiments.sweep import DEFAULT_RECIPE, SLURM_DIR, SweepConfig, run_sweep
+from ..experiments.sweep_state import MAX_RUNS, MAX_SEEDS
 from . import int_list_callback
 from .training_options import config_from_options, training_options
 
