@@ -528,3 +528,19 @@ def test_submitit_leftovers_are_cleaned_and_job_folders_kept(tmp_path):
     removed = SlurmExecutor(folder).clean_leftovers()
     assert sorted(removed) == sorted([orphan_pkl, orphan_sh])
     assert link.is_symlink() and other.is_file() and (job / "12_0_submitted.pkl").is_file()
+
+
+def test_slurm_without_the_slurm_extra_is_one_line(finished, tmp_path):
+    import subprocess
+    import sys
+
+    probe = "import sys\nsys.modules['submitit'] = None\nfrom redrep.cli import main\nmain(sys.argv[1:])\n"
+    base = ["sweep", "--dataset", "synthetic", "--widths", "8,16", "--seeds", "1", "--out", str(tmp_path / "s")]
+    r = subprocess.run([sys.executable, "-c", probe, *base, "--executor", "slurm"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "Error: redrep sweep needs submitit, which is not installed: pip install 'redrep[slurm]'"
+    )
+    assert not (tmp_path / "s").exists()
+    # a local sweep needs none of it, to run or to look at
+    r = subprocess.run([sys.executable, "-c", probe, "sweep-status", str(finished[0])], capture_output=True, text=True)
+    assert r.returncode == 0 and "4 finished; sweep done" in r.stdout, r.stderr

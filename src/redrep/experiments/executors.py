@@ -340,11 +340,9 @@ class SlurmExecutor:
         return self._submitit
 
     def _executor(self):
-        try:
-            import submitit
-        except ImportError as exc:  # pragma: no cover - a dependency
-            raise RedrepError(f"executor: slurm needs the submitit package ({exc})") from None
         import shutil
+
+        import submitit  # the slurm extra: the command line names it when it is missing
 
         if shutil.which("sbatch") is None:
             raise RedrepError("executor: slurm needs SLURM's sbatch on PATH, found none (is this a SLURM login node?)")
