@@ -291,12 +291,18 @@ def test_killed_while_sbatch_runs_cancels_and_resubmits(cluster, tmp_path):
 
     r = _cli_sweep(out, epochs=3)
     assert r.exit_code == 0, r.output
-    assert "an interrupted submission of 4 runs (slurm): 0 jobs adopted, 4 cancelled" in r.output
+    # each orphan still waiting is cancelled; one that started waits 60 s for its task, then fails (a loaded
+    # machine may get there first): either way none of them ran a run, and the new array did the work, once
+    line = r"an interrupted submission of 4 runs \(slurm\): 0 jobs adopted, (\d) cancelled .*; 4 runs to submit"
+    done = re.search(line, r.output)
+    assert done, r.output
     assert "4 runs: 0 finished, 0 queued or running, 4 to run now on slurm" in r.output
-    # the orphans were cancelled, not left to fail at their start; the new array did the work, once
     assert not orphans.keys() & {h["job_id"] for h in read_state(out)["jobs"].values()}
-    for jid in orphans:
-        assert _state_of(cluster, jid) == "CANCELLED"
+    ended = [_state_of(cluster, jid) for jid in orphans]
+    assert set(ended) <= {"CANCELLED", "FAILED"} and ended.count("CANCELLED") >= int(done.group(1)), ended
+    for jid, st in zip(orphans, ended):
+        if st == "FAILED":
+            assert "could not find submitted jobs" in (out / SLURM_DIR / jid / f"{jid}_0_log.err").read_text()
     _trained_once(out, 3)
     after = read_state(out)
     assert after["status"] == "done" and "submitting" not in after and (out / "report.html").is_file()
