@@ -435,7 +435,7 @@ CRAFTED = [
     ("seeds-1e9", _set(["config", "seeds"], 1e9), r"seeds: expected an integer, found 1000000000\.0"),
     ("seeds-10-9", _set(["config", "seeds"], 10**9), r"seeds: expected an integer <= 1000, found 1000000000"),
     ("seeds-huge", _set(["config", "seeds"], 10**400), r"seeds: expected an integer <= 1000, found an integer of 401"),
-    ("digits", text, r"expected the JSON of a redrep sweep, could not read it \(.*4300"),
+    ("digits", text, r"expected the JSON of a redrep sweep, found a number too long to read \(.*4300"),
     ("version-99", _set(["version"], 99), r"found version 99 \(written by a newer redrep\); upgrade redrep"),
     ("version-string", _set(["version"], "2"), r"found version '2' \(not a layout number"),
 ]
