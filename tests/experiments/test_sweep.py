@@ -301,7 +301,25 @@ def test_collect_refuses_a_width_without_finished_run():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--executor", "slurm", "--slurm-param", "account"], "slurm_param: expected KEY=VALUE, found 'account'"),
+        (["--executor", "slurm", "--slurm-param", "account"], "--slurm-param: expected KEY=VALUE, found 'account'"),
+        (
+            ["--executor", "slurm", "--slurm-param", "setup=module load cuda"],
+            "--slurm-param setup: a submitit option that takes a list or a flag, which KEY=VALUE cannot give",
+        ),
+        (
+            ["--executor", "slurm", "--slurm-param", "array_parallelism=-1"],
+            "--slurm-param array_parallelism: has a flag of its own, expected --max-parallel instead",
+        ),
+        (
+            ["--executor", "slurm", "--slurm-param", "cpus-per-task=8"],
+            "--slurm-param cpus_per_task: has a flag of its own, expected --slurm-cpus instead",
+        ),
+        (
+            ["--executor", "slurm", "--slurm-param", "job-name=mine"],
+            "--slurm-param job_name: redrep names the jobs to find them again",
+        ),
+        (["--executor", "slurm", "--slurm-param", "a b=1"], "--slurm-param: expected an option name of letters"),
+        (["--executor", "slurm", "--slurm-mem-gb", "-2"], "Invalid value for --slurm-mem-gb: expected gigabytes > 0"),
         (["--executor", "slurm", "--slurm-time", "0"], "Invalid value for --slurm-time: expected an integer >= 1"),
         (
             ["--executor", "slurm", "--max-parallel", "0"],
@@ -326,6 +344,7 @@ def test_sweep_cli_executor_errors_exit_2(tmp_path, args, message):
     base += [] if "--device" in args else ["--device", "cpu"]
     r = CliRunner().invoke(main, base + args)
     assert r.exit_code == 2 and message in r.stderr, r.output
+    assert [x for x in r.stderr.splitlines() if "Error" in x] == [r.stderr.strip().splitlines()[-1]]  # one line
     assert "Traceback" not in r.output and not (tmp_path / "s").exists()
 
 
@@ -358,6 +377,10 @@ def test_slurm_params_go_to_submitit(tmp_path):
     assert p["array_parallelism"] == 3 and p["account"] == "abc" and p["additional_parameters"] == {"reservation": "r1"}
     mlp = SlurmExecutor(tmp_path, SlurmOptions(), arch="mlp")._executor()
     assert "gpus_per_node" not in mlp.parameters  # the mlp asks for no GPU
+    # a value submitit refuses (its setup takes a list of commands) is one line naming the parameter
+    bad = SlurmExecutor(tmp_path, SlurmOptions(params={"setup": "module load cuda"}))
+    with pytest.raises(RedrepError, match=r"^--slurm-param setup=module load cuda: submitit refused the value \("):
+        bad.check()
 
 
 def test_slurm_that_does_not_answer_is_not_a_lost_job(tmp_path, monkeypatch):
@@ -368,6 +391,159 @@ def test_slurm_that_does_not_answer_is_not_a_lost_job(tmp_path, monkeypatch):
     ex = SlurmExecutor(tmp_path, SlurmOptions(lost_after_s=0.5, poll_s=0.1))
     handles = {"w00008_s0": {"job_id": "12_0", "log": "l", "submitted": 0.0}}
     st = ex.status(handles)["w00008_s0"]
-    assert st.state == QUEUED and st.detail == "state unknown: sacct and squeue do not answer"  # never resubmitted
-    with pytest.raises(RedrepError, match=r"SLURM has not answered \(sacct, squeue\) for 0 s; the jobs may still run"):
+    assert st.state == QUEUED and st.detail == "state unknown: squeue does not answer"  # never resubmitted
+    with pytest.raises(RedrepError, match=r"SLURM has not answered \(squeue\) for 0 s; the jobs may still run"):
         ex.wait(handles, timeout=30)
+
+
+# ------------------------------------------------------------ sweep.json as input
+def _crafted(finished, tmp_path, name, edit):
+    """A copy of the finished sweep (without its runs) whose sweep.json ``edit`` changes (doc -> doc, or text)."""
+    import shutil
+
+    out, _ = finished
+    copy = tmp_path / name
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("runs", "clones", "analysis"))
+    f = copy / "sweep.json"
+    text = f.read_text()
+    f.write_text(edit(text) if edit.__name__ == "text" else json.dumps(edit(json.loads(text))))
+    return copy
+
+
+def _set(path, value):
+    def edit(doc):
+        d = doc
+        for k in path[:-1]:
+            d = d[k]
+        d[path[-1]] = value
+        return doc
+
+    return edit
+
+
+def text(t):  # a file no json.dumps can write: an integer of 5000 digits
+    return t.replace('"status": "done"', '"status": "done", "n": ' + "9" * 5000, 1)
+
+
+CRAFTED = [
+    ("jobs-string", _set(["jobs"], "w00008_s0"), r"jobs: expected an object \(run name -> job\), found the string"),
+    ("jobs-list", _set(["jobs"], [1, 2]), r"jobs: expected an object \(run name -> job\), found an array"),
+    (
+        "job-id-number",
+        _set(["jobs"], {"w00008_s0": {"job_id": 123, "executor": "slurm", "log": None}}),
+        r'jobs\.w00008_s0\.job_id: expected a SLURM job id such as "123_4" or null, found the number 123',
+    ),
+    ("widths-string", _set(["config", "widths"], "8,16"), r"widths: expected a list of integers, found the string"),
+    ("seeds-string", _set(["config", "seeds"], "2"), r"seeds: expected an integer, found '2'"),
+    ("seeds-1e9", _set(["config", "seeds"], 1e9), r"seeds: expected an integer, found 1000000000\.0"),
+    ("seeds-10-9", _set(["config", "seeds"], 10**9), r"seeds: expected an integer <= 1000, found 1000000000"),
+    ("seeds-huge", _set(["config", "seeds"], 10**400), r"seeds: expected an integer <= 1000, found an integer of 401"),
+    ("digits", text, r"expected the JSON of a redrep sweep, found a number too long to read \(.*4300"),
+    ("version-99", _set(["version"], 99), r"found version 99 \(written by a newer redrep\); upgrade redrep"),
+    ("version-string", _set(["version"], "2"), r"found version '2' \(not a layout number"),
+]
+
+
+@pytest.mark.parametrize("name, edit, message", CRAFTED, ids=[c[0] for c in CRAFTED])
+def test_crafted_sweep_json_is_one_line_everywhere(finished, tmp_path, name, edit, message):
+    import re
+
+    bad = _crafted(finished, tmp_path, name, edit)
+    before = (bad / "sweep.json").read_bytes()
+    runner = CliRunner()
+    sweep = ["sweep", "--dataset", "synthetic", "--depth", "2", "--widths", "8,16", "--seeds", "2", "--epochs", "3"]
+    for args in (
+        ["sweep-status", str(bad)],
+        [*sweep, "--acc-rep", "4", "--r2-rep", "3", "--out", str(bad), "-q"],
+        ["compare", str(finished[0]), str(bad), "--out", str(tmp_path / "cmp")],
+    ):
+        r = runner.invoke(main, args)
+        assert r.exit_code == 2, (args[0], r.output)
+        assert len(r.stderr.strip().splitlines()) == 1 and re.search(message, r.stderr), (args[0], r.stderr)
+        assert "Traceback" not in r.output
+    assert (bad / "sweep.json").read_bytes() == before and not (tmp_path / "cmp").exists()
+
+
+def test_sweep_seeds_and_runs_are_bounded(tmp_path):
+    import subprocess
+    import sys
+
+    # in a process of its own: before the bound, planning 10^8 runs hung before writing anything
+    base = [sys.executable, "-m", "redrep", "sweep", "--dataset", "synthetic", "--out", str(tmp_path / "s")]
+    r = subprocess.run([*base, "--seeds", "100000000", "--no-wait"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "Error: seeds: expected an integer <= 1000, found 100000000"
+    widths = ",".join(str(w) for w in range(1, 12))
+    r = subprocess.run([*base, "--widths", widths, "--seeds", "1000"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "expected at most 10000 runs (widths x seeds), found 11 x 1000 = 11000" in r.stderr
+    assert not (tmp_path / "s").exists()
+    r = subprocess.run([*base[:4], "--help"], capture_output=True, text=True, timeout=120)
+    assert "at most 1000; a sweep has at most 10000 runs" in " ".join(r.stdout.split())
+
+
+def test_sweep_status_imports_no_torch(finished, tmp_path):
+    import subprocess
+    import sys
+
+    out, _ = finished
+    slurm = _crafted(finished, tmp_path, "slurm", _set(["jobs"], {"w00008_s0": {"job_id": "9_0", "executor": "slurm"}}))
+    probe = (
+        "import sys\nfrom redrep.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    print('rc', e.code)\n"
+        "print('torch loaded:', 'torch' in sys.modules)\n"
+    )
+    for args in (["sweep-status", "--help"], ["sweep-status", str(out)], ["sweep-status", str(slurm)]):
+        r = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+        assert "rc 0" in r.stdout and "torch loaded: False" in r.stdout, (args, r.stdout, r.stderr)
+    assert (
+        "4 finished; sweep done"
+        in subprocess.run(
+            [sys.executable, "-c", probe, "sweep-status", str(out)], capture_output=True, text=True, timeout=120
+        ).stdout
+    )
+
+
+def test_a_sweeps_own_leftovers_are_no_foreign_folder(tmp_path):
+    out = tmp_path / "s"
+    (out / "slurm").mkdir(parents=True)
+    (out / "slurm" / ("ab" * 16 + ".pkl")).write_bytes(b"pickled task that never reached a job folder")
+    (out / ".sweep.json.abcd1234.tmp").write_text("{")
+    assert sweep_mod.read_state(out) is None  # submitit's files of an interrupted first submission: a new sweep
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(RedrepError, match=r"found other files \('notes\.txt'\); choose another output folder"):
+        sweep_mod.read_state(out)
+
+
+def test_submitit_leftovers_are_cleaned_and_job_folders_kept(tmp_path):
+    from redrep.experiments.executors import SlurmExecutor
+
+    folder = tmp_path / "slurm"
+    job = folder / "12_0"
+    job.mkdir(parents=True)
+    (job / "12_0_submitted.pkl").write_bytes(b"x")
+    (job / "12_submission.sh").write_text("#!/bin/bash")
+    orphan_pkl, orphan_sh = folder / ("0f" * 16 + ".pkl"), folder / (".submission_file_" + "0f" * 16 + ".sh")
+    orphan_pkl.write_bytes(b"x")
+    orphan_sh.write_text("#!/bin/bash")
+    link = folder / (".submission_file_" + "1e" * 16 + ".sh")
+    link.symlink_to(job / "12_submission.sh")  # submitit keeps a submitted job's script as a link: not a leftover
+    other = folder / "notes.pkl"
+    other.write_bytes(b"not submitit's")
+    removed = SlurmExecutor(folder).clean_leftovers()
+    assert sorted(removed) == sorted([orphan_pkl, orphan_sh])
+    assert link.is_symlink() and other.is_file() and (job / "12_0_submitted.pkl").is_file()
+
+
+def test_slurm_without_the_slurm_extra_is_one_line(finished, tmp_path):
+    import subprocess
+    import sys
+
+    probe = "import sys\nsys.modules['submitit'] = None\nfrom redrep.cli import main\nmain(sys.argv[1:])\n"
+    base = ["sweep", "--dataset", "synthetic", "--widths", "8,16", "--seeds", "1", "--out", str(tmp_path / "s")]
+    r = subprocess.run([sys.executable, "-c", probe, *base, "--executor", "slurm"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "Error: redrep sweep needs submitit, which is not installed: pip install 'redrep[slurm]'"
+    )
+    assert not (tmp_path / "s").exists()
+    # a local sweep needs none of it, to run or to look at
+    r = subprocess.run([sys.executable, "-c", probe, "sweep-status", str(finished[0])], capture_output=True, text=True)
+    assert r.returncode == 0 and "4 finished; sweep done" in r.stdout, r.stderr

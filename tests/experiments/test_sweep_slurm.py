@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +29,7 @@ from redrep.experiments.sweep import (
     run_stage,
     run_statuses,
     run_sweep,
+    stored_plan,
 )
 from redrep.nets.train import TrainConfig
 from slurm_cluster import SlurmCluster, unavailable_reason
@@ -69,11 +73,15 @@ def _quiet(_msg):
     pass
 
 
-def _cli_sweep(out, *extra):
+def _sweep_args(out, *extra, epochs=40):
     args = ["sweep", "--dataset", "parity-digits", "--depth", "2", "--widths", "16,32", "--seeds", "2"]
     args += ["--device", "cpu"]
-    args += ["--epochs", "40", "--acc-rep", "3", "--r2-rep", "2", "--executor", "slurm", "--slurm-cpus", "1"]
-    return CliRunner().invoke(main, args + ["--out", str(out), "-q", *extra])
+    args += ["--epochs", str(epochs), "--acc-rep", "3", "--r2-rep", "2", "--executor", "slurm", "--slurm-cpus", "1"]
+    return args + ["--out", str(out), "-q", *extra]
+
+
+def _cli_sweep(out, *extra, epochs=40):
+    return CliRunner().invoke(main, _sweep_args(out, *extra, epochs=epochs))
 
 
 def _run_only(config, out, executor, **kw):
@@ -206,3 +214,182 @@ def test_sbatch_refusal_is_one_line(cluster, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "executor: sbatch refused the job array:" in lines[0] and "nope" in lines[0]
     assert not (tmp_path / "s" / "sweep.json").exists()  # nothing recorded as submitted
+    assert list((tmp_path / "s" / SLURM_DIR).iterdir()) == []  # nor submitit's pickles and script left behind
+
+
+# ------------------------------------------------------------ interrupted submissions
+def _trained_once(out, epochs):
+    """Every run finished, trained once: each epoch logged once, none resumed."""
+    for w in (16, 32):
+        for seed in (0, 1):
+            run = out / "runs" / run_name(w, seed)
+            logged = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+            assert logged == list(range(1, epochs + 1)), run
+            assert read_run_result(run)["epochs"] == epochs and not read_run_result(run)["resumed_from_epoch"]
+
+
+def _slow_sbatch(tmp_path, sleep_s):
+    """A folder with an sbatch that reads its script, marks its start, sleeps (a slow controller), then submits
+    what it read and marks its end."""
+    import shutil
+
+    wrapper = tmp_path / "bin"
+    wrapper.mkdir()
+    real = shutil.which("sbatch")
+    (wrapper / "sbatch").write_text(
+        f'#!/bin/sh\ncp "$1" "{tmp_path}/script.sh"\ntouch "{tmp_path}/started"\nsleep {sleep_s}\n'
+        f'"{real}" "{tmp_path}/script.sh"\nrc=$?\ntouch "{tmp_path}/done"\nexit $rc\n'
+    )
+    (wrapper / "sbatch").chmod(0o755)
+    return wrapper
+
+
+def _wait_file(path, timeout=180.0):
+    t0 = time.monotonic()
+    while not path.exists():
+        assert time.monotonic() - t0 < timeout, f"{path} did not appear"
+        time.sleep(0.1)
+
+
+def _driver(out, env, *extra, epochs=3):
+    """`redrep sweep` in a process of its own, to kill."""
+    cmd = [sys.executable, "-m", "redrep", *_sweep_args(out, *extra, epochs=epochs)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _kill_during_sbatch(cluster, tmp_path, out, sleep_s):
+    wrapper = _slow_sbatch(tmp_path, sleep_s)
+    env = {**cluster.env, "PATH": f"{wrapper}{os.pathsep}{cluster.env['PATH']}"}
+    p = _driver(out, env, "--no-wait")
+    _wait_file(tmp_path / "started")
+    os.kill(p.pid, signal.SIGKILL)  # kill -9 while sbatch runs
+    assert p.wait(timeout=30) == -signal.SIGKILL
+
+
+def _state_of(cluster, job_id):
+    rows = cluster.run("squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", job_id.split("_")[0]).split()
+    states = dict(r.split("|") for r in rows)
+    # array tasks cancelled before they started are listed as their array's one record
+    return states.get(job_id) or states.get(job_id.split("_")[0], f"not listed: {rows}")
+
+
+def _jobs_named(cluster, name):
+    rows = cluster.run("squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%k", "--name", name).split()
+    return {r.split("|")[0]: r.split("|")[1:] for r in rows}
+
+
+def test_killed_while_sbatch_runs_cancels_and_resubmits(cluster, tmp_path):
+    out = tmp_path / "s"
+    _kill_during_sbatch(cluster, tmp_path, out, sleep_s=3)
+    _wait_file(tmp_path / "done")  # the sbatch outlived its driver and submitted the array
+    state = json.loads((out / "sweep.json").read_text())  # written before sbatch ran: the plan, no job yet
+    assert state["jobs"] == {} and sorted(state["submitting"]["runs"]) == sorted(
+        run_name(w, s) for w in (16, 32) for s in (0, 1)
+    )
+    orphans = _jobs_named(cluster, f"redrep-{state['id']}")
+    assert len(orphans) == 4 and {c for _, c in orphans.values()} == {f"redrep:{state['submitting']['id']}"}
+    assert len(list((out / SLURM_DIR).glob("*.pkl"))) == 4  # their tasks never reached their job folders
+    r = CliRunner().invoke(main, ["sweep-status", str(out)])
+    assert r.exit_code == 0 and r.output.count("missing (submission interrupted: the next sweep adopts") == 4
+
+    r = _cli_sweep(out, epochs=3)
+    assert r.exit_code == 0, r.output
+    # each orphan still waiting is cancelled; one that started waits 60 s for its task, then fails (a loaded
+    # machine may get there first): either way none of them ran a run, and the new array did the work, once
+    line = r"an interrupted submission of 4 runs \(slurm\): 0 jobs adopted, (\d) cancelled .*; 4 runs to submit"
+    done = re.search(line, r.output)
+    assert done, r.output
+    assert "4 runs: 0 finished, 0 queued or running, 4 to run now on slurm" in r.output
+    assert not orphans.keys() & {h["job_id"] for h in read_state(out)["jobs"].values()}
+    ended = [_state_of(cluster, jid) for jid in orphans]
+    assert set(ended) <= {"CANCELLED", "FAILED"} and ended.count("CANCELLED") >= int(done.group(1)), ended
+    for jid, st in zip(orphans, ended):
+        if st == "FAILED":
+            assert "could not find submitted jobs" in (out / SLURM_DIR / jid / f"{jid}_0_log.err").read_text()
+    _trained_once(out, 3)
+    after = read_state(out)
+    assert after["status"] == "done" and "submitting" not in after and (out / "report.html").is_file()
+    assert list((out / SLURM_DIR).glob("*.pkl")) == []  # submitit's leftovers cleaned
+
+
+def test_killed_before_the_ids_are_recorded_adopts_the_jobs(cluster, tmp_path):
+    out = tmp_path / "s"
+    p = _driver(out, {**cluster.env, "REDREP_CRASH_AT": "sweep:submitted"}, "--no-wait")
+    assert p.wait(timeout=180) == -signal.SIGKILL, p.stderr.read()
+    state = json.loads((out / "sweep.json").read_text())
+    assert state["jobs"] == {} and len(state["submitting"]["runs"]) == 4
+    submitted = _jobs_named(cluster, f"redrep-{state['id']}")
+    assert len(submitted) == 4
+
+    r = _cli_sweep(out, epochs=3)
+    assert r.exit_code == 0, r.output
+    assert "an interrupted submission of 4 runs (slurm): 4 jobs adopted, 0 cancelled" in r.output
+    assert "0 runs to submit again" in r.output and "0 to run now" in r.output
+    jobs = read_state(out)["jobs"]
+    # the array's task i runs the i-th run of the plan, as recorded now; nothing was submitted twice
+    assert {h["job_id"] for h in jobs.values()} == set(submitted)
+    order = state["submitting"]["runs"]
+    assert all(jobs[name]["job_id"].endswith(f"_{i}") for i, name in enumerate(order))
+    assert len(_jobs_named(cluster, f"redrep-{state['id']}")) == 4
+    _trained_once(out, 3)
+
+
+def test_an_sbatch_that_lands_after_the_rerun_is_cancelled(cluster, tmp_path):
+    out = tmp_path / "s"
+    _kill_during_sbatch(cluster, tmp_path, out, sleep_s=15)
+    first = json.loads((out / "sweep.json").read_text())["submitting"]["id"]
+    r = _cli_sweep(out, "--no-wait", epochs=3)  # while the killed driver's sbatch still sleeps: nothing found yet
+    assert r.exit_code == 0, r.output
+    assert "an interrupted submission of 4 runs (slurm): 0 jobs adopted, 0 cancelled" in r.output
+    state = read_state(out)
+    assert [a["id"] for a in state["abandoned"]] == [first] and len(state["jobs"]) == 4
+    _wait_file(tmp_path / "done")  # now the late array is there, beside the recorded one
+    late = {j for j, (_, c) in _jobs_named(cluster, f"redrep-{state['id']}").items() if c == f"redrep:{first}"}
+    assert len(late) == 4
+    r = _cli_sweep(out, epochs=3)
+    assert r.exit_code == 0, r.output
+    assert "cancelled 4 jobs of an interrupted submission that reached SLURM late" in r.output
+    for jid in late:
+        assert _state_of(cluster, jid) == "CANCELLED"
+    _trained_once(out, 3)
+
+
+# ------------------------------------------------------------ jobs that can never start
+def test_a_request_larger_than_any_node_stops_the_wait(cluster, tmp_path):
+    from redrep.experiments.executors import waiting_line
+
+    out = tmp_path / "s"
+    big = ("--slurm-cpus", "8")  # the node has NODE_CPUS = 4
+    r = _cli_sweep(out, *big, "--no-wait", epochs=3)
+    assert r.exit_code == 0, r.output
+    why = "can never start: each run asks 8 CPUs, the largest node of partition debug has 4; change --slurm-cpus"
+    t0 = time.monotonic()
+    while True:  # the controller gives its reason at its first look at the job
+        r = CliRunner().invoke(main, ["sweep-status", str(out)])
+        if r.output.count(why) == 4 or time.monotonic() - t0 > 30:
+            break
+        time.sleep(0.5)
+    lines = [x for x in r.output.splitlines() if x.startswith("w")]
+    assert len(lines) == 4 and all(f"queued (pending (PartitionConfig); {why})" in x for x in lines), r.output
+    st = run_statuses(out, stored_plan(read_state(out), out), read_state(out))
+    assert waiting_line(st) == "4 pending (PartitionConfig)"
+
+    t0 = time.monotonic()
+    r = _cli_sweep(out, *big, "--wait-timeout", "2", epochs=3)
+    assert r.exit_code == 2 and time.monotonic() - t0 < 60, r.output
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in r.output
+    assert err[0] == (
+        "Error: executor: SLURM can never start 4 runs (w00016_s0, w00016_s1, w00032_s0, w00032_s1), pending "
+        "(PartitionConfig): each run asks 8 CPUs, the largest node of partition debug has 4; cancelled them, so that "
+        "a re-run submits them again; change --slurm-cpus and re-run the same command"
+    )
+    jobs = read_state(out)["jobs"]
+    for h in jobs.values():
+        assert _state_of(cluster, h["job_id"]) == "CANCELLED"
+    # with the flag changed, the same command submits them again
+    r = _cli_sweep(out, "--no-wait", epochs=3)
+    assert r.exit_code == 0, r.output
+    assert "4 runs: 0 finished, 0 queued or running, 4 to run now (again: " in r.output
+    cluster.run("scancel", *[h["job_id"] for h in read_state(out)["jobs"].values()])
+    cluster.wait_idle()

@@ -10,6 +10,7 @@ import click
 from ..core.device import resolve_device
 from ..experiments.executors import LocalExecutor, SlurmExecutor, SlurmOptions, local_devices, parse_slurm_params
 from ..experiments.sweep import DEFAULT_RECIPE, SLURM_DIR, SweepConfig, run_sweep
+from ..experiments.sweep_state import MAX_RUNS, MAX_SEEDS
 from . import int_list_callback
 from .training_options import config_from_options, training_options
 
@@ -26,7 +27,13 @@ _S = SlurmOptions()
     callback=int_list_callback,
     help="Comma-separated widths W of the last hidden layer (mlp: of every hidden layer; Wide-ResNet: k = W/64).",
 )
-@click.option("--seeds", type=int, default=_D.seeds, show_default=True, help="Seeds per width (0 .. N-1).")
+@click.option(
+    "--seeds",
+    type=int,
+    default=_D.seeds,
+    show_default=True,
+    help=f"Seeds per width (0 .. N-1), at most {MAX_SEEDS}; a sweep has at most {MAX_RUNS} runs (widths x seeds).",
+)
 @click.option(
     "--acc-rep",
     "--acc_rep",
@@ -64,13 +71,20 @@ _S = SlurmOptions()
 @click.option("--slurm-partition", default=None, help="SLURM partition of the jobs.")
 @click.option("--slurm-time", type=int, default=_S.time_min, show_default=True, help="Time limit per run, minutes.")
 @click.option("--slurm-gpus", type=int, default=None, help="GPUs per run [default: 1 for a CNN, 0 for the mlp].")
-@click.option("--slurm-cpus", type=int, default=_S.cpus, show_default=True, help="CPU cores per run.")
+@click.option(
+    "--slurm-cpus",
+    type=int,
+    default=_S.cpus,
+    show_default=True,
+    help="CPU cores per run (a job that asks more than any node has is cancelled, with a message).",
+)
 @click.option("--slurm-mem-gb", type=float, default=None, help="Memory per run, GB [default: the partition's].")
 @click.option(
     "--slurm-param",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Another sbatch parameter (account, qos, constraint, ...); repeatable.",
+    help="Another sbatch parameter (account, qos, constraint, ...) or submitit's; repeatable. Those with a flag "
+    "of their own (partition, time, cpus_per_task, ...) and those redrep sets (job_name, comment, array) are refused.",
 )
 @click.option("--max-parallel", type=int, default=None, help="SLURM: at most this many runs at once (array throttle).")
 @click.option(
@@ -157,6 +171,8 @@ def command(
         ):
             if value is not None and value < least:
                 raise click.BadParameter(f"expected an integer >= {least}, found {value}", param_hint=flag)
+        if slurm_mem_gb is not None and not 0 < slurm_mem_gb < float("inf"):
+            raise click.BadParameter(f"expected gigabytes > 0, found {slurm_mem_gb}", param_hint="--slurm-mem-gb")
         options = SlurmOptions(
             partition=slurm_partition,
             time_min=slurm_time,
@@ -168,6 +184,7 @@ def command(
         )
         # the device is resolved on each compute node: this machine (a login node) may have no GPU
         ex = SlurmExecutor(out / SLURM_DIR, options, arch=config.train.arch)
+        ex.check()  # sbatch there, and the parameters submitit's and sbatch's: before anything is written
     else:
         dev = resolve_device(config.train.device)  # once, here; the workers get their own device from it
         config = replace(config, train=replace(config.train, device=dev))

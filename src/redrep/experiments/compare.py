@@ -70,8 +70,8 @@ class SweepData:
 
 
 def load_sweep(path) -> SweepData:
-    """Read a finished sweep folder; one-line errors when it is not one."""
-    from .sweep import SWEEP_FILE
+    """Read a finished sweep folder; one-line errors when it is not one (or its sweep.json is malformed)."""
+    from .sweep_state import SWEEP_FILE, check_plan, check_state, read_sweep_json
 
     path = Path(path)
     f = path / SWEEP_FILE
@@ -79,31 +79,63 @@ def load_sweep(path) -> SweepData:
         raise RedrepError(f"{path}: no such folder (expected a redrep sweep folder with {SWEEP_FILE})")
     if not f.is_file():
         raise RedrepError(f"{path}: not a redrep sweep (expected {SWEEP_FILE}, written by `redrep sweep`)")
-    doc = io.read_json_object(f, "the JSON of a redrep sweep")
+    doc = check_state(read_sweep_json(f, older=True), f)  # older layouts are read too; a newer one is refused
     config, table = doc.get("config"), doc.get("width_comparison")
+    if isinstance(config, dict) and ("widths" in config or "seeds" in config):
+        check_plan(config.get("widths", []), config.get("seeds", 1), where=str(f))
     if not isinstance(config, dict) or not isinstance(table, list) or not table:
         status = doc.get("status", "unknown")
         raise RedrepError(
-            f"{f}: expected a finished sweep with its config and width comparison, found status {status!r} "
+            f"{f}: expected a finished sweep with its config and width comparison, found status {_brief(status)} "
             "(run `redrep sweep` to the end first)"
         )
-    try:
-        for r in table:
-            int(r["width"]), float(r["full_test_mean"])
-    except (KeyError, TypeError, ValueError):
+    _check_table(table, f)
+    summary = doc.get("summary") or {}
+    if not isinstance(summary, dict) or any(
+        not _number_or_none(summary.get(k)) for k in ("w_c_star", "n_clones", "exponent")
+    ):
         raise RedrepError(
-            f"{f}: expected width_comparison rows with width and full_test_mean, found {table[0]!r}"
-        ) from None
+            f"{f}: summary: expected an object of numbers (w_c_star, n_clones, exponent), found {_brief(summary)}"
+        )
     # the sweep's training template (nested under "train" since sweeps are staged) flattened beside its own fields
     template = config.get("train") if isinstance(config.get("train"), dict) else {}
     config = {**{k: v for k, v in config.items() if k != "train"}, **template}
     e = doc.get("error_inf")
     error_inf = float(e) if isinstance(e, (int, float)) and not isinstance(e, bool) else None
     clones = read_clones_csv(path / CLONES_CSV) if (path / CLONES_CSV).is_file() else None
-    data = SweepData(path, config, error_inf, table, doc.get("summary") or {}, clones)
+    data = SweepData(path, config, error_inf, table, summary, clones)
     if clones is None:
         data.notes.append(f"no {CLONES_CSV}: w_c*, clones and the exponent of the widest network only")
     return data
+
+
+def _brief(value) -> str:
+    from .sweep_state import brief
+
+    return brief(value)
+
+
+def _number_or_none(v) -> bool:
+    # NaN stands for an undefined mean or sem (one seed); an integer past float's range is no result of a sweep
+    if isinstance(v, bool):
+        return False
+    return v is None or isinstance(v, float) or (isinstance(v, int) and abs(v) < 10**300)
+
+
+def _check_table(table: list, f: Path) -> None:
+    """Every width_comparison row a dict with an integer width, a numeric full_test_mean and numbers (or null)."""
+    for r in table:
+        ok = isinstance(r, dict)
+        if ok:
+            w = r.get("width")
+            ok = isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 2**31
+            ok = ok and r.get("full_test_mean") is not None and _number_or_none(r["full_test_mean"])
+            ok = ok and all(_number_or_none(v) for k, v in r.items() if k != "width")
+        if not ok:
+            raise RedrepError(
+                f"{f}: width_comparison: expected rows of numbers with an integer width and full_test_mean, "
+                f"found {_brief(r)}"
+            )
 
 
 def label_sweeps(sweeps, labels=None) -> list[str]:

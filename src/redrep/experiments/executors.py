@@ -19,8 +19,11 @@ are the truth, the executors only tell what is still going on.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing
 import os
+import re
 import sys
 import time
 import traceback
@@ -33,6 +36,7 @@ from ..core.device import resolve_device
 from ..core.parallel import can_fork, die_with_parent, stop_process_pool
 from ..core.validation import RedrepError, exception_line
 from ..storage import io
+from . import slurm_queue
 from .runs import FAILED, FINISHED, QUEUED, RUN_ERROR, RUNNING, RunStatus, RunTask
 
 
@@ -237,18 +241,14 @@ class LocalExecutor:
 
 
 # ---------------------------------------------------------------- SLURM
-#: SLURM job states (sacct) and what they mean for a run.
-_SLURM_QUEUED = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING", "SUSPENDED")
-_SLURM_RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING")
-
-
 @dataclass
 class SlurmOptions:
     """Resources of each run's SLURM job.
 
     ``time_min`` is the time limit in minutes; ``gpus`` GPUs per run (None: 1 for a CNN,
-    0 for the mlp); ``params`` extra submitit/sbatch parameters (account, qos,
-    constraint, ...); ``max_parallel`` the job-array throttle (None: no limit).
+    0 for the mlp); ``params`` extra sbatch or submitit parameters (account, qos,
+    constraint, ..., see :func:`parse_slurm_params`); ``max_parallel`` the job-array
+    throttle (None: no limit).
     """
 
     partition: str | None = None
@@ -264,17 +264,93 @@ class SlurmOptions:
     poll_s: float = 5.0
 
 
+#: --slurm-param keys that a flag of ``redrep sweep`` sets.
+_OWN_FLAG = {
+    "partition": "--slurm-partition",
+    "time": "--slurm-time",
+    "timeout_min": "--slurm-time",
+    "cpus_per_task": "--slurm-cpus",
+    "gpus_per_node": "--slurm-gpus",
+    "num_gpus": "--slurm-gpus",
+    "mem": "--slurm-mem-gb",
+    "mem_gb": "--slurm-mem-gb",
+    "array_parallelism": "--max-parallel",
+}
+#: --slurm-param keys that redrep sets itself, and why.
+_RESERVED = {
+    "job_name": "redrep names the jobs to find them again",
+    "name": "redrep names the jobs to find them again",
+    "comment": "redrep marks each submission with it to find its jobs again",
+    "array": "redrep makes the job array, one task per run",
+    "nodes": "each run is one task on one node",
+    "ntasks": "each run is one task on one node",
+    "ntasks_per_node": "each run is one task on one node",
+    "tasks_per_node": "each run is one task on one node",
+    "output": "submitit places the logs beside each job",
+    "error": "submitit places the logs beside each job",
+}
+#: submitit options that are no sbatch options: they take lists or booleans, which KEY=VALUE cannot give.
+_NOT_SBATCH = ("setup", "teardown", "srun_args", "use_srun", "additional_parameters", "stderr_to_stdout", "map_count")
+
+
 def parse_slurm_params(items) -> dict:
-    """``["account=abc", "qos=high"]`` -> ``{"account": "abc", "qos": "high"}`` (numbers become ints)."""
+    """``["account=abc", "qos=high"]`` -> ``{"account": "abc", "qos": "high"}`` (digits become ints).
+
+    Keys are sbatch options (``-`` or ``_``) or submitit's; one-line errors name ``--slurm-param`` for a key that
+    has a flag of its own, one that redrep sets itself, and submitit's options that take a list or a flag.
+    """
     out = {}
     for item in items or ():
         key, sep, value = str(item).partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise RedrepError(f"slurm_param: expected KEY=VALUE, found {item!r}")
+            raise RedrepError(f"--slurm-param: expected KEY=VALUE, found {item!r}")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", key):
+            raise RedrepError(f"--slurm-param: expected an option name of letters, digits, - and _, found {key!r}")
         value = value.strip()
-        out[key] = int(value) if value.isdigit() else value
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise RedrepError(f"--slurm-param {key}: expected a value on one line, found control characters")
+        if key in _OWN_FLAG:
+            raise RedrepError(f"--slurm-param {key}: has a flag of its own, expected {_OWN_FLAG[key]} instead")
+        if key in _RESERVED:
+            raise RedrepError(f"--slurm-param {key}: {_RESERVED[key]}; expected another sbatch option")
+        if key in _NOT_SBATCH:
+            raise RedrepError(
+                f"--slurm-param {key}: a submitit option that takes a list or a flag, which KEY=VALUE cannot give; "
+                f"expected an sbatch option (account, qos, constraint, ...)"
+            )
+        out[key] = int(value) if value.isascii() and value.isdigit() else value
     return out
+
+
+def _sbatch_only(submitit, folder: Path, key: str, value) -> bool:
+    """Whether ``key`` is no parameter of submitit's (an sbatch option, passed on as it is); a RedrepError when
+    submitit knows it and refuses the value (asked through the public AutoExecutor.update_parameters)."""
+    probe = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    try:
+        probe.update_parameters(**{f"slurm_{key}": value})
+    except NameError:  # AutoExecutor's answer for a name no executor knows
+        return True
+    except Exception as exc:  # noqa: BLE001 - submitit checks a value by building the sbatch script with it
+        raise RedrepError(f"--slurm-param {key}={value}: submitit refused the value ({exception_line(exc)})") from None
+    return False
+
+
+@contextlib.contextmanager
+def _quiet_submitit():
+    """submitit logs sacct's failures and dropped batches itself; redrep says what matters, in one line."""
+    log = logging.getLogger("submitit")
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _some(names, n: int = 4) -> str:
+    names = sorted(names)
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 class SlurmExecutor:
@@ -284,6 +360,11 @@ class SlurmExecutor:
     the pickled task, its result and the logs ``<job id>_0_log.{out,err}`` sit together.
     The jobs run this Python (``sys.executable``) with this environment (PYTHONPATH
     included), as sbatch passes it on.
+
+    Job states come from squeue (pending and running jobs, with the reason a job
+    waits) and, for jobs that ended long ago, from submitit's jobs (sacct). A job
+    pending for a reason that waiting cannot resolve stops :meth:`wait` with one
+    line naming the flag to change (see :func:`redrep.experiments.slurm_queue.never_starts`).
     """
 
     name = "slurm"
@@ -292,21 +373,29 @@ class SlurmExecutor:
         self.folder = Path(folder)
         self.options = options or SlurmOptions()
         self.arch = arch
+        self._submitit = None
         self._unknown_since: dict[str, float] = {}
         self._silent_since: float | None = None
+        #: run name -> (job id, reason, why, flag) of the jobs that can never start, from the last status()
+        self._never: dict[str, tuple[str, str, str, str]] = {}
+
+    # ------------------------------------------------------------ submitting
+    def check(self):
+        """submitit's executor for the options: call it before anything is written, so that a bad option or a
+        missing sbatch is one line and nothing else."""
+        if self._submitit is None:
+            self._submitit = self._executor()
+        return self._submitit
 
     def _executor(self):
-        try:
-            import submitit
-        except ImportError as exc:  # pragma: no cover - a dependency
-            raise RedrepError(f"executor: slurm needs the submitit package ({exc})") from None
         import shutil
+
+        import submitit  # the slurm extra: the command line names it when it is missing
 
         if shutil.which("sbatch") is None:
             raise RedrepError("executor: slurm needs SLURM's sbatch on PATH, found none (is this a SLURM login node?)")
         o = self.options
         gpus = o.gpus if o.gpus is not None else (0 if self.arch == "mlp" else 1)
-        ex = submitit.SlurmExecutor(folder=self.folder / "%j")
         params = {"time": int(o.time_min), "cpus_per_task": int(o.cpus), "job_name": "redrep"}
         if gpus:
             params["gpus_per_node"] = int(gpus)
@@ -317,30 +406,30 @@ class SlurmExecutor:
         if o.max_parallel:
             params["array_parallelism"] = int(o.max_parallel)
         extra = {}
-        valid = ex._valid_parameters()
-        for k, v in o.params.items():
-            if k in valid:
-                params[k] = v
-            else:
-                extra[k] = v
-        if extra:
-            params["additional_parameters"] = {**params.get("additional_parameters", {}), **extra}
-        try:
-            ex.update_parameters(**params)
-        except ValueError as exc:
-            raise RedrepError(f"slurm_param: submitit refused the parameters ({str(exc).splitlines()[0]})") from None
+        with _quiet_submitit():
+            for k, v in o.params.items():
+                if _sbatch_only(submitit, self.folder, k, v):
+                    extra[k] = v
+                else:
+                    params[k] = v
+            ex = submitit.AutoExecutor(folder=self.folder / "%j", cluster="slurm")
+            try:
+                ex.update_parameters(**{f"slurm_{k}": v for k, v in params.items()}, slurm_additional_parameters=extra)
+            except (ValueError, TypeError, NameError) as exc:
+                raise RedrepError(f"--slurm-param: submitit refused the parameters ({exception_line(exc)})") from None
         return ex
 
-    def submit(self, tasks: list[RunTask]) -> dict[str, dict]:
+    def submit(self, tasks: list[RunTask], *, name: str = "redrep", comment: str | None = None) -> dict[str, dict]:
+        """Submit the tasks as one job array named ``name``, marked with ``comment`` (to find its jobs again)."""
         if not tasks:
             return {}
-        import contextlib
         import io as _stdio
 
-        ex = self._executor()
+        ex = self.check()
+        ex.update_parameters(slurm_job_name=name, slurm_comment=comment)
         try:
             # submitit prints sbatch's complaint too; it is in the exception, said once below
-            with contextlib.redirect_stderr(_stdio.StringIO()), ex.batch():
+            with contextlib.redirect_stderr(_stdio.StringIO()), _quiet_submitit(), ex.batch():
                 jobs = [ex.submit(t) for t in tasks]
         except Exception as exc:  # noqa: BLE001 - sbatch's own message, in one line
             raise RedrepError(f"executor: sbatch refused the job array: {exception_line(exc)}") from None
@@ -349,72 +438,138 @@ class SlurmExecutor:
             t.name: {"job_id": str(j.job_id), "log": str(j.paths.stderr), "submitted": now} for t, j in zip(tasks, jobs)
         }
 
-    def _job(self, job_id: str):
-        from submitit.slurm.slurm import SlurmJob
+    def clean_leftovers(self) -> list[Path]:
+        """Remove what an interrupted or refused submission left at the top of the job folder: submitit's pickles
+        and sbatch scripts that never reached a job folder (a submitted job's script is kept there as a link).
 
-        return SlurmJob(folder=self.folder / "%j", job_id=job_id)
+        Call it only while no submission is under way (the sweep's folder lock)."""
+        removed = []
+        try:
+            entries = list(self.folder.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return removed
+        for p in entries:
+            if p.is_symlink() or not p.is_file():
+                continue
+            if re.fullmatch(r"[0-9a-f]{32}\.pkl|\.submission_file_[0-9a-f]{32}\.sh", p.name):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+        return removed
 
-    def _states(self, handles: dict[str, dict]) -> dict[str, str] | None:
-        """Job id -> SLURM state, from one sacct call (squeue where sacct fails); None when SLURM does not answer.
+    def recover(self, name: str, comment: str | None, runs: list[str], recorded: set[str]):
+        """The jobs of a submission that its driver did not record (killed while sbatch ran, or just after).
 
-        A job that SLURM does not know is absent from the answer.
+        Every pending or running job named ``name`` whose id is not in ``recorded`` is either adopted, when it is a
+        task of the submission marked ``comment`` and its pickled task reached its job folder (it will run
+        ``runs[i]``, i its array index), or cancelled, as it cannot find its task and would fail at its start.
+
+        Returns ``(adopted, cancelled)``: run name -> handle, and the job ids cancelled. A RedrepError when
+        squeue does not answer: without it, resubmitting could run a run twice.
         """
-        import subprocess
+        rows = slurm_queue.squeue(["--name", name])
+        if rows is None:
+            raise RedrepError(
+                f"executor: cannot tell which jobs of the interrupted submission of {len(runs)} runs reached SLURM: "
+                f"squeue does not answer; re-run the same command once it does"
+            )
+        import submitit
 
-        from submitit.slurm.slurm import SlurmInfoWatcher
+        live = slurm_queue.QUEUED_STATES + slurm_queue.RUNNING_STATES
+        adopted, cancel = {}, []
+        for jid, row in rows.items():
+            if jid in recorded or row.state not in live:
+                continue
+            _, _, index = jid.partition("_")
+            i = int(index) if index.isdigit() else 0
+            job = submitit.SlurmJob(self.folder / "%j", jid)
+            if comment and row.comment == comment and i < len(runs) and job.paths.submitted_pickle.is_file():
+                adopted[runs[i]] = {"job_id": jid, "log": str(job.paths.stderr), "submitted": time.time()}
+            else:
+                cancel.append(jid)
+        if cancel and not slurm_queue.cancel(cancel):
+            raise RedrepError(
+                f"executor: could not cancel the jobs of an interrupted submission ({_some(cancel)}), which cannot "
+                f"run; cancel them with scancel and re-run the same command"
+            )
+        return adopted, cancel
 
-        ids = sorted({h["job_id"] for h in handles.values() if h.get("job_id")})
+    # ------------------------------------------------------------ states
+    def _ended_states(self, ids: list[str]) -> dict[str, str]:
+        """States of jobs that squeue no longer lists, from submitit's jobs (one sacct call for all)."""
         if not ids:
             return {}
-        arrays = sorted({i.split("_")[0] for i in ids})
-        queries = (
-            ["sacct", "-o", "JobID,State", "--parsable2", *[a for i in arrays for a in ("-j", i)]],
-            ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", ",".join(arrays)],
-        )
-        for cmd in queries:
-            try:
-                r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-            except (OSError, subprocess.TimeoutExpired):
-                continue
-            if r.returncode != 0:
-                continue
-            text = r.stdout if cmd[0] == "sacct" else "JobID|State\n" + r.stdout
-            info = SlurmInfoWatcher().read_info(text)
-            return {i: info[i]["State"] for i in ids if i in info}
-        return None
+        import submitit
+
+        with _quiet_submitit():
+            jobs = {i: submitit.SlurmJob(self.folder / "%j", i) for i in ids}  # registered before the first call
+            return {i: str(j.state).split(" ")[0].upper() for i, j in jobs.items()}
 
     def _failure_detail(self, job_id: str, state: str) -> str:
-        job = self._job(job_id)
-        try:
-            from submitit.core.utils import pickle_load
+        """``failed: <the last line of the run's traceback>`` where the job left one, else the state."""
+        import submitit
 
-            outcome, result = pickle_load(job.paths.result_pickle)
-            if outcome == "error":
-                lines = [x for x in str(result).strip().splitlines() if x.strip()]
-                return f"{state.lower()}: {lines[-1].strip()}" if lines else state.lower()
-        except Exception:  # noqa: BLE001 - no result file: the job died outside Python
-            pass
-        return state.lower()
+        job = submitit.SlurmJob(self.folder / "%j", job_id)
+        if not job.paths.result_pickle.is_file():  # the job died outside Python: no traceback
+            return state.lower()
+        with _quiet_submitit():
+            try:
+                exc = job.exception()  # the result file is there: this does not wait
+            except Exception:  # noqa: BLE001 - an unreadable result file says no more than the state
+                return state.lower()
+        if exc is None:
+            return state.lower()
+        text = str(exc)
+        parts = text.split("-" * 22)  # submitit frames the traceback with dashes
+        trace = parts[1] if len(parts) >= 3 else text
+        lines = [x.strip() for x in trace.strip().splitlines() if x.strip()]
+        return f"{state.lower()}: {lines[-1]}" if lines else state.lower()
+
+    def _pending(self, name: str, row: slurm_queue.QueueRow, nodes: dict) -> str:
+        """The detail of a pending job: its reason, and why it can never start when it cannot."""
+        reason = "" if row.reason in ("None", "") else row.reason
+        detail = f"{row.state.lower()} ({reason})" if reason else row.state.lower()
+        if row.state != "PENDING":
+            return detail
+        if row.partition not in nodes:
+            nodes[row.partition] = slurm_queue.partition_nodes(row.partition)
+        known = None
+        if row.reason.startswith("ReqNodeNotAvail") and row.nodelist:
+            every = slurm_queue.partition_nodes("")
+            known = None if every is None else {n.name for n in every}
+        never = slurm_queue.never_starts(row, nodes[row.partition], known)
+        if never is None:
+            return detail
+        why, flag = never
+        self._never[name] = (row.job_id, reason or row.state.lower(), why, flag)
+        return f"{detail}; can never start: {why}; change {flag}"
 
     def status(self, handles: dict[str, dict]) -> dict[str, RunStatus]:
-        states = self._states(handles)
-        out = {}
+        ids = sorted({h["job_id"] for h in handles.values() if h.get("job_id")})
+        arrays = sorted({i.split("_")[0] for i in ids})
+        rows = slurm_queue.squeue(["-j", ",".join(arrays)]) if ids else {}
         now = time.time()
-        if states is None:  # no answer is not a lost job: never resubmit what may still run
+        self._never = {}
+        if rows is None:  # no answer is not a lost job: never resubmit what may still run
             if self._silent_since is None:
                 self._silent_since = now
             return {
-                n: RunStatus(QUEUED, "state unknown: sacct and squeue do not answer", h.get("job_id"), h.get("log"))
+                n: RunStatus(QUEUED, "state unknown: squeue does not answer", h.get("job_id"), h.get("log"))
                 for n, h in handles.items()
             }
         self._silent_since = None
+        ended = self._ended_states([i for i in ids if i not in rows and i.split("_")[0] not in rows])
+        nodes: dict = {}
+        out = {}
         for name, h in handles.items():
             jid, log = h.get("job_id"), h.get("log")
-            state = states.get(jid, "UNKNOWN").split(" ")[0] if jid else "UNKNOWN"
-            if state in _SLURM_QUEUED:
+            # array tasks cancelled before they started are listed as their array's one record (``12``)
+            row = rows.get(jid) or (rows.get(jid.split("_")[0]) if jid else None)
+            state = row.state if row is not None else ended.get(jid, "UNKNOWN")
+            if state in slurm_queue.QUEUED_STATES:
                 self._unknown_since.pop(jid, None)
-                out[name] = RunStatus(QUEUED, state.lower(), jid, log)
-            elif state in _SLURM_RUNNING:
+                detail = self._pending(name, row, nodes) if row is not None else state.lower()
+                out[name] = RunStatus(QUEUED, detail, jid, log, reason=row.reason if row is not None else "")
+            elif state in slurm_queue.RUNNING_STATES:
                 self._unknown_since.pop(jid, None)
                 out[name] = RunStatus(RUNNING, "", jid, log)
             elif state == "UNKNOWN":
@@ -429,12 +584,33 @@ class SlurmExecutor:
                 out[name] = RunStatus(FAILED, self._failure_detail(jid, state), jid, log)
         return out
 
-    def wait(self, handles: dict[str, dict], *, on_done=None, timeout: float | None = None) -> dict[str, RunStatus]:
+    # ------------------------------------------------------------ waiting
+    def _give_up(self, never: dict[str, tuple[str, str, str, str]]) -> None:
+        """Cancel the jobs that can never start and say so, with the flag to change, in one line."""
+        ids = sorted({v[0] for v in never.values()})
+        _, reason, why, _ = never[min(never)]
+        flags = " / ".join(sorted({v[3] for v in never.values()}))
+        done = (
+            "cancelled them, so that a re-run submits them again"
+            if slurm_queue.cancel(ids)
+            else f"could not cancel them: scancel {' '.join(ids[:4])}{' ...' if len(ids) > 4 else ''}"
+        )
+        raise RedrepError(
+            f"executor: SLURM can never start {len(never)} runs ({_some(never)}), pending ({reason}): {why}; "
+            f"{done}; change {flags} and re-run the same command"
+        )
+
+    def wait(
+        self, handles: dict[str, dict], *, on_done=None, timeout: float | None = None, on_poll=None
+    ) -> dict[str, RunStatus]:
         """Poll SLURM until no run is queued or running, or ``timeout`` seconds have passed.
 
+        ``on_done(name, status)`` once per run that ends, ``on_poll(statuses)`` after each look.
         A job that SLURM stops knowing about counts as failed ("lost") after
-        ``options.lost_after_s``, and a SLURM that stops answering is an error
-        after as long, so that this never waits forever.
+        ``options.lost_after_s``, a SLURM that stops answering is an error after
+        as long, and a job that can never start (its pending reason, see
+        :func:`redrep.experiments.slurm_queue.never_starts`) is cancelled and an
+        error at once, so that this never waits forever.
         """
         t0 = time.monotonic()
         seen: set[str] = set()
@@ -445,16 +621,33 @@ class SlurmExecutor:
                     seen.add(name)
                     if on_done:
                         on_done(name, s)
+            if on_poll:
+                on_poll(st)
             if all(s.state in (FINISHED, FAILED) for s in st.values()):
                 return st
+            if self._never:
+                self._give_up(self._never)
             if timeout is not None and time.monotonic() - t0 > timeout:
                 return st
             if self._silent_since is not None and time.time() - self._silent_since > self.options.lost_after_s:
                 raise RedrepError(
-                    f"executor: SLURM has not answered (sacct, squeue) for {self.options.lost_after_s:.0f} s; "
+                    f"executor: SLURM has not answered (squeue) for {self.options.lost_after_s:.0f} s; "
                     f"the jobs may still run: see redrep sweep-status, and re-run the same command to collect"
                 )
             time.sleep(self.options.poll_s)
 
     def shutdown(self) -> None:
         """Nothing to stop: the jobs belong to SLURM and go on without the driver."""
+
+
+def waiting_line(statuses: dict[str, RunStatus]) -> str:
+    """What the unfinished runs are doing, for a progress line: ``2 running, 4 pending (Resources)``."""
+    running = sum(s.state == RUNNING for s in statuses.values())
+    reasons: dict[str, int] = {}
+    for s in statuses.values():
+        if s.state == QUEUED:
+            key = s.reason if s.reason and s.reason != "None" else ""
+            reasons[key] = reasons.get(key, 0) + 1
+    parts = [f"{running} running"] if running else []
+    parts += [f"{n} pending" + (f" ({r})" if r else "") for r, n in sorted(reasons.items(), key=lambda x: -x[1])]
+    return ", ".join(parts)

@@ -23,25 +23,38 @@ RUN_ERROR = "error.log"
 
 QUEUED, RUNNING, FINISHED, FAILED, MISSING = "queued", "running", "finished", "failed", "missing"
 
+try:  # requeue-and-resume on SLURM (the slurm extra); a local run needs none of it
+    from submitit.helpers import Checkpointable
+except ImportError:  # pragma: no cover - without the slurm extra
+
+    class Checkpointable:  # type: ignore[no-redef]
+        """Stands in for submitit's when it is not installed: local runs are never requeued."""
+
 
 @dataclass
 class RunStatus:
-    """The state of one run: one of queued, running, finished, failed, missing; ``detail`` says why."""
+    """The state of one run: one of queued, running, finished, failed, missing; ``detail`` says why.
+
+    ``reason`` is SLURM's pending reason of a queued job (squeue's ``%r``, e.g. ``Resources``), else empty.
+    """
 
     state: str
     detail: str = ""
     job_id: str | None = None
     log: str | None = None
+    reason: str = ""
 
 
 @dataclass
-class RunTask:
+class RunTask(Checkpointable):
     """One (width, seed) run of a sweep, as a callable job: train, extract, write :data:`RUN_RESULT`.
 
     submitit pickles this object and calls it on a compute node. When SLURM
-    preempts the job or its time runs out, submitit calls :meth:`checkpoint`
-    and requeues what it returns: the same task, which resumes from the run's
-    last checkpoint (``train`` resumes from ``checkpoints/last.pt``).
+    preempts the job or its time runs out, submitit calls its ``checkpoint()``
+    (``submitit.helpers.Checkpointable``'s) and requeues what that returns: the
+    same task with the same arguments, which resumes from the run's last
+    checkpoint (``train`` resumes from ``checkpoints/last.pt``); the task itself
+    holds no state to save.
     """
 
     name: str
@@ -57,11 +70,6 @@ class RunTask:
         if threads is None and os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
             threads = int(os.environ["SLURM_CPUS_PER_TASK"])
         return train_and_extract(self, device=device, threads=threads)
-
-    def checkpoint(self, *args, **kwargs):
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self)
 
 
 def read_run_result(run_dir) -> dict | None:

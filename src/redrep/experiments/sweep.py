@@ -41,6 +41,7 @@ import math
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -54,14 +55,20 @@ from ..nets.config import PAPER_CHECKPOINT_EPOCHS, RESUME_FREE_FIELDS, TrainConf
 from ..storage import io
 from ..storage.repset import RepresentationSet
 from ..storage.results import load_results, rows_to_csv, write_results
-from .executors import LocalExecutor, SlurmExecutor, local_devices
+from .executors import LocalExecutor, SlurmExecutor, local_devices, waiting_line
 from .runs import FAILED, FINISHED, MISSING, QUEUED, RUNNING, RunStatus, RunTask, read_run_result
+from .sweep_state import (
+    SLURM_DIR,
+    SWEEP_FILE,
+    SWEEP_VERSION,
+    brief,
+    check_new_folder,
+    check_plan,
+    check_state,
+    plan_order,
+    read_sweep_json,
+)
 
-SWEEP_FILE = "sweep.json"
-#: Layout version of sweep.json; a folder written with another one is refused.
-SWEEP_VERSION = 2
-#: Where submitit keeps its job folders, inside the sweep folder.
-SLURM_DIR = "slurm"
 #: Architectures whose width a sweep can set, and how: option name and W -> value.
 WIDTH_OPTIONS = {
     "mlp": ("width", lambda w: int(w)),
@@ -111,13 +118,12 @@ class SweepConfig:
         arch = self.train.arch
         if arch not in WIDTH_OPTIONS:
             raise RedrepError(f"arch: expected one of {', '.join(WIDTH_OPTIONS)} for a width sweep, found {arch!r}")
-        try:
-            widths = sorted({check_int(w, "widths", min_value=1) for w in self.widths})
-        except TypeError:
-            raise RedrepError(f"widths: expected a list of integers, found {self.widths!r}") from None
+        ws = self.widths
+        if not isinstance(ws, (str, bytes, dict)) and hasattr(ws, "__iter__"):  # a range or an array will do
+            ws = list(ws)
+        widths, seeds = check_plan(ws, self.seeds)
         if len(widths) < 2:
-            raise RedrepError(f"widths: expected at least two different widths, found {widths}")
-        seeds = check_int(self.seeds, "seeds", min_value=1)
+            raise RedrepError(f"widths: expected at least two different widths, found {list(widths)}")
         jobs = check_int(self.jobs, "jobs", min_value=1, max_value=max(1, os.cpu_count() or 1))
         check_int(self.acc_rep, "acc_rep", min_value=1)
         check_int(self.r2_rep, "r2_rep", min_value=1)
@@ -156,12 +162,13 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, d: dict, *, where: str = "config") -> SweepConfig:
+        """The config stored in sweep.json; its widths and seeds checked and bounded before anything is planned."""
         if not isinstance(d, dict) or not isinstance(d.get("train"), dict):
             raise RedrepError(f"{where}: expected a sweep config with its training template, found none")
         known = {f.name for f in fields(cls)} - {"train", "progress"}
         kw = {k: v for k, v in d.items() if k in known}
-        if "widths" in kw:
-            kw["widths"] = tuple(kw["widths"])
+        widths, seeds = check_plan(kw.get("widths", list(cls.widths)), kw.get("seeds", cls.seeds), where=where)
+        kw.update(widths=widths, seeds=seeds)
         return cls(train=TrainConfig.from_dict(d["train"], where=f"{where}: train"), **kw)
 
     def differences(self, other: SweepConfig) -> list[str]:
@@ -176,25 +183,17 @@ def run_name(width: int, seed: int) -> str:
 
 # ---------------------------------------------------------------- state
 def read_state(out) -> dict | None:
-    """The sweep's state file (sweep.json) as a dict, None for a new folder; refuses another layout version."""
+    """The sweep's state file (sweep.json) as a dict, None for a new folder.
+
+    Checked as input (:mod:`redrep.experiments.sweep_state`): another layout version, job records of the wrong
+    type, or a folder holding more than a sweep's own leftovers get one line.
+    """
     out = Path(out)
     f = out / SWEEP_FILE
     if not f.is_file():
-        if out.exists() and any(p.name != "runs" for p in out.iterdir()) and not (out / "runs").is_dir():
-            raise RedrepError(
-                f"{out}: expected a new or empty folder or a redrep sweep (with {SWEEP_FILE}), "
-                f"found other files; choose another output folder"
-            )
+        check_new_folder(out)
         return None
-    doc = io.read_json_object(f, "the JSON of a redrep sweep")
-    if doc.get("version") != SWEEP_VERSION:
-        found = doc.get("version", "none")
-        raise RedrepError(
-            f"{f}: expected a redrep sweep of layout version {SWEEP_VERSION}, found version {found} "
-            f"(written by an older redrep); re-run the sweep into a new folder"
-        )
-    doc.setdefault("jobs", {})
-    return doc
+    return check_state(read_sweep_json(f), f)
 
 
 def _check_resume(state: dict | None, out: Path, config: SweepConfig) -> None:
@@ -210,11 +209,26 @@ def _check_resume(state: dict | None, out: Path, config: SweepConfig) -> None:
 
 
 def _write_state(out: Path, config: SweepConfig, state: dict | None, **kw) -> dict:
+    """Write sweep.json: ``state`` updated with ``kw``; a ``submitting`` of None, an empty ``abandoned`` dropped."""
     doc = dict(state or {})
     doc.update(version=SWEEP_VERSION, config=config.to_dict(), **kw)
     doc.setdefault("jobs", {})
+    doc.setdefault("id", uuid.uuid4().hex[:12])  # names the sweep's SLURM jobs, to find them again
+    for key in ("submitting", "abandoned"):
+        if not doc.get(key):
+            doc.pop(key, None)
     io.write_json(out / SWEEP_FILE, doc)
     return doc
+
+
+def slurm_job_name(state: dict) -> str:
+    """The name of every SLURM job of the sweep (squeue --name finds them)."""
+    return f"redrep-{state['id']}"
+
+
+def _submission_comment(mark: dict) -> str:
+    """The comment of one submission's jobs (which submission a job found by name belongs to)."""
+    return f"redrep:{mark['id']}"
 
 
 # ---------------------------------------------------------------- plan
@@ -229,8 +243,30 @@ def plan_sweep(config: SweepConfig, out) -> list[RunTask]:
             run_dir=str(out / "runs" / run_name(w, s)),
             train_config=config.train_config(w, s).to_dict(),
         )
-        for w in sorted(config.widths, reverse=True)
-        for s in range(config.seeds)
+        for w, s in plan_order(config.widths, config.seeds)
+    ]
+
+
+def stored_plan(state: dict, out) -> list[RunTask]:
+    """The runs of the sweep that ``state`` holds, to look at them (``redrep sweep-status``), without torch.
+
+    The same runs as :func:`plan_sweep` of the stored config, in the same order, from its widths, seeds and
+    epochs only (checked and bounded); their ``train_config`` holds the epochs alone: tasks to look at, not to run.
+    """
+    out = Path(out)
+    where = str(out / SWEEP_FILE)
+    cfg = state.get("config")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("train"), dict):
+        raise RedrepError(f"{where}: expected a sweep config with its training template, found none")
+    widths, seeds = check_plan(
+        cfg.get("widths", list(SweepConfig.widths)), cfg.get("seeds", SweepConfig.seeds), where=where
+    )
+    epochs = cfg["train"].get("epochs")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise RedrepError(f"{where}: train: epochs: expected an integer >= 1, found {brief(epochs)}")
+    return [
+        RunTask(run_name(w, s), w, s, str(out / "runs" / run_name(w, s)), {"epochs": epochs})
+        for w, s in plan_order(widths, seeds)
     ]
 
 
@@ -261,11 +297,14 @@ def _by_executor(out: Path, handles: dict[str, dict], current):
 def run_statuses(out, tasks: list[RunTask], state: dict | None, *, executor=None) -> dict[str, RunStatus]:
     """What each planned run is doing: finished (its run.json is there), queued, running, failed or missing.
 
-    Runs submitted to SLURM are looked up there (one sacct call); a run of a local
-    driver that has ended is failed ("interrupted") unless it finished.
+    Runs submitted to SLURM are looked up there (one squeue call); a run of a local
+    driver that has ended is failed ("interrupted") unless it finished; a run of a
+    submission whose driver was killed before it recorded the job ids is missing
+    until the next ``redrep sweep`` adopts or cancels its job.
     """
     out = Path(out)
     jobs = (state or {}).get("jobs", {})
+    unrecorded = set(((state or {}).get("submitting") or {}).get("runs", ()))
     result: dict[str, RunStatus] = {}
     pending: dict[str, dict] = {}
     for t in tasks:
@@ -277,6 +316,8 @@ def run_statuses(out, tasks: list[RunTask], state: dict | None, *, executor=None
             result[t.name] = RunStatus(
                 FINISHED, "", (h or {}).get("job_id"), log if log and Path(log).is_file() else None
             )
+        elif h is None and t.name in unrecorded:
+            result[t.name] = RunStatus(MISSING, "submission interrupted: the next sweep adopts or cancels its job")
         elif h is None:
             started = (Path(t.run_dir) / "checkpoints").is_dir()
             result[t.name] = RunStatus(MISSING, "interrupted" if started else "not submitted")
@@ -340,6 +381,7 @@ def run_stage(
     Returns the final statuses, the updated state and the names submitted now.
     """
     out = Path(out)
+    state = recover_submission(out, config, state, log=log)
     statuses = run_statuses(out, tasks, state, executor=executor)
     todo = [t for t in tasks if statuses[t.name].state in (FAILED, MISSING)]
     active = [t.name for t in tasks if statuses[t.name].state in (QUEUED, RUNNING)]
@@ -350,40 +392,106 @@ def run_stage(
         + (f" (again: {', '.join(retry)})" if retry else "")
         + (f" on {executor.name}" if todo else "")
     )
-    state = dict(state or {})
-    jobs = dict(state.get("jobs", {}))
     if todo:
-        handles = executor.submit(todo)
-        for name, h in handles.items():
-            jobs[name] = {**h, "executor": executor.name, "driver": os.getpid(), "host": socket.gethostname()}
-    if todo or not (out / SWEEP_FILE).is_file():
-        state = _write_state(out, config, state, status="running", jobs=jobs)
+        state = _submit(out, config, state, executor, todo)
+    elif not (out / SWEEP_FILE).is_file():
+        state = _write_state(out, config, state, status="running")
     submitted = {t.name for t in todo}
     if not wait:
         if executor.name == "local" and todo:
             log("the local executor runs in this process: --no-wait applies to SLURM only; running now")
         else:
             return run_statuses(out, tasks, state, executor=executor), state, submitted
+    waiting = [t.name for t in tasks if t.name in submitted or t.name in active]
+    _wait_for(out, state, executor, waiting, total=len(tasks), done=n_done, timeout=timeout, progress=config.progress)
+    return run_statuses(out, tasks, state, executor=executor), state, submitted
+
+
+def _submit(out: Path, config: SweepConfig, state: dict | None, executor, todo: list[RunTask]) -> dict:
+    """Submit ``todo`` and record its jobs; returns the new state.
+
+    The plan goes into sweep.json (``submitting``: the runs, in the job array's order) before sbatch runs, and the
+    job ids as soon as it returns, so that a driver killed in between leaves a mark that the next one follows to
+    the jobs (:func:`recover_submission`): none is lost, none runs twice.
+    """
+    slurm = isinstance(executor, SlurmExecutor)
+    if slurm:
+        executor.check()  # a bad option or no sbatch: one line, nothing written
+        executor.clean_leftovers()  # of earlier refused or interrupted submissions (no other driver: the lock)
+    before, new = state, not (out / SWEEP_FILE).is_file()
+    mark = {"id": uuid.uuid4().hex[:12], "executor": executor.name, "runs": [t.name for t in todo], "time": time.time()}
+    state = _write_state(out, config, state, status="running", submitting=mark)
+    try:
+        kw = {"name": slurm_job_name(state), "comment": _submission_comment(mark)} if slurm else {}
+        handles = executor.submit(todo, **kw)
+    except RedrepError:  # refused, and said why: nothing was submitted, so nothing stays recorded
+        if slurm:
+            executor.clean_leftovers()
+        if new:
+            (out / SWEEP_FILE).unlink(missing_ok=True)
+        else:
+            io.write_json(out / SWEEP_FILE, before)  # as it was
+        raise
+    io.crash_point("sweep:submitted")
+    jobs = dict(state.get("jobs", {}))
+    for name, h in handles.items():
+        jobs[name] = {**h, "executor": executor.name, "driver": os.getpid(), "host": socket.gethostname()}
+    return _write_state(out, config, state, status="running", jobs=jobs, submitting=None)
+
+
+def recover_submission(out, config: SweepConfig, state: dict | None, *, log=print) -> dict | None:
+    """Follow the mark of a submission whose driver was killed before it recorded the job ids; clear it.
+
+    Its SLURM jobs (found by the sweep's job name and the submission's comment) are adopted where their task
+    reached its job folder, and cancelled where it did not (they would fail at their start); the runs not adopted
+    are missing, submitted again by this driver. A submission that reached SLURM not at all may still be on its
+    way (an sbatch outliving its driver): its mark stays in ``abandoned`` for an hour, and any job of the sweep's
+    that is not recorded is cancelled meanwhile. Returns the new state.
+    """
+    if not state or not (state.get("submitting") or state.get("abandoned")):
+        return state
+    out = Path(out)
+    mark = state.get("submitting") or {}
+    now = time.time()
+    abandoned = [a for a in state.get("abandoned", []) if now - a["time"] < 3600]
+    jobs = dict(state["jobs"])
+    adopted, cancelled = {}, []
+    if mark.get("executor") == "slurm" or abandoned:
+        ex = SlurmExecutor(out / SLURM_DIR)
+        recorded = {h["job_id"] for h in jobs.values() if h.get("job_id")}
+        comment = _submission_comment(mark) if mark.get("executor") == "slurm" else None
+        adopted, cancelled = ex.recover(slurm_job_name(state), comment, mark.get("runs", []), recorded)
+        ex.clean_leftovers()
+        if comment and not adopted and not cancelled:
+            abandoned.append({"id": mark["id"], "time": float(mark.get("time", now))})
+    for name, h in adopted.items():
+        jobs[name] = {**h, "executor": "slurm", "driver": None, "host": socket.gethostname()}
+    if mark:
+        n = len(mark.get("runs", []))
+        log(
+            f"an interrupted submission of {n} runs ({mark.get('executor')}): {len(adopted)} jobs adopted, "
+            f"{len(cancelled)} cancelled (their task never reached them); {n - len(adopted)} runs to submit again"
+        )
+    elif cancelled:
+        log(f"cancelled {len(cancelled)} jobs of an interrupted submission that reached SLURM late")
+    return _write_state(out, config, state, jobs=jobs, submitting=None, abandoned=abandoned)
+
+
+def _wait_for(out: Path, state: dict, executor, names, *, total: int, done: int, timeout, progress: bool) -> None:
+    """Wait for the runs ``names`` with a progress bar: finished runs, and what the others do (SLURM's reasons)."""
     from tqdm.auto import tqdm
 
-    waiting = [t.name for t in tasks if t.name in submitted or t.name in active]
-    bar = tqdm(
-        total=len(tasks),
-        initial=n_done,
-        desc="finished runs",
-        unit="run",
-        disable=not config.progress,
-        dynamic_ncols=True,
-    )
+    bar = tqdm(total=total, initial=done, desc="finished runs", unit="run", disable=not progress, dynamic_ncols=True)
     try:
-        for ex, handles in _by_executor(out, {n: jobs[n] for n in waiting}, executor):
+        for ex, handles in _by_executor(out, {n: state["jobs"][n] for n in names}, executor):
             if ex is None:
                 continue  # another local driver's runs: nothing to wait on from here
-            ex.wait(handles, on_done=lambda _n, _s: bar.update(1), timeout=timeout)
+            # SLURM's view after each look at the queue: how many run, how many wait and why
+            kw = {"on_poll": lambda st: bar.set_postfix_str(waiting_line(st))} if isinstance(ex, SlurmExecutor) else {}
+            ex.wait(handles, on_done=lambda _n, _s: bar.update(1), timeout=timeout, **kw)
     finally:
         bar.close()
         executor.shutdown()
-    return run_statuses(out, tasks, state, executor=executor), state, submitted
 
 
 # ---------------------------------------------------------------- collect
@@ -496,6 +604,7 @@ def run_sweep(
 def _run_sweep_locked(config: SweepConfig, out: Path, executor, *, wait, timeout, log) -> SweepResult | None:
     state = read_state(out)  # again, under the lock
     out.mkdir(parents=True, exist_ok=True)
+    io.remove_stale_temps(out)  # of a driver killed while writing sweep.json (no other writer: the lock)
     t_start = time.perf_counter()
     tasks = plan_sweep(config, out)
     statuses, state, submitted = run_stage(tasks, out, config, state, executor, wait=wait, timeout=timeout, log=log)
