@@ -243,7 +243,9 @@ def cpu_analysis(set_path, out, rows, acc_rep, r2_rep):
             rs.labels_test[: rows[1]], rs.weight, rs.bias, names=rs.names,
         )  # fmt: skip
     t1 = time.perf_counter()
-    an = ChunkAnalysis(acc_rep=acc_rep, r2_rep=r2_rep, device="cpu", random_state=0).fit(rs)
+    an = ChunkAnalysis(acc_rep=acc_rep, r2_rep=r2_rep, device="cpu", random_state=0, refine=0).fit(
+        rs
+    )  # as the GPU runs it
     t2 = time.perf_counter()
     np.savez(out + ".npz", **{f"{m}|{s}": v for (m, s), v in an.values_.items()})
     doc = {

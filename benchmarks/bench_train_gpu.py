@@ -45,7 +45,7 @@ import torch
 from redrep.core.device import resolve_device
 from redrep.nets.data import CIFAR, Dataset
 from redrep.nets.models import create_model
-from redrep.nets.train import autocast_context, resolve_amp
+from redrep.nets.train import _epoch_draws, autocast_context, resolve_amp
 
 #: The paper's grid: widening factors (W = 64 k), seeds, epochs, training and test images.
 GRID_K = (1, 2, 4, 8, 16)
@@ -108,6 +108,8 @@ class Stepper:
         self.gen = g
         self.batch = s.batch
         self.perm = torch.randperm(n, generator=g).to(self.device)
+        # the augmentation draws of an epoch, made at once as redrep.nets.train does (no wait on the GPU per batch)
+        self.draws = _epoch_draws(self.data, n // self.batch, self.batch, g, self.device)
         self.i = 0
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -123,7 +125,10 @@ class Stepper:
         idx = self.perm[self.i * self.batch : (self.i + 1) * self.batch]
         self.i += 1
         self.model.train()
-        xb = self._layout(self.data.prepare(self.data.x_train[idx], augment=True, generator=self.gen))
+        sl = slice((self.i - 1) * self.batch, self.i * self.batch)
+        xb = self._layout(
+            self.data.prepare(self.data.x_train[idx], augment=True, draws=tuple(d[sl] for d in self.draws))
+        )
         yb = self.data.y_train[idx]
         with self.autocast():
             out = self.net(xb)

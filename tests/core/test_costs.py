@@ -81,7 +81,8 @@ def test_a_wide_paper_shape_goes_to_the_gpu_on_few_cores():
 
 def test_device_rates_follow_the_multiprocessors_and_the_float64_units():
     h200, consumer = GpuRates.for_device(132, 9, 0), GpuRates.for_device(128, 8, 9)
-    assert h200.float64 == pytest.approx(h200.float32 / 2)
+    assert h200.float64 == pytest.approx(h200.float32)  # float64 tensor cores (measured: 30.2 against 25.6 TFMA/s)
+    assert GpuRates.for_device(80, 7, 0).float64 == pytest.approx(GpuRates.for_device(80, 7, 0).float32 / 2)
     assert consumer.float64 == pytest.approx(consumer.float32 / 32)
     assert h200.float32 == pytest.approx(0.6 * 132 * 128 * 1.7e9)
     assert GpuRates.for_device(132, 9, 0, started=True).startup < h200.startup

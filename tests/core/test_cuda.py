@@ -182,23 +182,41 @@ def test_the_bound_takes_every_weight_as_at_least_the_floor(monkeypatch):
     np.testing.assert_array_equal(plan.omega.numpy()[2:4], [1.0, 2.0])  # the others as they are
 
 
-def test_pairs_straddling_a_rounding_boundary_go_to_the_cpu(monkeypatch):
-    """Logits on a float32 midpoint: the device's float64 interval cannot settle them, the CPU's exact pass does."""
+def _exact_pairs_seen(monkeypatch, X, y, weight, bias, chunks):
+    """The engine's counts, and how many pairs it left to the CPU's exact pass."""
     import redrep.core.accuracy as acc_mod
 
-    # class 0's logit is 1 + 2^-24, exactly halfway between the float32 numbers 1 and 1 + 2^-23
-    X = np.array([[1.0, 2.0**-12], [1.0, 2.0**-12]] * 5, dtype=np.float32)
-    weight = np.array([[1.0, 2.0**-12], [1.0, 0.0]], dtype=np.float32)
-    bias = np.zeros(2, dtype=np.float32)
-    y = np.array([0, 1] * 5)
-    chunks = [np.array([0]), np.array([0, 1])]
     seen = []
     original = acc_mod._exact_correct
     monkeypatch.setattr(acc_mod, "_exact_correct", lambda *a: seen.append(len(a[2])) or original(*a))
     got = engine_counts(X, y, weight, bias, chunks)
-    assert sum(seen) > 0
     monkeypatch.undo()
     np.testing.assert_array_equal(got, cpu_counts(X, y, weight, bias, chunks))
+    return sum(seen)
+
+
+def test_pairs_straddling_a_rounding_boundary_go_to_the_cpu(monkeypatch):
+    """Logits on a float32 midpoint that decide the answer: the device's float64 interval cannot settle them."""
+    # class 0's logit is 1 + 2^-24, exactly halfway between the float32 numbers 1 and 1 + 2^-23, and class 1's is
+    # 1 + 2^-23: whether class 1 wins depends on which way class 0's logit rounds (to even: 1, so class 1 wins)
+    X = np.array([[1.0, 2.0**-12]] * 10, dtype=np.float32)
+    weight = np.array([[1.0, 2.0**-12], [1.0, 2.0**-11]], dtype=np.float32)
+    bias = np.zeros(2, dtype=np.float32)
+    y = np.array([0, 1] * 5)
+    assert _exact_pairs_seen(monkeypatch, X, y, weight, bias, [np.array([0, 1])]) == 10
+
+
+def test_a_straddling_logit_that_cannot_change_the_answer_stays_on_the_device(monkeypatch):
+    """Class 0 on a midpoint, class 1 at 1: whichever way class 0 rounds, the answer is the same (ties to class 0)."""
+    X = np.array([[1.0, 2.0**-12], [1.0, 2.0**-12]] * 5, dtype=np.float32)
+    weight = np.array([[1.0, 2.0**-12], [1.0, 0.0]], dtype=np.float32)
+    bias = np.zeros(2, dtype=np.float32)
+    y = np.array([0, 1] * 5)
+    # only the chunk of both neurons puts class 0 on the midpoint; many classes far below do not matter either
+    many = np.vstack([weight, np.full((30, 2), -4.0, dtype=np.float32)])
+    many[2:, 1] = 2.0**-12  # their logits -4 + 2^-24 * ..., on no midpoint but far below
+    for w, b in ((weight, bias), (many, np.zeros(len(many), dtype=np.float32))):
+        assert _exact_pairs_seen(monkeypatch, X, y, w, b, [np.array([0]), np.array([0, 1])]) == 0
 
 
 def test_the_float32_settings_are_restored():

@@ -229,3 +229,22 @@ def test_gzip_module_used_by_fixture_is_real(tmp_path):
     write_cifar_archive(p, n_train=5, n_test=5)
     with gzip.open(p) as f:
         assert len(f.read()) > 5 * 3072
+
+
+def test_an_epochs_augmentation_draws_made_at_once_are_those_of_its_batches():
+    """(CPU) _epoch_draws makes each batch's draws in order, so training is the same as drawing batch by batch."""
+    import torch
+
+    from redrep.nets.data import Dataset, augment_draws
+    from redrep.nets.train import _epoch_draws
+
+    n, batch = 37, 8
+    x = torch.zeros((n, 3, 4, 4), dtype=torch.uint8)
+    data = Dataset("t", x, torch.zeros(n, dtype=torch.int64), x[:2], torch.zeros(2, dtype=torch.int64), 10, augment=True)
+    at_once = _epoch_draws(data, 5, batch, torch.Generator().manual_seed(3), "cpu")
+    g = torch.Generator().manual_seed(3)
+    for b in range(5):
+        expected = augment_draws(min(batch, n - b * batch), generator=g)
+        for got, want in zip(at_once, expected):
+            assert torch.equal(got[b * batch : (b + 1) * batch], want)
+    assert _epoch_draws(Dataset("t", x, x[:, 0, 0, 0], x[:2], x[:2, 0, 0, 0], 10), 5, batch, g, "cpu") is None

@@ -122,11 +122,17 @@ class GpuRates:
     def for_device(cls, multiprocessors: int, major: int, minor: int, started: bool = False) -> GpuRates:
         """Rates scaled to a device: 128 float32 lanes per multiprocessor at about 1.7 GHz, 60 % achieved.
 
-        Data-centre parts (compute capability x.0) run float64 at half the
-        float32 rate (tensor cores), the others at 1/32.
+        Data-centre parts run float64 at the float32 rate from compute capability 8.0 on (float64 tensor
+        cores: one H200 measured 25.6 TFMA/s in float32 and 30.2 in float64 products, benchmarks/bench_gpu.py),
+        at half of it on 6.0 and 7.0, and other parts at 1/32.
         """
         f32 = 0.6 * multiprocessors * 128 * 1.7e9
-        f64 = f32 / 2 if minor == 0 and major >= 6 else f32 / 32
+        if minor == 0 and major >= 8:
+            f64 = f32
+        elif minor == 0 and major >= 6:
+            f64 = f32 / 2
+        else:
+            f64 = f32 / 32
         return cls(startup=0.2 if started else cls.startup, float32=f32, float64=f64)
 
 

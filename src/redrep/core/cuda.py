@@ -412,15 +412,41 @@ class AccuracyPlan:
             xm = XT[: self.width].index_select(1, i).T.to(torch.float64) * self.member64[k]  # exact products
             logits = torch.addmm(self.b64, xm, self.w64T)
             tol = self.gamma64 * torch.addmm(self.b64abs, xm.abs(), self.w64absT)
-            rounded = (logits - tol).to(torch.float32)
-            unsure = (rounded != (logits + tol).to(torch.float32)).any(1)
-            right = (rounded.argmax(1) == labels[i]) & ~unsure  # ties to the first class, as argmax
+            right, unsure = _interval_decision(torch, logits, tol, labels[i])
             self.correct.index_add_(0, k, right.to(torch.int64))
             left.append(torch.stack([k[unsure], i[unsure]]))
         if not left:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         k, i = torch.cat(left, dim=1).cpu().numpy()
         return k, i
+
+
+def _interval_decision(torch, logits, tol, labels):
+    """Decide argmax == label from float64 logits known within ``tol``, as far as their float32 roundings allow.
+
+    Each correctly rounded logit ``R_c`` lies between ``fl32(L_c - tol_c)`` and ``fl32(L_c + tol_c)`` (rounding is
+    monotonic). The label ``y`` is predicted exactly when ``R_y > R_c`` for every ``c < y`` and ``R_y >= R_c`` for
+    every ``c > y`` (ties to the first class, as argmax); only the classes that could change that answer matter.
+    A logit within ``tol`` of a rounding boundary of a class that cannot compete leaves the pair decided.
+
+    Parameters
+    ----------
+    logits, tol : tensors of shape (m, C), float64
+    labels : tensor of shape (m,), int64
+
+    Returns
+    -------
+    (right, unsure) : bool tensors of shape (m,): surely correct, and not decided here (for the exact pass)
+    """
+    lo, hi = (logits - tol).to(torch.float32), (logits + tol).to(torch.float32)
+    y = labels.view(-1, 1)
+    cls = torch.arange(logits.shape[1], device=logits.device).view(1, -1)
+    before, after = cls < y, cls > y
+    neg = torch.tensor(-torch.inf, dtype=torch.float32, device=logits.device)
+    lo_y, hi_y = lo.gather(1, y).view(-1), hi.gather(1, y).view(-1)
+    right = (lo_y > torch.where(before, hi, neg).amax(1)) & (lo_y >= torch.where(after, hi, neg).amax(1))
+    wrong = (torch.where(before, lo, neg).amax(1) >= hi_y) | (torch.where(after, lo, neg).amax(1) > hi_y)
+    return right, ~(right | wrong)
 
 
 def count_correct(features, labels, weight, bias, uniq, *, name="features", progress=None, device="cuda", **kw):

@@ -166,7 +166,7 @@ class Dataset:
         idx = torch.randperm(self.n_train, generator=g)[:n].sort().values.to(self.x_train.device)
         return replace(self, x_train=self.x_train[idx], y_train=self.y_train[idx])
 
-    def prepare(self, x: torch.Tensor, *, augment: bool = False, generator: torch.Generator | None = None):
+    def prepare(self, x: torch.Tensor, *, augment: bool = False, generator: torch.Generator | None = None, draws=None):
         """Turn a batch of stored samples into network input (float32, normalised, optionally augmented).
 
         Parameters
@@ -174,19 +174,19 @@ class Dataset:
         x : Tensor of shape (n, *in_shape), as stored
         augment : apply the random crop and flip (only if the dataset augments)
         generator : CPU generator of the augmentation randomness
+        draws : the batch's :func:`augment_draws`, already made (and on ``x``'s device), instead of ``generator``
 
         Returns
         -------
         float32 Tensor of shape (n, *in_shape) on ``x``'s device
         """
         if self.mean is not None:
-            mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+            mean, std = _normalisation(self.mean, self.std, x.device)
             x = (x.float() / 255.0 - mean) / std
         else:
             x = x.float()
         if augment and self.augment:
-            x = augment_batch(x, generator=generator)
+            x = augment_batch(x, generator=generator, draws=draws)
         return x
 
     def describe(self) -> dict:
@@ -201,12 +201,40 @@ class Dataset:
         }
 
 
-def augment_batch(x: torch.Tensor, *, padding: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+_NORMALISATION: dict = {}
+
+
+def _normalisation(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel mean and std as tensors on ``device``, made once (a new one per batch waits on the GPU)."""
+    key = (tuple(mean), tuple(std), str(device))
+    if key not in _NORMALISATION:
+        m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+        s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+        _NORMALISATION[key] = (m, s)
+    return _NORMALISATION[key]
+
+
+def augment_draws(n: int, *, padding: int = 4, generator: torch.Generator | None = None):
+    """The random draws of :func:`augment_batch` for ``n`` images, on the CPU: offsets ``dy``, ``dx`` and flips.
+
+    A training epoch makes those of all its batches at its start, in the order the batches use them, and moves
+    them to the device at once: the same numbers as drawn batch by batch, without a wait on the GPU per batch.
+    """
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    return dy, dx, flip
+
+
+def augment_batch(
+    x: torch.Tensor, *, padding: int = 4, generator: torch.Generator | None = None, draws=None
+) -> torch.Tensor:
     """Random crop (reflect padding ``padding``) and random horizontal flip of a batch of images.
 
     Each image gets its own offset in [0, 2 * padding] along each axis and a
     flip with probability 1/2. The random draws use ``generator`` on the CPU
-    (so a run reproduces on any device) and the work happens on ``x``'s device.
+    (so a run reproduces on any device), or are given (``draws``, from
+    :func:`augment_draws`), and the work happens on ``x``'s device.
 
     Parameters
     ----------
@@ -217,10 +245,9 @@ def augment_batch(x: torch.Tensor, *, padding: int = 4, generator: torch.Generat
     Tensor of shape (n, c, h, w)
     """
     n, _, h, w = x.shape
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
-    dy, dx, flip = dy.to(x.device), dx.to(x.device), flip.to(x.device)
+    if draws is None:
+        draws = augment_draws(n, padding=padding, generator=generator)
+    dy, dx, flip = (d.to(x.device) for d in draws)
     padded = F.pad(x, (padding, padding, padding, padding), mode="reflect")
     rows = (dy[:, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
     cols = torch.arange(w, device=x.device).expand(n, w)

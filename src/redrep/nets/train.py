@@ -56,7 +56,7 @@ from .config import (  # noqa: F401  (PAPER_CHECKPOINT_EPOCHS, RESUME_FREE_FIELD
     config_differences,
     output_units,
 )
-from .data import Dataset, load_dataset
+from .data import Dataset, augment_draws, load_dataset
 from .models import create_model, initialize
 
 CONFIG_FILE = "config.json"
@@ -738,6 +738,18 @@ def epoch_lr(config: TrainConfig, epoch: int) -> float:
     return cosine_lr(epoch - 1, config.epochs, config.lr, config.lr_min)
 
 
+def _epoch_draws(dataset, n_batches: int, batch_size: int, gen, device):
+    """The augmentation draws of a whole epoch on the device (None where the data set is not augmented).
+
+    Drawn batch by batch from ``gen`` in the order the batches use them, so they are the numbers each batch would
+    draw itself; moved to the device at once, so that no batch waits on the GPU for its own.
+    """
+    if not dataset.augment:
+        return None
+    per = [augment_draws(min(batch_size, dataset.n_train - b * batch_size), generator=gen) for b in range(n_batches)]
+    return tuple(torch.cat(parts).to(device) for parts in zip(*per))
+
+
 def _train_epoch(s: _Session, epoch: int, progress: bool) -> dict:
     """One epoch of the optimizer over the shuffled training set, then the evaluations (every
     ``eval_every`` epochs and at the last); returns its metrics."""
@@ -752,10 +764,12 @@ def _train_epoch(s: _Session, epoch: int, progress: bool) -> dict:
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     n_batches = math.ceil(n / config.batch_size)
+    draws = _epoch_draws(dataset, n_batches, config.batch_size, s.gen, device)
     batches = tqdm(range(n_batches), desc=f"epoch {epoch}", leave=False, disable=not progress, file=sys.stderr)
     for b in batches:
-        idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
-        xb = dataset.prepare(dataset.x_train[idx], augment=True, generator=s.gen)
+        sl = slice(b * config.batch_size, (b + 1) * config.batch_size)
+        idx = perm[sl]
+        xb = dataset.prepare(dataset.x_train[idx], augment=True, draws=draws and tuple(d[sl] for d in draws))
         xb = _to_model_layout(xb)
         yb = dataset.y_train[idx]
         with s.autocast():
