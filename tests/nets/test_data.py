@@ -240,7 +240,8 @@ def test_an_epochs_augmentation_draws_made_at_once_are_those_of_its_batches():
 
     n, batch = 37, 8
     x = torch.zeros((n, 3, 4, 4), dtype=torch.uint8)
-    data = Dataset("t", x, torch.zeros(n, dtype=torch.int64), x[:2], torch.zeros(2, dtype=torch.int64), 10, augment=True)
+    y = torch.zeros(n, dtype=torch.int64)
+    data = Dataset("t", x, y, x[:2], y[:2], 10, augment=True)
     at_once = _epoch_draws(data, 5, batch, torch.Generator().manual_seed(3), "cpu")
     g = torch.Generator().manual_seed(3)
     for b in range(5):
