@@ -205,3 +205,65 @@ def test_extract_epoch_0_is_the_network_at_initialization(mlp_run):
     assert np.mean(logits.argmax(1) == rs.labels_test) == pytest.approx(rs.meta["test_accuracy"])
     r = CliRunner().invoke(main, ["extract", "--device", "cpu", str(run), "--epoch", "-1", "-q"])
     assert r.exit_code == 2 and "epoch: expected an integer >= 0, found -1" in r.output
+
+
+class ProjectionHeadNet(nn.Module):
+    """A classifier whose last registered Linear is a projection head that forward() does not call."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(5, 9), nn.ReLU())
+        self.fc = nn.Linear(9, 3)
+        self.proj = nn.Linear(9, 4)  # used by a contrastive loss during training, not by forward()
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+def test_float64_numpy_inputs_are_cast_to_the_model_dtype_cpu():
+    """scikit-learn's float64 arrays meet float32 weights: the features equal those of the float32 inputs."""
+    torch.manual_seed(0)
+    model = UserNet()
+    rng = np.random.default_rng(0)
+    x64, y = rng.normal(size=(25, 5)), rng.integers(0, 3, size=25)
+    rs = extract_representations(model, (x64, y), (x64[:7], y[:7]), device="cpu")
+    with torch.no_grad():
+        h = model.body(torch.as_tensor(x64, dtype=torch.float32)).numpy()
+    assert rs.features_train.dtype == np.float32
+    np.testing.assert_array_equal(rs.features_train, h)
+    # and a float64 model gets float64 inputs (float32 arrays are cast up, not the model down)
+    model64 = UserNet().double()
+    feats, _, logits = extract_features(model64, (x64.astype(np.float32), y), device="cpu")
+    with torch.no_grad():
+        ref = model64.body(torch.as_tensor(x64.astype(np.float32), dtype=torch.float64)).float().numpy()
+    np.testing.assert_allclose(feats, ref, rtol=1e-6)
+
+
+def test_integer_inputs_a_model_rejects_give_one_line_cpu():
+    x = np.arange(20, dtype=np.int64).reshape(4, 5)
+    expected = (
+        r"^data: expected floating-point inputs \(the model's weights are torch.float32\), found torch.int64 inputs, "
+        r"which the model rejected .*transform="
+    )
+    with pytest.raises(RedrepError, match=expected):
+        extract_features(UserNet(), (x, np.zeros(4, dtype=np.int64)), device="cpu")
+
+
+def test_readout_not_called_names_the_linear_modules_cpu():
+    model = ProjectionHeadNet()
+    data = (torch.randn(6, 5), torch.zeros(6, dtype=torch.long))
+    with pytest.raises(RedrepError) as err:
+        extract_representations(model, data, data, device="cpu")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(
+        "readout: expected the final Linear (proj, the last nn.Linear registered in the model) to be called once "
+        "per forward pass, found 0 calls; it is not the layer that makes the logits: pass readout="
+    )
+    assert msg.endswith("(the model's Linear modules: body.0 (5 -> 9), fc (9 -> 3), proj (9 -> 4))")
+    # the hint works: with readout= the classifier, the logits are reproduced
+    rs = extract_representations(model, data, data, readout=model.fc, device="cpu")
+    with torch.no_grad():
+        np.testing.assert_allclose(rs.features_test @ rs.weight.T + rs.bias, model(data[0]).numpy(), atol=1e-6)
+    with pytest.raises(RedrepError, match=r"\(proj, the readout given\) .* found 0 calls"):
+        extract_features(model, data, readout=model.proj)

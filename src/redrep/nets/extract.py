@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..core.accuracy import readout_predictions
 from ..core.device import resolve_device
-from ..core.validation import RedrepError, check_int
+from ..core.validation import RedrepError, check_int, exception_line
 from ..storage import io
 from ..storage.repset import NATIVE_META, RepresentationSet
 from .train import (
@@ -147,6 +147,8 @@ def extract_features(
         dev = next(model.parameters()).device
     except StopIteration:
         raise RedrepError("model: expected a model with parameters, found none") from None
+    # inputs are cast to the readout's dtype: float64 arrays (numpy's and scikit-learn's default) meet float32 weights
+    param_dtype = fc.weight.dtype
     seen: list = []
 
     def hook(_module, inputs, output):
@@ -161,12 +163,20 @@ def extract_features(
             xb = xb.to(dev)
             if transform is not None:
                 xb = transform(xb)
+            if xb.is_floating_point() and xb.dtype != param_dtype:
+                xb = xb.to(param_dtype)
             seen.clear()
-            model(xb)
-            if len(seen) != 1:
+            try:
+                model(xb)
+            except RuntimeError as exc:
+                if xb.is_floating_point():
+                    raise
                 raise RedrepError(
-                    f"readout: expected the final Linear to be called once per forward pass, found {len(seen)} calls"
-                )
+                    f"data: expected floating-point inputs (the model's weights are {param_dtype}), found {xb.dtype} "
+                    f"inputs, which the model rejected ({exception_line(exc)}); convert them, or pass transform="
+                ) from None
+            if len(seen) != 1:
+                raise RedrepError(_readout_calls_message(model, fc, len(seen), readout is None))
             f, out = seen[0]
             if f.dim() != 2 or f.shape[0] != xb.shape[0]:
                 raise RedrepError(
@@ -181,6 +191,22 @@ def extract_features(
     if not feats:
         raise RedrepError("data: expected at least one sample, found none")
     return torch.cat(feats).numpy(), torch.cat(labels).numpy(), torch.cat(logits).numpy()
+
+
+def _readout_calls_message(model: nn.Module, fc: nn.Linear, calls: int, guessed: bool) -> str:
+    """Why the readout's call count is wrong, with the model's Linear modules by name to choose ``readout=`` from."""
+    names = {id(m): n for n, m in model.named_modules()}
+    linears = [f"{n or '(the model)'} ({m.in_features} -> {m.out_features})"
+               for n, m in model.named_modules() if isinstance(m, nn.Linear)]  # fmt: skip
+    listed = ", ".join(linears[-12:]) + (f" (the last 12 of {len(linears)})" if len(linears) > 12 else "")
+    how = "the last nn.Linear registered in the model" if guessed else "the readout given"
+    msg = (
+        f"readout: expected the final Linear ({names.get(id(fc), '?')}, {how}) to be called once per forward pass, "
+        f"found {calls} calls"
+    )
+    if calls == 0:
+        msg += "; it is not the layer that makes the logits"
+    return msg + f": pass readout= the layer that does (the model's Linear modules: {listed})"
 
 
 def extract_representations(
@@ -203,7 +229,8 @@ def extract_representations(
     own logits (with one output: class 1 where it is > 0), plus ``meta``.
     """
     fc = find_readout(model, readout)
-    kw = dict(readout=fc, device=device, transform=transform, batch_size=batch_size, progress=progress)
+    # readout as given (None: found again), so that an error can say whether it was guessed
+    kw = dict(readout=readout, device=device, transform=transform, batch_size=batch_size, progress=progress)
     ftr, ytr, ltr = extract_features(model, train, desc="train set", **kw)
     fte, yte, lte = extract_features(model, test, desc="test set", **kw)
     m = dict(meta or {})
