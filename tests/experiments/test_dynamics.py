@@ -136,9 +136,49 @@ def test_a_second_call_reads_the_epochs_back(run, tmp_path, monkeypatch):
     assert third.doc["params"]["criterion"]["r2_min"] == 0.99
     assert "mean training error ≤ 0, and mean held-out R² ≥ 0.99" in " ".join(third.doc["reading"])
     assert (third.out / "dynamics.csv").read_text() == (res.out / "dynamics.csv").read_text()
-    # other analysis parameters: recomputed
+    # other analysis parameters: refused without force, nothing touched; recomputed with it
+    before = {p: p.read_bytes() for p in sorted(copy.joinpath("dynamics").rglob("*")) if p.is_file()}
+    other = DynamicsConfig(acc_rep=5, r2_rep=4, seed=4, device="cpu")
+    expected = (
+        r"dynamics: holds the dynamics of another analysis \(r2_rep: 3 -> 4; seed: 2 -> 4\); "
+        r"expected the same options .* or force \(--force\) to replace it$"
+    )
+    with pytest.raises(RedrepError, match=expected):
+        run_dynamics(copy, config=other, progress=False)
+    assert {p: p.read_bytes() for p in sorted(copy.joinpath("dynamics").rglob("*")) if p.is_file()} == before
     with pytest.raises(AssertionError, match="recomputed"):
-        run_dynamics(copy, config=DynamicsConfig(acc_rep=5, r2_rep=3, seed=4, device="cpu"), progress=False)
+        run_dynamics(copy, config=other, progress=False, force=True)
+
+
+def test_overwrite_needs_force_cli(run, tmp_path):
+    """`redrep dynamics` with other analysis options: one line and exit 2; --force replaces, the same reads back."""
+    run_dir, res, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    runner = CliRunner()
+    base = ["dynamics", str(copy), "--device", "cpu", "--acc-rep", "5", "--r2-rep", "3", "-q"]
+    r = runner.invoke(main, [*base, "--seed", "2"])  # the same options: read back, same numbers
+    assert r.exit_code == 0, r.output
+    assert (copy / "dynamics" / "dynamics.csv").read_text() == (res.out / "dynamics.csv").read_text()
+    r = runner.invoke(main, [*base, "--seed", "5"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "seed: 2 -> 5" in r.output and "--force" in r.output and "Traceback" not in r.output
+    # a stale epoch folder of the replaced analysis goes away with it
+    (copy / "dynamics" / "epochs" / "epoch_0099").mkdir()
+    r = runner.invoke(main, [*base, "--seed", "5", "--force"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((copy / "dynamics" / "dynamics.json").read_text())
+    assert doc["params"]["seed"] == 5 and not (copy / "dynamics" / "epochs" / "epoch_0099").exists()
+    # another run's folder as --out: refused, naming both runs
+    r = runner.invoke(main, ["dynamics", str(run_dir), "--out", str(copy / "dynamics"), "--device", "cpu",
+                             "--acc-rep", "5", "--r2-rep", "3", "--seed", "5", "-q"])  # fmt: skip
+    assert r.exit_code == 2 and f"run: {copy.resolve()} -> {run_dir.resolve()}" in r.output, r.output
+    # a folder of other files: refused, even before anything is computed
+    other = tmp_path / "notdyn"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep")
+    r = runner.invoke(main, [*base, "--out", str(other)])
+    assert r.exit_code == 2 and "found other files" in r.output and (other / "mine.txt").read_text() == "keep"
 
 
 def test_refined_epochs(run, tmp_path):

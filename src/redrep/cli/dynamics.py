@@ -32,8 +32,11 @@ from .analyze import criterion_from_options, criterion_options
 @criterion_options(bootstrap=False)
 @click.option("--device", default="auto", show_default=True, help="auto (a GPU when present), cpu or cuda[:N].")
 @click.option("--data-dir", default=None, help="Where the dataset is now  [default: the run's --data-dir]")
+@click.option("--force", is_flag=True,
+              help="Replace a dynamics folder made from another run or with other --acc-rep, --r2-rep, "
+                   "--chunk-sizes, --seed or --refine (the same options resume it or read it back).")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def command(run_dir, out, acc_rep, r2_rep, chunk_sizes, seed, refine, device, data_dir, quiet, **crit):
+def command(run_dir, out, acc_rep, r2_rep, chunk_sizes, seed, refine, device, data_dir, force, quiet, **crit):
     """Redundancy during training: RUN_DIR analysed at every kept checkpoint, epoch 0 included.
 
     Writes RUN_DIR/dynamics/dynamics.csv (epoch, metric, split, chunk_size, mean, sem, n), dynamics.json
@@ -52,7 +55,7 @@ def command(run_dir, out, acc_rep, r2_rep, chunk_sizes, seed, refine, device, da
         criterion=criterion_from_options(**crit),
         refine=refine,
     )
-    res = run_dynamics(run_dir, config=config, out=out, progress=not quiet)
+    res = run_dynamics(run_dir, config=config, out=out, progress=not quiet, force=force)
     if not quiet:
         click.echo("epoch   w_c*   clones   train err   test err")
         for e in res.epochs:

@@ -182,15 +182,77 @@ def _reusable(folder: Path, epoch: int, params: dict, stamp) -> bool:
     return isinstance(d, dict) and d.get("epoch") == epoch and d.get("params") == params and d.get("stamp") == stamp
 
 
-def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, progress: bool = True) -> DynamicsResult:
+def _existing_analysis(out: Path) -> tuple[dict, str | None] | None:
+    """(analysis parameters, run) of what a dynamics folder holds; None for a new or empty folder.
+
+    Read from its dynamics.json, or, for a call interrupted before writing it, from its first epoch's results.
+    Raises a one-line error for a folder holding something else.
+    """
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise RedrepError(f"{out}: expected a folder for the dynamics, found a file")
+    try:
+        doc = io.read_json_object(out / DYNAMICS_JSON)
+        params = doc.get("params") if isinstance(doc.get("params"), dict) else {}
+        return params, doc.get("run_dir")
+    except RedrepError:  # no dynamics.json (or a damaged one): the epochs say what was analysed
+        pass
+    for f in sorted((out / "epochs").glob("epoch_*/results.json")):
+        try:
+            doc = io.read_json_object(f)
+        except RedrepError:
+            continue
+        d = doc.get("dynamics") if isinstance(doc.get("dynamics"), dict) else {}
+        run = doc.get("run")
+        return (d.get("params") or {}), (None if run is None else str(Path(run).resolve()))
+    if any(p.name not in ("epochs", "figures") for p in out.iterdir()):
+        raise RedrepError(
+            f"{out}: expected a new folder or a dynamics folder of `redrep dynamics`, found other files "
+            f"(no {DYNAMICS_JSON}); choose another out folder"
+        )
+    return None
+
+
+def check_replace(out, run_dir, config: DynamicsConfig, *, force: bool = False) -> None:
+    """Refuse to replace a dynamics folder made from another run or with other analysis options, unless ``force``.
+
+    The same options resume it or read it back (a run's own ``RUN_DIR/dynamics`` is its own wherever the run
+    was moved); another criterion of w_c* only changes the reading and is always allowed. One line says what
+    differs.
+    """
+    out = Path(out)
+    found = _existing_analysis(out)
+    if found is None or force:
+        return
+    old, old_run = found
+    new = config.analysis_params()
+    diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
+    run = str(Path(run_dir).resolve())
+    # a run's own dynamics folder belongs to it wherever the run was moved or copied
+    own = out.resolve() == (Path(run_dir) / DYNAMICS_DIR).resolve()
+    if old_run is not None and old_run != run and not own:
+        diffs.insert(0, f"run: {old_run} -> {run}")
+    if diffs:
+        raise RedrepError(
+            f"{out}: holds the dynamics of another analysis ({'; '.join(diffs)}); expected the same options to "
+            "resume or read it back, or force (--force) to replace it"
+        )
+
+
+def run_dynamics(
+    run_dir, *, config: DynamicsConfig | None = None, out=None, progress: bool = True, force: bool = False
+) -> DynamicsResult:
     """Analyse every kept checkpoint of ``run_dir`` (epoch 0 included) and write ``out`` (default RUN_DIR/dynamics).
 
     Parameters
     ----------
     run_dir : a run directory of ``redrep train``
     config : DynamicsConfig (default: its defaults)
-    out : the dynamics folder
+    out : the dynamics folder; one that holds the dynamics of another run or of other analysis options
+        (:meth:`DynamicsConfig.analysis_params`) is refused unless ``force``
     progress : a progress bar over epochs
+    force : replace such a folder (its epochs are analysed again; epochs no longer kept are removed)
 
     Returns
     -------
@@ -206,6 +268,7 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
     run_dir = Path(run_dir)
     kept, last_ckpt = run_checkpoints(run_dir)
     out = Path(out) if out is not None else run_dir / DYNAMICS_DIR
+    check_replace(out, run_dir, config, force=force)
     train_cfg = TrainConfig.from_dict(last_ckpt["config"], where=str(run_dir)).validated()
     epochs = sorted(set(kept) | {0})
     epoch0 = "checkpoint" if 0 in kept else "rebuilt from the run's seed"
@@ -251,6 +314,7 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
                 "results": str(folder.relative_to(out)),
             }
         )
+    _remove_stale_epochs(out, epochs)
     zero = last_ckpt.get("zero_train_error_epoch")
     doc = {
         "tool": "redrep dynamics",
@@ -279,6 +343,16 @@ def run_dynamics(run_dir, *, config: DynamicsConfig | None = None, out=None, pro
     page = out / DYNAMICS_HTML
     io.write_text(page, render_dynamics_page(doc, fig))
     return DynamicsResult(out, per_epoch, rows, doc, page, figures)
+
+
+def _remove_stale_epochs(out: Path, epochs) -> None:
+    """Remove the results folders of epochs that are not analysed now (left by a replaced analysis)."""
+    import shutil
+
+    keep = {f"epoch_{e:04d}" for e in epochs}
+    for p in (out / "epochs").glob("epoch_*"):
+        if p.is_dir() and p.name not in keep:
+            shutil.rmtree(p)
 
 
 def _run_error_inf(run_dir: Path):
