@@ -56,6 +56,7 @@ from ..storage import io
 from ..storage.repset import RepresentationSet
 from ..storage.results import load_results, rows_to_csv, write_results
 from .executors import LocalExecutor, SlurmExecutor, local_devices, waiting_line
+from .preflight import check_sweep
 from .runs import FAILED, FINISHED, MISSING, QUEUED, RUNNING, RunStatus, RunTask, read_run_result
 from .sweep_state import (
     SLURM_DIR,
@@ -596,6 +597,7 @@ def run_sweep(
     _check_resume(read_state(out), out, config)
     if executor is None:
         executor = LocalExecutor(config.jobs, local_devices(resolve_device(config.train.device), config.jobs))
+    check_sweep(config, executor, plan_sweep(config, out))  # data, device, options: once, before any run
     # one driver per sweep folder: two would submit the same runs
     with io.folder_lock(out, what="sweep"):
         return _run_sweep_locked(config, out, executor, wait=wait, timeout=timeout, log=log)
