@@ -15,7 +15,7 @@ def _write(path, **kw):
 
 
 def test_plot_from_results_dir_all_formats(tmp_path):
-    res = _write(tmp_path / "res")
+    res = _write(tmp_path / "res", meta={"layout": "authors", "dataset": "cifar10"})
     before = json.loads((res / "results.json").read_text())
     out = tmp_path / "figs"
     r = CliRunner().invoke(
@@ -42,7 +42,7 @@ def test_plot_from_results_dir_all_formats(tmp_path):
 
 def test_plot_default_paths_and_thresholds(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _write(tmp_path / "data" / "results", error_inf=None)
+    _write(tmp_path / "data" / "results", error_inf=None, meta={"layout": "authors"})
     r = CliRunner().invoke(main, ["plot", "--r2-min", "0.999", "-q", "--dpi", "40"])
     assert r.exit_code == 0, r.output
     assert r.output == ""
@@ -60,6 +60,23 @@ def test_plot_default_paths_and_thresholds(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["plot", "--path", "other", "--out", "o", "--format", "svg", "--name", "fig"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "o" / "fig.svg").is_file()
+
+
+@pytest.mark.parametrize(
+    ("meta", "stem"),
+    [
+        ({"layout": "authors", "dataset": "cifar10", "arch": "wide_resnet28"}, "cifar10_wr28_plots"),
+        ({"layout": "native", "dataset": "parity-digits", "arch": "mlp"}, "parity-digits_mlp_w256_plots"),
+        ({"dataset": "synthetic-clones"}, "synthetic-clones_w256_plots"),
+        ({}, "my set_plots"),
+    ],
+)
+def test_plot_names_the_figure_after_the_set(tmp_path, meta, stem):
+    """The authors' set keeps the authors' file name; any other set gets its own, not cifar10_wr28_plots."""
+    res = _write(tmp_path / "my set" / "results", meta=meta)
+    r = CliRunner().invoke(main, ["plot", "--results", str(res), "--out", str(tmp_path / "p"), "--format", "svg"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [f"{stem.replace(' ', '-')}.svg"]
 
 
 def test_plot_says_when_no_critical_chunk_size(tmp_path):

@@ -159,3 +159,54 @@ def test_reading_says_which_sweeps_show_redundancy():
     rows_ = comparison_rows([regularized, plain])
     (c,) = [r for r in rows_ if r["label"] == "wd0" and r["quantity"] == "wc_star" and r["width"] == 32]
     assert (c["mean"], c["sem"], c["n"]) == (32.0, None, 1)
+
+
+def _panel_points(ax):
+    """(label, x, y) of each errorbar series on an axes (its data line)."""
+    out = []
+    for c in ax.containers:
+        line = c.lines[0]
+        out.append((c.get_label(), np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)))
+    return out
+
+
+def test_identical_sweeps_stay_visible_and_say_so():
+    """Two sweeps with the same numbers used to draw one curve over the other: now side by side, and labelled."""
+    from redrep.experiments.compare import comparison_figure
+
+    table = [{"width": w, "full_test_mean": e, "full_test_sem": 0.01, "full_train_mean": 0.0, "full_n": 2}
+             for w, e in ((16, 0.1), (32, 0.08), (64, 0.07))]  # fmt: skip
+    wc = {16: [16, 16], 32: [16, 16], 64: [16, 32]}
+    a, b = _data("wd", table, clone_rows(wc)), _data("wd0", table, clone_rows(wc))
+    fig = comparison_figure(comparison_rows([a, b]), ["wd", "wd0"], [0.02, 0.02])
+    for ax in (fig.axes[0], fig.axes[1], fig.axes[2]):
+        (la, xa, ya), (lb, xb, yb) = _panel_points(ax)
+        assert (la, lb) == ("wd", "wd0 (identical to wd)")
+        np.testing.assert_array_equal(ya, yb)
+        # the same widths, drawn a few hundredths of an octave apart: neither hides the other
+        assert np.all(xb > xa) and np.allclose(np.log2(xb / xa), 0.05)
+        assert np.allclose(np.sqrt(xa * xb), [16, 32, 64])
+        # and with their own marker and line style
+        (ca, cb) = ax.containers
+        assert ca.lines[0].get_marker() != cb.lines[0].get_marker()
+        assert ca.lines[0].get_linestyle() != cb.lines[0].get_linestyle()
+
+
+def test_a_panel_without_values_says_why_instead_of_an_empty_axis():
+    """No sweep has a decay exponent (clone_rows has none): panel (d) says so, with no y ticks and no -1/2 line."""
+    from redrep.experiments.compare import comparison_figure
+
+    table = [{"width": w, "full_test_mean": e, "full_train_mean": 0.0} for w, e in ((16, 0.1), (32, 0.08))]
+    a, b = _data("wd", table, clone_rows({16: [16], 32: [16]})), _data("wd0", table, clone_rows({16: [16], 32: [32]}))
+    fig = comparison_figure(comparison_rows([a, b]), ["wd", "wd0"], [None, None])
+    ax_b, ax_d = fig.axes[1], fig.axes[3]
+    assert _panel_points(ax_d) == [] and list(ax_d.get_yticks()) == []
+    assert not any("the paper" in ln.get_label() for ln in ax_d.lines)
+    (text,) = ax_d.texts
+    assert text.get_text().startswith("no decay exponent in any sweep")
+    assert len(_panel_points(ax_b)) == 2 and not ax_b.texts  # a panel with values draws them
+    # and no w_c* anywhere: panels (b) and (c) say so too
+    none = {16: [None], 32: [None]}
+    fig = comparison_figure(comparison_rows([_data("x", table, clone_rows(none)), _data("y", table, clone_rows(none))]),
+                            ["x", "y"], [None, None])  # fmt: skip
+    assert all(ax.texts and ax.texts[0].get_text().startswith("no $w_c^*$") for ax in fig.axes[1:3])

@@ -51,8 +51,11 @@ def test_three_panels_scales_and_points(tmp_path):
     sel = c["sizes"] >= 16
     np.testing.assert_array_equal(pts.get_xdata(), c["sizes"][sel])
     np.testing.assert_allclose(pts.get_ydata(), c["test_err"][sel] - 0.04, rtol=1e-9)
-    guide = _line(ax_a, "guide")
-    np.testing.assert_allclose(guide.get_ydata(), 0.12 * np.asarray(guide.get_xdata()) ** -0.5)
+    # not the authors' set: no 0.12 guide of the paper's CIFAR-10 fit, a slope -1/2 through the point at w_c* = 64
+    assert not any("guide" in ln.get_label() for ln in ax_a.get_lines())
+    guide = _line(ax_a, "slope $-1/2$ (the paper's decay) through $w_c$ = 64")
+    y64 = c["test_err"][c["sizes"] == 64][0] - 0.04
+    np.testing.assert_allclose(guide.get_ydata(), y64 * (np.asarray(guide.get_xdata()) / 64) ** -0.5)
     fit = _line(ax_a, "fit")
     assert "-0.50" in fit.get_label()
     # right axis of (a) in absolute test error: the secondary axis adds error_inf
@@ -78,6 +81,64 @@ def test_three_panels_scales_and_points(tmp_path):
         assert _span_x0(ax) == pytest.approx(64)
     assert len(ax_b.collections) == 1 and len(twin[0].collections) == 2
     assert "w_c^* = 64" in fig._suptitle.get_text()
+
+
+@pytest.mark.parametrize("prefactor", [0.12, 0.3])
+def test_the_cifar_guide_is_drawn_for_the_authors_set_only(tmp_path, prefactor):
+    """0.12 w_c^(-1/2) is the paper's fit on CIFAR-10: drawn for the authors' set, never on another set."""
+    c = paper_like(width=256, w_star=32, error_inf=0.02, prefactor=prefactor)
+    write_results_dir(tmp_path / "a", c, error_inf=0.02, meta={"layout": "authors", "dataset": "cifar10"})
+    write_results_dir(tmp_path / "p", c, error_inf=0.02, meta={"layout": "native", "dataset": "parity-digits"})
+    ax = three_panel_figure(load_results(tmp_path / "a")).axes[0]
+    guide = _line(ax, "guide 0.12")
+    np.testing.assert_allclose(guide.get_ydata(), 0.12 * np.asarray(guide.get_xdata()) ** -0.5)
+    assert not any("slope $-1/2$" in ln.get_label() for ln in ax.get_lines())
+    ax = three_panel_figure(load_results(tmp_path / "p")).axes[0]
+    assert not any("0.12" in ln.get_label() for ln in ax.get_lines())
+    anchored = _line(ax, "through $w_c$ = 32")  # through the data at w_c*: prefactor * 32^(-1/2)
+    x = np.asarray(anchored.get_xdata())
+    np.testing.assert_allclose(anchored.get_ydata(), prefactor * x**-0.5, rtol=1e-9)
+    # the same curves given without their folder: not the authors' set unless said so
+    curves = ChunkCurves.from_results(load_results(tmp_path / "a"))
+    assert any("guide 0.12" in ln.get_label() for ln in three_panel_figure(curves, authors_set=True).axes[0].lines)
+    assert not any("guide" in ln.get_label() for ln in three_panel_figure(curves).axes[0].lines)
+
+
+def _right_axis_ticks(fig):
+    """The labelled ticks of panel (a)'s right axis, in absolute test error, within its view, after drawing."""
+    figure_bytes(fig, "png", dpi=30)
+    (sec,) = fig.axes[0].child_axes
+    lo, hi = sorted(sec.yaxis.get_view_interval())
+    return [t for t in sec.yaxis.get_majorticklocs() if lo <= t <= hi], (lo, hi)
+
+
+def test_right_axis_of_panel_a_has_readable_ticks_over_its_whole_range(tmp_path):
+    """The demo's case: error_inf 0.0134, chunk test errors from 0.38 down to 0.0173; the ticks used to be
+    0.1 ... 0.5 only, leaving the lower two decades of the left axis without an absolute value."""
+    einf = 0.0134
+    c = paper_like(width=1024, w_star=256, error_inf=einf, prefactor=1.4, exponent=-0.9)
+    write_results_dir(tmp_path, c, error_inf=einf)
+    ticks, (lo, hi) = _right_axis_ticks(three_panel_figure(load_results(tmp_path)))
+    assert len(ticks) >= 4
+    d = np.log10(np.array(ticks) - einf)
+    span = np.log10(hi - einf) - np.log10(lo - einf)
+    # spread over the whole log range of the excess: a tick in its lowest and in its highest third
+    assert d.min() <= np.log10(lo - einf) + span / 3 and d.max() >= np.log10(hi - einf) - span / 3
+    # plain decimals, at most 3 significant digits, as labelled
+    for t in ticks:
+        assert float(f"{t:.3g}") == pytest.approx(t, rel=1e-9), ticks
+    assert min(ticks) < 0.05  # the lowest decade gets an absolute value
+
+
+@pytest.mark.parametrize("einf", [0.0, 0.005, 0.04, 0.3])
+def test_offset_log_locator_ticks_lie_in_the_view_and_are_ordered(einf):
+    from redrep.report.figures import OffsetLogLocator
+
+    loc = OffsetLogLocator(einf)
+    for lo_d, hi_d in ((1e-4, 0.5), (0.01, 0.02), (1e-3, 1e-2)):
+        ticks = loc.tick_values(einf + lo_d, einf + hi_d)
+        assert ticks == sorted(ticks) and len(ticks) >= 2, (lo_d, hi_d, ticks)
+        assert all(einf + lo_d - 1e-12 <= t <= einf + hi_d + 1e-12 for t in ticks), (lo_d, hi_d, ticks)
 
 
 def test_without_error_inf_plots_absolute_test_error(tmp_path):

@@ -8,7 +8,16 @@ import click
 
 from ..core.summary import BOOTSTRAP_REPLICATES, ChunkCurves, Criterion, summarize
 from ..core.validation import RedrepError, check_float
-from ..report.figures import DEFAULT_STEM, MIN_CHUNK_SIZE_A, check_formats, check_stem, save_figure, three_panel_figure
+from ..report.figures import (
+    DEFAULT_STEM,
+    MIN_CHUNK_SIZE_A,
+    check_formats,
+    check_stem,
+    figure_stem,
+    is_authors_results,
+    save_figure,
+    three_panel_figure,
+)
 from ..storage.results import load_results
 from . import data_path_option
 from .analyze import criterion_from_options, criterion_options
@@ -68,7 +77,13 @@ def echo_summary(summary):
     help="Folder of the figure files.",
 )
 @click.option("--format", "formats", default="png,pdf", show_default=True, help="Comma-separated: png, pdf, svg.")
-@click.option("--name", "stem", default=DEFAULT_STEM, show_default=True, help="File name without extension.")
+@click.option(
+    "--name",
+    "stem",
+    default=None,
+    help=f"File name without extension  [default: {DEFAULT_STEM} for the authors' set, else the set's "
+    "DATASET_ARCH_wW_plots]",
+)
 @click.option(
     "--min-chunk-size",
     type=float,
@@ -88,10 +103,13 @@ def command(path, results_dir, out, formats, stem, min_chunk_size, dpi, quiet, *
     """
     formats = check_formats(formats, name="--format")
     check_float(min_chunk_size, "--min-chunk-size", min_value=0.0)
-    check_stem(stem, name="--name")
+    if stem is not None:
+        check_stem(stem, name="--name")
     results, curves, summary = load_and_summarize(path, results_dir, **crit)
-    fig = three_panel_figure(curves, summary, min_chunk_size=min_chunk_size)
+    fig = three_panel_figure(curves, summary, min_chunk_size=min_chunk_size, authors_set=is_authors_results(results))
     results.add_summary(summary.to_dict())  # first: a folder being rewritten stops the command before it writes
+    if stem is None:
+        stem = figure_stem(results)
     paths = save_figure(fig, out, stem=stem, formats=formats, dpi=dpi)
     if not quiet:
         echo_summary(summary)

@@ -338,7 +338,7 @@ def clones_figure(rows, *, title: str | None = None, growth: CloneGrowth | None 
 
     ``growth`` is :func:`clone_growth` of ``rows`` when already computed.
     """
-    from ..report.figures import _int_ticks, _legend_below, _xlim
+    from ..report.figures import int_ticks, legend_below, log_xlim
 
     g = clone_growth(rows) if growth is None else growth
     widths = np.array([x["width"] for x in g.table], dtype=float)
@@ -369,8 +369,8 @@ def clones_figure(rows, *, title: str | None = None, growth: CloneGrowth | None 
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.set_xlim(*_xlim(widths))
-        _int_ticks(ax)
+        ax.set_xlim(*log_xlim(widths))
+        int_ticks(ax)
         ax.set_xlabel("width W")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
@@ -385,7 +385,7 @@ def clones_figure(rows, *, title: str | None = None, growth: CloneGrowth | None 
                 fontsize=9,
                 color="#8a1c00",
             )
-        _legend_below(ax, ncol=2)
+        legend_below(ax, ncol=2)
     fig.suptitle(title or "Critical chunk size and number of clones against width")
     return fig
 

@@ -291,11 +291,36 @@ def comparison_reading(sweeps) -> list[str]:
     return out
 
 
+#: Markers and line styles of the sweeps in turn, so that sweeps with equal values stay visible.
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+_LINESTYLES = ("-", "--", ":", "-.")
+#: Horizontal offset between sweeps, in octaves of W: points at the same width sit side by side.
+_DODGE_OCTAVES = 0.05
+#: Why a panel has no points.
+_EMPTY = {
+    "full_test_error": "no full-network test error",
+    "wc_star": "no $w_c^*$ at any width of any sweep:\nno chunk size meets the thresholds",
+    "clones": "no $w_c^*$ at any width of any sweep:\nno clone count",
+    "exponent": "no decay exponent in any sweep: it needs error$_\\infty$\nand two chunk sizes at or above $w_c^*$ "
+    "with test error\nabove error$_\\infty$",
+}
+
+
+def _same(a, b) -> bool:
+    """Two (widths, mean, sem) series with the same values (NaN equal to NaN)."""
+    return all(x.shape == y.shape and np.array_equal(x, y, equal_nan=True) for x, y in zip(a, b))
+
+
 def comparison_figure(rows, labels, errors_inf, *, title: str | None = None) -> Figure:
-    """(a) full-network test error, (b) w_c*, (c) clones W / w_c* (slope-1 guide), (d) decay exponent; against W."""
+    """(a) full-network test error, (b) w_c*, (c) clones W / w_c* (slope-1 guide), (d) decay exponent; against W.
+
+    Each sweep has its own color, marker and line style, and its points are shifted by a few hundredths of an
+    octave, so that sweeps with equal values do not hide each other; a sweep whose series equals an earlier
+    one's says so in the legend. A panel without any value says why instead of showing an empty axis.
+    """
     import matplotlib
 
-    from ..report.figures import _int_ticks, _legend_below, _xlim
+    from ..report.figures import int_ticks, legend_below, log_xlim
 
     fig = Figure(figsize=(11.5, 8.6), layout="constrained")
     axes = fig.subplots(2, 2)
@@ -307,35 +332,51 @@ def comparison_figure(rows, labels, errors_inf, *, title: str | None = None) -> 
         (axes[1, 0], "clones", "clones W / $w_c^*$ (mean over seeds)"),
         (axes[1, 1], "exponent", "decay exponent of test error − error$_\\infty$"),
     )
+    drawn = {q: False for _, q, _ in panels}
+    n = len(labels)
     for i, label in enumerate(labels):
-        c = colors(i % 10)
+        style = dict(color=colors(i % 10), marker=_MARKERS[i % len(_MARKERS)], ls=_LINESTYLES[i % len(_LINESTYLES)])
+        dodge = 2.0 ** ((i - (n - 1) / 2) * _DODGE_OCTAVES)
         for ax, quantity, _ in panels:
-            w, m, se = series(rows, label, quantity)
+            s = series(rows, label, quantity)
+            w, m, se = s
             ok = np.isfinite(m)
-            if ok.any():
-                ax.errorbar(w[ok], m[ok], yerr=np.where(np.isfinite(se[ok]), se[ok], 0), color=c, marker="o",
-                            ms=5, lw=1.5, capsize=3, label=label)  # fmt: skip
+            if not ok.any():
+                continue
+            twin = next((labels[k] for k in range(i) if _same(series(rows, labels[k], quantity), s)), None)
+            name = label if twin is None else f"{label} (identical to {twin})"
+            ax.errorbar(w[ok] * dodge, m[ok], yerr=np.where(np.isfinite(se[ok]), se[ok], 0), ms=5, lw=1.5,
+                        capsize=3, label=name, mfc="none" if twin is not None else None, **style)  # fmt: skip
+            drawn[quantity] = True
         if errors_inf[i] is not None:
-            axes[0, 0].axhline(errors_inf[i], color=c, ls="--", lw=1, label=f"error$_\\infty$, {label}")
-    axes[0, 1].plot(all_w, all_w, color="0.6", ls=":", lw=1.2, label="$w_c^*$ = W (no redundancy)")
-    axes[1, 0].plot(all_w, all_w / all_w[0], color="0.35", ls="--", lw=1, label="slope 1 (linear growth)")
-    axes[1, 1].axhline(PAPER_EXPONENT, color="0.35", ls="--", lw=1, label="−1/2 (the paper)")
+            axes[0, 0].axhline(errors_inf[i], color=style["color"], ls="--", lw=1, label=f"error$_\\infty$, {label}")
+    if drawn["wc_star"]:
+        axes[0, 1].plot(all_w, all_w, color="0.6", ls=":", lw=1.2, label="$w_c^*$ = W (no redundancy)")
+    if drawn["clones"]:
+        axes[1, 0].plot(all_w, all_w / all_w[0], color="0.35", ls="--", lw=1, label="slope 1 (linear growth)")
+    if drawn["exponent"]:
+        axes[1, 1].axhline(PAPER_EXPONENT, color="0.35", ls="--", lw=1, label="−1/2 (the paper)")
     for (ax, quantity, ylabel), letter in zip(panels, "abcd"):
+        ax.set_title(f"({letter})", loc="left", fontweight="bold")
+        ax.set_xlabel("width W")
+        ax.set_ylabel(ylabel)
         ax.set_xscale("log", base=2)
         if all_w.size:
-            ax.set_xlim(*_xlim(all_w))
-        _int_ticks(ax)
+            ax.set_xlim(*log_xlim(all_w))
+        int_ticks(ax)
+        if not drawn[quantity]:  # nothing to show: say why, on no y scale at all
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, _EMPTY[quantity], transform=ax.transAxes, ha="center", va="center", fontsize=9,
+                    color="#8a1c00")  # fmt: skip
+            continue
         if quantity != "exponent":
             ax.set_yscale("log", base=2 if quantity in ("wc_star", "clones") else 10)
             plain = FuncFormatter(lambda v, _: f"{v:g}")
             ax.yaxis.set_major_formatter(plain)
             if quantity == "full_test_error":
                 ax.yaxis.set_minor_formatter(plain)
-        ax.set_xlabel("width W")
-        ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
-        ax.set_title(f"({letter})", loc="left", fontweight="bold")
-        _legend_below(ax, ncol=2)
+        legend_below(ax, ncol=2)
     fig.suptitle(title or "Width sweeps compared")
     return fig
 

@@ -1,9 +1,11 @@
 """The three-panel figure of a chunk analysis (the authors' Fig. 3b, 4b and 4e in one row).
 
 * (a) chunk test error minus error_inf against chunk size, log-log, for
-  ``w_c >= 16``, with the guide ``0.12 w_c^(-1/2)``, the fitted decay above
-  ``w_c*`` and a right axis in absolute test error; the absolute test error
-  when error_inf is unknown;
+  ``w_c >= 16``, with the paper's decay ``w_c^(-1/2)`` (the guide
+  ``0.12 w_c^(-1/2)`` of the paper's Fig. 3b for the authors' CIFAR-10 set, a
+  slope -1/2 through the data elsewhere), the fitted decay above ``w_c*`` and a
+  right axis in absolute test error; the absolute test error when error_inf is
+  unknown;
 * (b) chunk training error, symlog y axis (linear below 1e-2);
 * (c) every declared metric placed on panel (c) (:mod:`redrep.core.metrics`):
   R^2 and held-out R^2 on the left axis, the residual mean correlation on the
@@ -20,6 +22,7 @@ from __future__ import annotations
 import io as _stdio
 import itertools
 import math
+import re
 from pathlib import Path
 
 import matplotlib
@@ -29,8 +32,8 @@ from matplotlib.ticker import (
     FixedLocator,
     Formatter,
     FuncFormatter,
+    Locator,
     LogLocator,
-    MaxNLocator,
     NullFormatter,
     NullLocator,
 )
@@ -55,7 +58,7 @@ _C_TEST, _C_TRAIN, _C_R2, _C_CORR, _C_CORR_OUT = "#1f5fa8", "#b8401a", "#1f5fa8"
 _SHADE = "#2ca02c"
 
 
-def _int_ticks(ax):
+def int_ticks(ax):
     """Powers of two with plain integer labels on a base-2 log x axis (every other one on long ranges)."""
     lo, hi = ax.get_xlim()
     octaves = math.log2(hi / lo)
@@ -84,7 +87,8 @@ def _plain_log(axis):
     axis.set_minor_formatter(_PlainLogFormatter())
 
 
-def _legend_below(ax, handles=None, ncol=1):
+def legend_below(ax, handles=None, ncol=1):
+    """The legend of ``ax`` under it, outside the plot (``handles`` as for ``Axes.legend``)."""
     if handles is None:
         handles = ax.get_legend_handles_labels()[0]
     if not handles:  # nothing labelled to show (every point hidden): no legend, and no matplotlib warning
@@ -109,7 +113,8 @@ def _shade(ax, summary: Summary | None, xmax: float):
     )
 
 
-def _xlim(x):
+def log_xlim(x):
+    """(left, right) limits of a log x axis holding the positive values ``x``, with a margin of a factor 1.25."""
     x = np.asarray(x, dtype=float)
     return float(x.min()) / 1.25, float(x.max()) * 1.25
 
@@ -121,7 +126,8 @@ def three_panel_figure(
     train_error_max: float | None = None,
     r2_min: float | None = None,
     min_chunk_size: float = MIN_CHUNK_SIZE_A,
-    guide_prefactor: float = GUIDE_PREFACTOR,
+    guide_prefactor: float | None = None,
+    authors_set: bool | None = None,
     title: str | None = None,
     figsize=(15.5, 5.6),
 ) -> Figure:
@@ -137,7 +143,10 @@ def three_panel_figure(
     train_error_max, r2_min : float, optional
         Thresholds of ``w_c*`` when ``summary`` is absent (defaults 0 and 0.95).
     min_chunk_size : panel (a) shows chunk sizes at least this large.
-    guide_prefactor : prefactor of the ``w_c^(-1/2)`` guide of panel (a).
+    guide_prefactor : prefactor of the ``w_c^(-1/2)`` guide of panel (a); None: :data:`GUIDE_PREFACTOR`
+        (the paper's, fitted on CIFAR-10) for the authors' set, else a slope -1/2 anchored at the data.
+    authors_set : whether the input is the authors' WRN-28-8 / CIFAR-10 set; None: read from the results
+        folder's input metadata (:func:`is_authors_results`), False for curves.
     title : figure title; default names the input, W and the summary.
 
     Returns
@@ -146,7 +155,10 @@ def three_panel_figure(
     the right axes of (a) and (c) follow).
     """
     min_chunk_size = check_float(min_chunk_size, "min_chunk_size", min_value=0.0)
-    guide_prefactor = check_float(guide_prefactor, "guide_prefactor", min_value=0.0)
+    if guide_prefactor is not None:
+        guide_prefactor = check_float(guide_prefactor, "guide_prefactor", min_value=0.0)
+    elif authors_set or (authors_set is None and is_authors_results(source)):
+        guide_prefactor = GUIDE_PREFACTOR
     curves = source if isinstance(source, ChunkCurves) else ChunkCurves.from_results(source)
     if summary is None:
         kw = {}
@@ -165,6 +177,33 @@ def three_panel_figure(
         ax.set_title(f"({letter})", loc="left", fontweight="bold")
     fig.suptitle(title if title is not None else _default_title(curves, summary), fontsize=11)
     return fig
+
+
+def is_authors_results(results) -> bool:
+    """Whether a results folder (:class:`~redrep.storage.results.Results`) is that of the authors' published set."""
+    doc = getattr(results, "doc", None)
+    inp = doc.get("input") if isinstance(doc, dict) else None
+    meta = inp.get("meta") if isinstance(inp, dict) else None
+    return isinstance(meta, dict) and meta.get("layout") == "authors"
+
+
+def figure_stem(results) -> str:
+    """The file name (no extension) of a results folder's figure: the authors' own name for their set, else
+    the set's dataset, architecture and width (``parity-digits_mlp_w1024_plots``), or its folder's name."""
+    if is_authors_results(results):
+        return DEFAULT_STEM
+    doc = getattr(results, "doc", None) or {}
+    inp = doc.get("input") if isinstance(doc.get("input"), dict) else {}
+    meta = inp.get("meta") if isinstance(inp.get("meta"), dict) else {}
+    parts = [str(meta[k]) for k in ("dataset", "arch") if meta.get(k)]
+    width = inp.get("width")
+    if parts and isinstance(width, int) and not isinstance(width, bool):
+        parts.append(f"w{width}")
+    if not parts:  # a set without metadata: the folder that holds its results
+        path = Path(getattr(results, "path", "") or ".").resolve()
+        parts = [path.parent.name if path.name == "results" and path.parent.name else path.name or "redrep"]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts)).strip(".-") or "redrep"
+    return f"{stem}_plots"
 
 
 def _default_title(curves: ChunkCurves, summary: Summary) -> str:
@@ -193,7 +232,7 @@ def _panel_a(ax, curves: ChunkCurves, summary: Summary, min_size: float, guide_p
         ax.text(0.5, 0.5, f"no chunk size $\\geq$ {min_size:g}", transform=ax.transAxes, ha="center", va="center")
         ax.set_ylabel("test error")
         return
-    xlim = _xlim(x)
+    xlim = log_xlim(x)
     _shade(ax, summary, xlim[1])
     pos = np.isfinite(y) & (y > 0)
     if einf is not None:
@@ -205,15 +244,7 @@ def _panel_a(ax, curves: ChunkCurves, summary: Summary, min_size: float, guide_p
     if pos.any():
         _band(ax, x[pos], y[pos], sem[pos], _C_TEST, marker="o", ms=4, label=label)
     if einf is not None:
-        xs = np.geomspace(x.min(), x.max(), 50)
-        ax.plot(
-            xs,
-            guide_prefactor * xs**GUIDE_EXPONENT,
-            ls="--",
-            color="0.35",
-            lw=1.2,
-            label=f"guide {guide_prefactor:g}$\\,w_c^{{-1/2}}$",
-        )
+        _guide(ax, x[pos], y[pos], summary, guide_prefactor)
         fit = summary.fit
         if fit is not None and len(fit.chunk_sizes) >= 2:
             xf = np.geomspace(min(fit.chunk_sizes), max(fit.chunk_sizes), 50)
@@ -223,8 +254,8 @@ def _panel_a(ax, curves: ChunkCurves, summary: Summary, min_size: float, guide_p
             )
         sec = ax.secondary_yaxis("right", functions=(lambda v: v + einf, lambda v: v - einf))
         sec.set_ylabel("absolute test error")
-        # error_inf + a log-spaced quantity is not log-spaced: plain evenly spaced ticks read best
-        sec.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+        # error_inf + a log-spaced quantity is not log-spaced: ticks spread over the whole log range of the left axis
+        sec.yaxis.set_major_locator(OffsetLogLocator(einf))
         sec.yaxis.set_minor_locator(NullLocator())
         sec.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.6g}"))
         ax.text(
@@ -259,17 +290,78 @@ def _panel_a(ax, curves: ChunkCurves, summary: Summary, min_size: float, guide_p
             color="0.3",
         )
     ax.set_xlim(*xlim)
-    _int_ticks(ax)
+    int_ticks(ax)
     _plain_log(ax.yaxis)
     ax.grid(True, which="major", alpha=0.3)
-    _legend_below(ax, ncol=2)
+    legend_below(ax, ncol=2)
+
+
+def _guide(ax, x, y, summary: Summary, prefactor: float | None):
+    """The w_c^(-1/2) decay on panel (a): the paper's CIFAR-10 prefactor, or a slope anchored at the data.
+
+    ``x``, ``y`` are the plotted (positive) points. With ``prefactor`` the line is prefactor * w_c^(-1/2)
+    (0.12 fits the authors' WRN-28-8 / CIFAR-10 set, Fig. 3b of the paper, and nothing else); without it,
+    the slope -1/2 goes through the first plotted point at or above w_c* (the widest point without a w_c*).
+    """
+    if x.size == 0:
+        return
+    xs = np.geomspace(x.min(), x.max(), 50)
+    if prefactor is not None:
+        ax.plot(xs, prefactor * xs**GUIDE_EXPONENT, ls="--", color="0.35", lw=1.2,
+                label=f"guide {prefactor:g}$\\,w_c^{{-1/2}}$ (the paper, CIFAR-10)")  # fmt: skip
+        return
+    wcs = summary.w_c_star
+    above = np.flatnonzero(x >= wcs) if wcs is not None else np.array([], dtype=int)
+    i = int(above[0]) if above.size else int(np.argmax(x))
+    x0, y0 = float(x[i]), float(y[i])
+    ax.plot(xs, y0 * (xs / x0) ** GUIDE_EXPONENT, ls="--", color="0.35", lw=1.2,
+            label=f"slope $-1/2$ (the paper's decay) through $w_c$ = {x0:g}")  # fmt: skip
+
+
+class OffsetLogLocator(Locator):
+    """Ticks of a right axis showing ``offset + d`` beside a log axis of ``d`` (panel (a): error_inf + excess).
+
+    Evenly spaced values of ``log d`` over the whole view, each rounded to the precision that ``d`` has
+    there: 0.0175, 0.02, 0.05, 0.2 rather than only 0.1 ... 0.5, so that every decade of the left axis
+    gets a readable absolute value.
+    """
+
+    def __init__(self, offset: float, nticks: int = 6):
+        self.offset = float(offset)
+        self.nticks = int(nticks)
+
+    def __call__(self):
+        vmin, vmax = self.axis.get_view_interval()
+        return self.tick_values(vmin, vmax)
+
+    def tick_values(self, vmin, vmax):
+        lo, hi = sorted((float(vmin) - self.offset, float(vmax) - self.offset))
+        if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= 0:
+            return []
+        lo = max(lo, hi * 1e-9)
+        ticks = []
+        for p in np.linspace(math.log10(lo), math.log10(hi), self.nticks):
+            d = 10.0**p
+            q = 10.0 ** math.floor(math.log10(d))  # the precision of d there
+            for step in (q, q / 2, q / 5, q / 10):  # the coarsest rounding that stays in the view
+                v = round((self.offset + d) / step) * step
+                if lo <= v - self.offset <= hi:
+                    break
+            else:
+                continue
+            v = float(f"{v:.12g}")
+            # two ticks closer than a third of the spacing in log d read as one: keep the first
+            gap = (math.log10(hi) - math.log10(lo)) / max(1, self.nticks - 1) / 3
+            if all(abs(math.log10(v - self.offset) - math.log10(t - self.offset)) >= gap for t in ticks):
+                ticks.append(v)
+        return ticks
 
 
 def _panel_b(ax, curves: ChunkCurves, summary: Summary):
     tr = curves.train_error
     ax.set_xscale("log", base=2)
     ax.set_yscale("symlog", linthresh=SYMLOG_LINTHRESH)
-    xlim = _xlim(tr.chunk_size)
+    xlim = log_xlim(tr.chunk_size)
     _shade(ax, summary, xlim[1])
     _band(ax, tr.chunk_size, tr.mean, tr.sem, _C_TRAIN, marker="o", ms=4, label="chunks (training error)")
     if summary.train_error_max > 0:
@@ -278,12 +370,12 @@ def _panel_b(ax, curves: ChunkCurves, summary: Summary):
     # a little room below 0 so that points at exactly 0 are not cut in half
     ax.set_ylim(-0.1 * SYMLOG_LINTHRESH, top * 1.15)
     ax.set_xlim(*xlim)
-    _int_ticks(ax)
+    int_ticks(ax)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("chunk size $w_c$")
     ax.set_ylabel("training error")
     ax.grid(True, which="major", alpha=0.3)
-    _legend_below(ax, ncol=2)
+    legend_below(ax, ncol=2)
 
 
 #: Line styles of the curves of panel (c), by curve name; other declared metrics take :data:`_CYCLE` in turn.
@@ -310,7 +402,7 @@ def _panel_c(ax, curves: ChunkCurves, summary: Summary):
     placed = [(m, c) for m, c in curves.metrics() if m.panel == "c"]
     ax.set_xscale("log", base=2)
     xs = np.concatenate([c.chunk_size for _, c in placed]) if placed else curves.train_error.chunk_size
-    xlim = _xlim(xs)
+    xlim = log_xlim(xs)
     span = _shade(ax, summary, xlim[1])
     ax2 = ax.twinx()
     handles, extra = [], itertools.cycle(_CYCLE)
@@ -349,9 +441,9 @@ def _panel_c(ax, curves: ChunkCurves, summary: Summary):
     if span is not None:
         handles.append(span)
     ax.set_xlim(*xlim)
-    _int_ticks(ax)
+    int_ticks(ax)
     ax.grid(True, which="major", alpha=0.3)
-    _legend_below(ax2, handles=handles, ncol=2)
+    legend_below(ax2, handles=handles, ncol=2)
 
 
 # --------------------------------------------------------------------------- files
@@ -457,8 +549,8 @@ def width_figure(
         if label == "test error" and error_inf is not None:
             ax.axhline(error_inf, color="0.35", ls="--", lw=1, label=f"ensemble error$_\\infty$ = {error_inf:.4g}")
         ax.set_xscale("log", base=2)
-        ax.set_xlim(*_xlim(widths))
-        _int_ticks(ax)
+        ax.set_xlim(*log_xlim(widths))
+        int_ticks(ax)
         if label == "training error":
             ax.set_yscale("symlog", linthresh=SYMLOG_LINTHRESH)
             ax.set_ylim(-SYMLOG_LINTHRESH / 5, 1.1)
@@ -472,7 +564,7 @@ def width_figure(
         ax.set_xlabel("width W (chunk size $w_c$ = W)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-        _legend_below(ax)
+        legend_below(ax)
     for ax, letter in zip(axes, "ab"):
         ax.set_title(f"({letter})", loc="left", fontweight="bold")
     fig.suptitle(title or "Full networks against chunks of the widest one (error bars: sem over seeds)")
