@@ -1,4 +1,5 @@
-"""The one compiled part of redrep: the fused fast pass of the chunk accuracies (src/redrep/core/_fastpass.c).
+"""The one compiled part of redrep: the fused fast pass of the chunk accuracies (src/redrep/core/_fastpass.c),
+and docs/method.md copied into the package (the pages link to it, rendered beside them).
 
 Everything else is in pyproject.toml. The extension is optional: where it cannot be compiled (no C
 compiler, say), the install goes on and redrep.core.accuracy uses its numpy fast pass, with the same counts.
@@ -12,9 +13,14 @@ redrep at run time (where the CPU could run a faster copy) say so.
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
+
+#: The method document, shipped as package data of redrep.report (an editable install reads the checkout's).
+METHOD_DOC = Path("docs") / "method.md"
 
 #: The oldest GCC that compiles the arch=x86-64-v3/v4 copies.
 GCC_FOR_LEVELS = 11
@@ -48,8 +54,24 @@ class BuildFastPass(build_ext):
         super().build_extensions()
 
 
+class BuildPyWithMethod(build_py):
+    """build_py that also copies docs/method.md to redrep/report/method.md, so that an installed wheel has it."""
+
+    def run(self):
+        super().run()
+        if not METHOD_DOC.is_file():
+            print(f"redrep: no {METHOD_DOC}: the pages' method.html will say it is missing", file=sys.stderr)
+            return
+        target = Path(self.build_lib) / "redrep" / "report" / "method.md"
+        self.mkpath(str(target.parent))
+        self.copy_file(str(METHOD_DOC), str(target))
+
+    def get_outputs(self, include_bytecode=True):
+        return [*super().get_outputs(include_bytecode), str(Path(self.build_lib) / "redrep" / "report" / "method.md")]
+
+
 setup(
-    cmdclass={"build_ext": BuildFastPass},
+    cmdclass={"build_ext": BuildFastPass, "build_py": BuildPyWithMethod},
     ext_modules=[
         Extension(
             "redrep.core._fastpass",

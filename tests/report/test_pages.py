@@ -9,7 +9,9 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,112 @@ def test_the_checker_sees_what_it_must_refuse(driver, tmp_path):
     assert any("boom" in m for m in check.console_errors)
     assert check.network == [srv.url("/x.png")]
     assert len(srv.requests) == 1
+
+
+class _Links(HTMLParser):
+    """Every href and every id of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.hrefs, self.ids = [], set()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("href"):
+            self.hrefs.append(a["href"])
+        if a.get("id"):
+            self.ids.add(a["id"])
+
+
+def _parse(path) -> _Links:
+    p = _Links()
+    p.feed(Path(path).read_text(encoding="utf-8"))
+    return p
+
+
+@pytest.mark.parametrize("name", ["analysis report", "sweep report", "dynamics", "compare"])
+def test_links_to_the_method_work_offline(pages, name):
+    """The definitions used to be plain text 'docs/method.md': now links to method.html, written beside the page,
+    whose anchors exist."""
+    page = Path(pages[name])
+    links = _parse(page)
+    local = [h for h in links.hrefs if not h.startswith(("http:", "https:", "mailto:"))]
+    assert any(h.startswith("method.html") for h in local), links.hrefs
+    for href in local:
+        target, _, anchor = href.partition("#")
+        path = page.parent / target if target else page
+        assert path.is_file(), href
+        if anchor:
+            assert anchor in _parse(path).ids, href
+    text = (page.parent / "method.html").read_text(encoding="utf-8")
+    assert "<h1>The method: what redrep measures and how</h1>" in text and "<table>" in text
+
+
+def test_the_method_page_holds_every_anchor_the_code_cites():
+    """Every section a metric or a page cites (redrep.core.metrics, the templates) is an anchor of method.html."""
+    import re
+
+    from redrep.core.metrics import METRICS
+    from redrep.report.pages import render_method_page
+
+    ids = _Links()
+    ids.feed(render_method_page())
+    templates = Path(__file__).resolve().parents[2] / "src" / "redrep" / "report" / "templates"
+    cited = {m.anchor for m in METRICS}
+    for t in templates.glob("*.html"):
+        cited |= set(re.findall(r"method_page \}\}#([\w-]+)", t.read_text(encoding="utf-8")))
+    assert cited and cited <= ids.ids, cited - ids.ids
+
+
+def test_sweep_page_names_the_sweep_and_the_grid_of_its_exponent(pages):
+    """The subtitle named demo_output/analysis/seed0; the summary's exponent came from another grid than the clones
+    table's without saying so."""
+    page = Path(pages["sweep report"])
+    sweep = page.parent
+    text = html.unescape(page.read_text(encoding="utf-8"))
+    sub = re.search(r'<p class="sub">(.*?)</p>', text, re.S).group(1)
+    assert sub.startswith(f"Width sweep {sweep} (synthetic, mlp, widths 8, 16, 2 seeds).")
+    assert sub.endswith("the W = 16 network of seed 0 (analysis/seed0).")
+    summary = load_results(sweep / "analysis" / "seed0").doc
+    fit = summary.get("summary", {}).get("exponent_fit_chunk_sizes") or []
+    assert "analysed with chunk sizes equal to the sweep widths (8, 16)" in text
+    if fit:
+        assert f"fitted over chunk sizes {', '.join(map(str, fit))}." in text
+    else:
+        assert "it has no decay exponent" in text
+    assert "another analysis of every run, with chunk sizes W, W/2, ..., 1" in text
+    assert "decay exponent (mean; chunk sizes w_c* ≤ w_c ≤ W of W, W/2, ..., 1)" in text
+
+
+def test_an_installed_wheel_ships_the_method(tmp_path):
+    """The pages' method.html comes from docs/method.md: a built wheel (not only a checkout) must hold it."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if r.returncode != 0 and "No module named" in r.stderr:
+        pytest.skip(f"cannot build a wheel here: {r.stderr.strip().splitlines()[-1]}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    (whl,) = tmp_path.glob("redrep-*.whl")
+    with zipfile.ZipFile(whl) as z:
+        shipped = z.read("redrep/report/method.md").decode("utf-8")
+        assert "redrep/report/templates/method.html" in z.namelist()
+    assert shipped == (root / "docs" / "method.md").read_text(encoding="utf-8")

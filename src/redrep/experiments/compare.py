@@ -405,7 +405,7 @@ def write_comparison(sweep_dirs, out, *, labels=None, allow_mixed: bool = False)
     allow_mixed : compare sweeps of different datasets or architectures
     """
     from ..report.figures import save_figure
-    from ..report.pages import render_page
+    from ..report.pages import render_page, write_method_page
 
     sweep_dirs = [Path(p) for p in sweep_dirs]
     if len(sweep_dirs) < 2:
@@ -446,4 +446,5 @@ def write_comparison(sweep_dirs, out, *, labels=None, allow_mixed: bool = False)
     io.write_json(out / COMPARE_JSON, {"tool": "redrep compare", "sweeps": overview, "reading": reading, "rows": rows})
     page = out / COMPARE_HTML
     io.write_text(page, render_page("compare.html", sweeps=overview, reading=reading, figure=fig, csv_name=COMPARE_CSV))
+    write_method_page(out)
     return Comparison(sweeps, rows, reading, out / COMPARE_CSV, page, figures)

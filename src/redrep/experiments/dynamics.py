@@ -301,19 +301,7 @@ def run_dynamics(
         results, curves, summ = summarize_folder(folder, config.criterion)
         for r in results.rows:
             rows.append({"epoch": epoch, **{k: r[k] for k in DYNAMICS_COLUMNS[1:]}})
-        per_epoch.append(
-            {
-                "epoch": epoch,
-                "w_c_star": summ.w_c_star,
-                "n_clones": summ.n_clones,
-                "width": summ.width,
-                "train_error": float(curves.train_error.mean[-1]),
-                "test_error": float(curves.test_error.mean[-1]),
-                "largest_chunk": int(curves.train_error.chunk_size[-1]),
-                "model": results.doc.get("dynamics", {}).get("model"),
-                "results": str(folder.relative_to(out)),
-            }
-        )
+        per_epoch.append(_epoch_entry(epoch, results, curves, summ, str(folder.relative_to(out))))
     _remove_stale_epochs(out, epochs)
     zero = last_ckpt.get("zero_train_error_epoch")
     doc = {
@@ -334,15 +322,39 @@ def run_dynamics(
         "seed": config.seed,
         "reading": dynamics_reading(per_epoch, zero, config),
     }
+    figures, page = _write_outputs(out, rows, per_epoch, doc)
+    return DynamicsResult(out, per_epoch, rows, doc, page, figures)
+
+
+def _epoch_entry(epoch: int, results, curves, summ, folder: str) -> dict:
+    """The row of one epoch in dynamics.json (w_c*, clones, errors of the whole layer, where its results are)."""
+    return {
+        "epoch": epoch,
+        "w_c_star": summ.w_c_star,
+        "n_clones": summ.n_clones,
+        "width": summ.width,
+        "train_error": float(curves.train_error.mean[-1]),
+        "test_error": float(curves.test_error.mean[-1]),
+        "largest_chunk": int(curves.train_error.chunk_size[-1]),
+        "model": results.doc.get("dynamics", {}).get("model"),
+        "results": folder,
+    }
+
+
+def _write_outputs(out: Path, rows, per_epoch, doc) -> tuple[list, Path]:
+    """dynamics.csv, dynamics.json, the figures, dynamics.html and the method page beside it."""
+    from ..report.figures import save_figure
+    from ..report.pages import write_method_page
+
     io.write_text(out / DYNAMICS_CSV, rows_to_csv(rows, DYNAMICS_COLUMNS))
     io.write_json(out / DYNAMICS_JSON, doc)
-    from ..report.figures import save_figure
-
-    fig = dynamics_figure(rows, per_epoch, zero, title=f"{train_cfg.dataset}, {train_cfg.arch}: W = {doc['width']}")
+    title = f"{doc['dataset']}, {doc['arch']}: W = {doc['width']}"
+    fig = dynamics_figure(rows, per_epoch, doc["zero_train_error_epoch"], title=title)
     figures = save_figure(fig, out / "figures", stem="dynamics")
     page = out / DYNAMICS_HTML
     io.write_text(page, render_dynamics_page(doc, fig))
-    return DynamicsResult(out, per_epoch, rows, doc, page, figures)
+    write_method_page(out)
+    return figures, page
 
 
 def _remove_stale_epochs(out: Path, epochs) -> None:

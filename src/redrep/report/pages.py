@@ -32,6 +32,8 @@ from ..storage import io
 from .figures import figure_bytes, three_panel_figure
 
 REPORT_NAME = "report.html"
+#: The rendered docs/method.md that every page links to, written beside it (pages work offline).
+METHOD_PAGE = "method.html"
 #: Lists in the metadata longer than this are shown shortened.
 _MAX_LIST = 16
 _MAX_STR = 400
@@ -56,8 +58,60 @@ def _environment():
 
 
 def base_context() -> dict:
-    """What ``base.html`` adds to every page besides ``title``: the redrep version and the time of writing."""
-    return {"version": __version__, "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    """What ``base.html`` adds to every page besides ``title``: the redrep version, the time of writing and the
+    file name of the method page beside it (``method_page``; :func:`write_method_page` writes it)."""
+    return {
+        "version": __version__,
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "method_page": METHOD_PAGE,
+    }
+
+
+# --------------------------------------------------------------------------- the method, offline
+def method_markdown() -> str | None:
+    """The text of docs/method.md: the copy shipped in the package (``redrep/report/method.md``, put there
+    when the wheel is built), else the one of a source checkout (an editable install); None without either."""
+    from importlib import resources
+
+    shipped = resources.files("redrep.report").joinpath("method.md")
+    if shipped.is_file():
+        return shipped.read_text(encoding="utf-8")
+    checkout = Path(__file__).resolve().parents[3] / "docs" / "method.md"
+    return checkout.read_text(encoding="utf-8") if checkout.is_file() else None
+
+
+@lru_cache(maxsize=1)
+def render_method_page() -> str:
+    """docs/method.md as a page of its own (CommonMark with tables; its ``<a id>`` anchors kept)."""
+    text = method_markdown()
+    if text is None:
+        body = Markup(
+            '<p class="note">docs/method.md was not found in this installation of redrep (a wheel built without '
+            "it): see docs/method.md in redrep's source.</p>"
+        )
+    else:
+        from markdown_it import MarkdownIt
+
+        # the project's own document: its raw HTML (the section anchors) is kept as written
+        body = Markup(MarkdownIt("commonmark", {"html": True}).enable("table").render(text))
+    return render_page("method.html", title="redrep: the method", body=body)
+
+
+def write_method_page(folder) -> Path:
+    """Write ``folder/method.html`` (the rendered docs/method.md) for the pages there to link to; returns its path.
+
+    An identical file is left as it is.
+    """
+    path = Path(folder) / METHOD_PAGE
+    text = render_method_page()
+    # the page's footer carries the time of writing: compare without it
+    stamp = text.rfind("<footer>")
+    if path.is_file():
+        old = path.read_text(encoding="utf-8")
+        if old[: old.rfind("<footer>")] == text[:stamp]:
+            return path
+    io.write_text(path, text)
+    return path
 
 
 def render_page(template: str, **context) -> str:
@@ -263,7 +317,7 @@ def by_size_data(curves: ChunkCurves, summary: Summary) -> dict:
         "rows": rows,
         "classes": classes,
         "w_c_star": summary.w_c_star,
-        "descriptions": [(m.label, m.description, f"docs/method.md#{m.anchor}") for m, _ in named],
+        "descriptions": [(m.label, m.description, m.anchor) for m, _ in named],
     }
 
 
@@ -392,6 +446,7 @@ def write_report(
         r2_min=r2_min,
     )
     io.write_text(out_path, text)
+    write_method_page(out_path.parent)
     return out_path
 
 
@@ -431,6 +486,59 @@ def width_table_data(table, widest: int) -> dict:
         for r in table
     ]
     return {"header": header, "rows": rows}
+
+
+def _sizes(sizes) -> str:
+    sizes = [int(w) for w in sizes]
+    return ", ".join(map(str, sizes)) if len(sizes) <= 8 else f"{sizes[0]}, {sizes[1]}, ..., {sizes[-1]}"
+
+
+def sweep_subtitle(results, sweep_dir, config: dict, widest: int) -> str:
+    """The sweep page's subtitle: the sweep (folder, data set, architecture, widths, seeds), then which analysis
+    the summary below is."""
+    sweep_dir = Path(sweep_dir)
+    widths = config.get("widths") or []
+    what = ", ".join(
+        str(x)
+        for x in (
+            config.get("dataset"),
+            config.get("arch"),
+            f"widths {_sizes(widths)}" if widths else None,
+            f"{config['seeds']} seeds" if config.get("seeds") else None,
+        )
+        if x
+    )
+    try:
+        where = Path(results.path).resolve().relative_to(sweep_dir.resolve())
+    except ValueError:
+        where = Path(results.path)
+    seed = results.doc.get("seed") if isinstance(results.doc, dict) else None
+    whose = f"W = {widest} network" + (f" of seed {seed}" if seed is not None else "")
+    return (
+        f"Width sweep {sweep_dir}"
+        + (f" ({what})" if what else "")
+        + (f". Summary, figures and tables below the width table: the {whose} ({where}).")
+    )
+
+
+def summary_source(curves: ChunkCurves, summary: Summary, widest: int) -> list:
+    """Sentences under the sweep page's summary heading: which chunk sizes its decay exponent was fitted over,
+    and why the clones table's exponents (another analysis of every run) differ."""
+    grid = _sizes(curves.test_error.chunk_size)
+    fit = summary.fit_chunk_sizes
+    head = f"This summary is that of the W = {widest} network analysed with chunk sizes equal to the sweep widths"
+    head += f" ({grid})"
+    head += (
+        f"; its decay exponent is fitted over chunk sizes {', '.join(str(int(w)) for w in fit)}."
+        if fit
+        else "; it has no decay exponent (too few chunk sizes at or above w_c* with test error above error_inf)."
+    )
+    return [
+        head,
+        "The decay exponents of the clones table come from another analysis of every run, with chunk sizes W, "
+        "W/2, ..., 1 and other random chunks, each fitted over its run's chunk sizes at or above its w_c*, and are "
+        "means over seeds: they need not equal this one.",
+    ]
 
 
 def _cell(v):
@@ -480,12 +588,17 @@ def write_sweep_report(
         sections=sections,
         title=title,
     )
+    out_path = Path(out_path)
+    curves = curves if curves is not None else ChunkCurves.from_results(results)
+    summary = summary if summary is not None else summarize(curves)
     context.update(
+        subtitle=sweep_subtitle(results, out_path.parent, config, widest),
+        summary_source=summary_source(curves, summary, widest),
         sweep_reading=list(sweep_reading),
         width=width_table_data(width_table, widest),
         runs={"header": RUN_COLUMNS, "rows": [[_cell(r.get(k)) for k in RUN_COLUMNS] for r in runs]},
         config_rows=[(k, _cell(v)) for k, v in config.items()],
     )
-    out_path = Path(out_path)
     io.write_text(out_path, render_page("sweep.html", **context))
+    write_method_page(out_path.parent)
     return out_path
