@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==$(TORCH_VERSION)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.redrep-installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench readme-numbers clean
 
 venv: $(STAMP)
 
@@ -25,8 +25,8 @@ demo: $(STAMP)
 	$(BIN)/redrep demo --out demo_output
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks setup.py
-	$(BIN)/ruff format --check src tests benchmarks setup.py
+	$(BIN)/ruff check src tests benchmarks scripts examples setup.py
+	$(BIN)/ruff format --check src tests benchmarks scripts examples setup.py
 	$(BIN)/lint-imports
 
 test: lint
@@ -35,5 +35,11 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_analyze.py
 
+# Every number the README quotes, from the commands it shows (scripts/readme_numbers.py): runs them all (the demo,
+# its dynamics, the weight-decay comparison, the other tasks, the benchmarks, the tests; long), keeps their numbers
+# in docs/readme_numbers.json and writes them into README.md. STAGES=quick,demo runs some only.
+readme-numbers: $(STAMP)
+	$(BIN)/python scripts/readme_numbers.py $(if $(STAGES),--stages $(STAGES))
+
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) demo_output readme_numbers_work

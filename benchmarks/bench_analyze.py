@@ -22,7 +22,10 @@ OpenBLAS kernel pins of this machine and CI unset: numpy and SciPy then use
 the CPU's own (SkylakeX/AVX512) kernels instead of Haswell/AVX2 ones.
 
 Usage: python benchmarks/bench_analyze.py [--width W] [--baseline] [--skip-memory] [--skip-speed]
-       [--scaling] [--workdir DIR] [--native-blas]
+       [--scaling] [--workdir DIR] [--native-blas] [--json FILE]
+
+--json FILE also writes the printed figures as JSON (scripts/readme_numbers.py renders the README's
+tables from it).
 """
 
 from __future__ import annotations
@@ -285,8 +288,19 @@ def bench_speed(work: Path, width=512, run_baseline=None):
         f"{t_ours - sum(v for k, v in timings.items() if k != 'total'):.2f} s"
     )
     peak = matmul_throughput()
+    cost = cost_model(50000, 10000, width, 10, 100, 40)
+    figures = {
+        "width": width,
+        "analyze_s": t_ours,
+        "timings_s": {k: v for k, v in timings.items() if k != "total"},
+        "workers": workers,
+        "rest_s": t_ours - sum(v for k, v in timings.items() if k != "total"),
+        "peak_gfma_s": {k: v / 1e9 for k, v in peak.items()},
+        "cost_gfma": {k: v / 1e9 for k, v in cost.items()},
+        "accuracy_pass": doc.get("accuracy_pass", "numpy"),
+    }
     print_cost_model(
-        cost_model(50000, 10000, width, 10, 100, 40),
+        cost,
         timings,
         peak,
         50000,
@@ -301,7 +315,7 @@ def bench_speed(work: Path, width=512, run_baseline=None):
         run_baseline = width == 512
     if not run_baseline:
         print("baseline skipped (it runs at W = 512 by default; --baseline to run it here)")
-        return
+        return figures
     t0 = time.perf_counter()
     sizes, acc, r2s, corrs = baseline(data / "download_repr")
     t_base = time.perf_counter() - t0
@@ -309,6 +323,7 @@ def bench_speed(work: Path, width=512, run_baseline=None):
     print(f"speed-up: {t_base / t_ours:.1f}x (target >= 50x)")
     res = np.load(data / "results" / "r2_c10_test_wr28_8.npy")
     print(f"max |R^2 difference| between the two (different random chunks): {np.max(np.abs(res[1] - r2s)):.4f}")
+    return {**figures, "baseline_s": t_base, "speedup": t_base / t_ours}
 
 
 def write_native_set(folder: Path, n_train, n_test, width, n_classes, seed=0, slab=20_000):
@@ -354,8 +369,9 @@ SCALING = (
 )
 
 
-def bench_scaling(work: Path):
+def bench_scaling(work: Path) -> dict:
     peak = matmul_throughput()
+    rows = []
     print(
         f"machine: float32 products {peak['float32'] / 1e9:.0f} GFMA/s, float64 {peak['float64'] / 1e9:.0f} GFMA/s; "
         f"{os.cpu_count()} CPUs (shared: other processes may have run too)"
@@ -385,7 +401,24 @@ def bench_scaling(work: Path):
             f"| {100 * acc_cost / peak['float32'] / max(acc_t, 1e-9):.0f}% |",
             flush=True,
         )
+        rows.append(
+            {
+                "axis": axis,
+                "n": n_train + n_test,
+                "width": width,
+                "classes": n_classes,
+                "acc_rep": acc_rep,
+                "r2_rep": r2_rep,
+                "total_s": dt,
+                "accuracies_s": acc_t,
+                "regression_s": reg_t,
+                "peak_gb": gb,
+                "accuracy_gfma": acc_cost / 1e9,
+                "accuracy_pct_of_peak": 100 * acc_cost / peak["float32"] / max(acc_t, 1e-9),
+            }
+        )
         shutil.rmtree(out, ignore_errors=True)
+    return {"peak_gfma_s": {k: v / 1e9 for k, v in peak.items()}, "rows": rows}
 
 
 def bench_memory(work: Path, n=400_000, width=2048, n_test=10_000):
@@ -412,6 +445,7 @@ def bench_memory(work: Path, n=400_000, width=2048, n_test=10_000):
         f"memory: peak {gb_all:.2f} GB analysing it, all processes (the sum of their proportional set sizes; "
         f"target < 1.5 GB); the main process's own peak RSS {gb_main:.2f} GB; {dt:.1f} s"
     )
+    return {"n_train": n, "width": width, "peak_gb_all": gb_all, "peak_gb_main": gb_main, "seconds": dt}
 
 
 #: Environment variables that pin OpenBLAS's kernels (set on this machine and in CI).
@@ -447,23 +481,28 @@ def main():
         help=f"rerun with {', '.join(_BLAS_PINS)} unset, so that OpenBLAS picks this CPU's own kernels "
         "(SkylakeX/AVX512 here) rather than the pinned Haswell/AVX2 ones",
     )
+    p.add_argument("--json", type=Path, default=None, help="also write the printed figures to this JSON file")
     args = p.parse_args()
     if args.native_blas and any(v in os.environ for v in _BLAS_PINS):
         env = {k: v for k, v in os.environ.items() if k not in _BLAS_PINS}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)  # the variables are read when OpenBLAS loads
-    print(f"BLAS: {blas_description()}")
+    blas = blas_description()
+    print(f"BLAS: {blas}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="redrep-bench-"))
+    figures = {"blas": blas, "native_blas": not any(v in os.environ for v in _BLAS_PINS), "cpus": os.cpu_count()}
     try:
         if args.scaling:
-            bench_scaling(work)
-            return
-        if not args.skip_speed:
-            bench_speed(work, args.width, args.baseline)
-        if not args.skip_memory:
-            bench_memory(work)
+            figures["scaling"] = bench_scaling(work)
+        else:
+            if not args.skip_speed:
+                figures["speed"] = bench_speed(work, args.width, args.baseline)
+            if not args.skip_memory:
+                figures["memory"] = bench_memory(work)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+    if args.json is not None:  # the figures printed above, for scripts/readme_numbers.py
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
     sys.stdout.flush()
 
 

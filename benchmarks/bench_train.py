@@ -1,6 +1,6 @@
 """Seconds per training epoch on this machine for the small offline tasks.
 
-    python benchmarks/bench_train.py [--epochs 3] [--device auto]
+    python benchmarks/bench_train.py [--epochs 3] [--device auto] [--json FILE]
 
 Runs `redrep.nets.train.train` on: an MLP 3 x 512 on mnist1d, the same on
 parity-digits, and WRN-16-1 on a 1000-image CIFAR-format sample (random
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import pickle
 import statistics
 import tarfile
@@ -42,7 +43,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", type=Path, default=None, help="also write the printed figures to this JSON file")
     args = ap.parse_args()
+    figures = {"device": None, "threads": torch.get_num_threads(), "tasks": {}}
     dev = resolve_device(args.device)
     print(f"device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,6 +69,10 @@ def main():
             tr = statistics.median(m["train_seconds"] for m in res.history[1:])
             tot = statistics.median(m["seconds"] for m in res.history[1:])
             print(f"{name:40s} train {tr:7.3f} s/epoch, with evaluation {tot:7.3f} s/epoch")
+            figures["tasks"][name] = {"train_s_per_epoch": tr, "epoch_s": tot}
+    if args.json is not None:  # the figures printed above, for scripts/readme_numbers.py
+        figures["device"] = dev
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
 
 
 if __name__ == "__main__":
