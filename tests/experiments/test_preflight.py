@@ -28,7 +28,7 @@ def _cuda_present() -> bool:
     return torch.cuda.is_available()
 
 
-@pytest.mark.parametrize("name", [n for n in DATA_FACTS if n not in CIFAR])
+@pytest.mark.parametrize("name", [n for n in DATA_FACTS if n not in CIFAR and "mnist" not in n or n == "mnist1d"])
 def test_data_facts_are_those_of_the_loaders(name):
     if name in ("digits", "parity-digits"):
         pytest.importorskip("sklearn", reason="the digits sets need scikit-learn (redrep[train])")
@@ -36,6 +36,22 @@ def test_data_facts_are_those_of_the_loaders(name):
         pytest.importorskip("mnist1d", reason="MNIST-1D needs the mnist1d package (redrep[train])")
     d, f = load_dataset(name, None), DATA_FACTS[name]
     assert (d.in_shape, d.num_classes, d.n_train) == (f.in_shape, f.num_classes, f.n_train)
+
+
+def test_data_facts_cover_every_data_set():
+    from redrep.nets.config import DATASET_CLASSES
+    from redrep.nets.data import MNIST_FILES, PARITY_COMPONENTS
+
+    assert set(DATA_FACTS) == set(DATASET_CLASSES)
+    assert all(DATA_FACTS[n].num_classes == c for n, c in DATASET_CLASSES.items())
+    # the MNIST files need a download: their shapes are those the reader checks, the training set's 60000 images
+    assert DATA_FACTS["parity-mnist"].in_shape == (PARITY_COMPONENTS,) and len(MNIST_FILES) == 4
+
+
+def test_missing_mnist_is_one_line(tmp_path):
+    cfg = tiny(dataset="parity-mnist", data_dir=str(tmp_path / "nodata")).validated()
+    with pytest.raises(RedrepError, match=r"^sweep data: .*nodata: no MNIST files found .*run `redrep data mnist"):
+        check_sweep(cfg, LocalExecutor(1, ["cpu"]), plan_sweep(cfg, tmp_path / "s"))
 
 
 def test_missing_cifar_is_one_line_before_any_run_cli(tmp_path):
@@ -85,8 +101,8 @@ def test_a_sweep_with_every_run_finished_does_not_need_its_data(tmp_path):
     ("kw", "message"),
     [
         (dict(arch="wide_resnet28", depth=None),
-         r"^sweep options: arch wide_resnet28 needs image inputs \(cifar10, cifar100, digits\), found synthetic with "
-         r"inputs of shape \(16,\); use --arch mlp$"),
+         r"^sweep options: arch wide_resnet28 needs image inputs \(cifar10, cifar100, digits, mnist\), found synthetic "
+         r"with inputs of shape \(16,\); use --arch mlp$"),
         (dict(train_subset=600),
          r"^sweep options: train_subset 600 is larger than the 512 training samples of synthetic$"),
     ],

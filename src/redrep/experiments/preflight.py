@@ -29,10 +29,12 @@ from pathlib import Path
 
 from ..core.device import check_device_name, resolve_device
 from ..core.validation import RedrepError, exception_line
-from ..nets.data import CIFAR, MNIST1D_CACHE, find_cifar
-from ..nets.models import MODELS, create_model
-from ..nets.train import TrainConfig
+from ..nets.config import ARCHS, TrainConfig  # torch-free: `redrep sweep --help` imports this module
 from .runs import read_run_result
+
+#: Data sets read from files in ``data_dir`` (the others are bundled or generated).
+CIFAR_SETS = ("cifar10", "cifar100")
+MNIST_SETS = ("mnist", "parity-mnist")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ DATA_FACTS = {
     "cifar100": DataFacts((3, 32, 32), 100, 50000),
     "digits": DataFacts((1, 8, 8), 10, 1198),
     "parity-digits": DataFacts((10,), 2, 1198),
+    "mnist": DataFacts((1, 28, 28), 10, 60000),
+    "parity-mnist": DataFacts((10,), 2, 60000),
     "mnist1d": DataFacts((40,), 10, 4000),
     "synthetic": DataFacts((16,), 4, 512),
 }
@@ -86,10 +90,12 @@ def _finished(task) -> bool:
 # --------------------------------------------------------------------------- data
 def check_data(train: TrainConfig, *, where: str = "local") -> None:
     """The dataset of ``train`` is present in its ``data_dir``, or can be built offline."""
+    from ..nets.data import MNIST1D_CACHE, find_cifar, find_mnist
+
     name, data_dir = train.dataset, train.data_dir
-    if name in CIFAR:
+    if name in CIFAR_SETS or name in MNIST_SETS:
         try:
-            path = find_cifar(name, data_dir)
+            path = find_cifar(name, data_dir) if name in CIFAR_SETS else find_mnist(data_dir)
         except RedrepError as exc:
             seen = (
                 f" (checked {data_dir} as this driver sees it: the SLURM compute nodes read the same path)"
@@ -155,8 +161,7 @@ def check_options(config) -> None:
     facts = DATA_FACTS.get(train.dataset)
     if facts is None:  # a dataset this check does not know: the runs say what is wrong
         return
-    spec = MODELS[train.arch]
-    if spec.needs_image and len(facts.in_shape) != 3:
+    if ARCHS[train.arch].needs_image and len(facts.in_shape) != 3:
         images = ", ".join(n for n, f in DATA_FACTS.items() if len(f.in_shape) == 3)
         raise RedrepError(
             f"sweep options: arch {train.arch} needs image inputs ({images}), found {train.dataset} with inputs "
@@ -180,9 +185,11 @@ def _readout_width(cfg: TrainConfig, facts: DataFacts) -> int:
     """The width of the last hidden layer the run's network would have, built without memory (meta device)."""
     import torch
 
+    from ..nets.train import build_model
+
     try:
         with torch.device("meta"):
-            model = create_model(cfg.arch, facts.num_classes, facts.in_shape, **cfg.model_options)
+            model = build_model(cfg, facts.num_classes, facts.in_shape)
     except RedrepError as exc:
         raise RedrepError(f"sweep options: {exc}") from None
     except (RuntimeError, ValueError, ZeroDivisionError) as exc:
