@@ -7,8 +7,9 @@
    representation set), and take error_inf, the test error of the three
    networks' averaged softmax.
 3. Analyse the first network's layer: ``ChunkAnalysis(...).fit(rs)``.
-4. Its summary: the critical chunk size w_c*, the number of clones W / w_c*,
-   the decay exponent of test error - error_inf above w_c*.
+4. Its summary, ``an.summary()``: the critical chunk size w_c* with its
+   bootstrap interval, the number of clones W / w_c*, the decay exponent of
+   test error - error_inf above w_c*, any near miss.
 5. The figures: the three-panel figure of the analysis (PNG), and a report
    page (report.html, with method.html beside it).
 
@@ -55,17 +56,6 @@ def train_and_extract(out: Path, *, width: int, epochs: int, seeds: int) -> list
     return sets
 
 
-def summarize_analysis(an, rs):
-    """The summary of a fitted ChunkAnalysis, in memory (no results folder needed)."""
-    from redrep.core.summary import ChunkCurves, summarize
-    from redrep.storage.results import Results
-
-    # TODO(lead): once ChunkAnalysis.summary() (issue 21, item 4) is on main, this is `an.summary()`.
-    doc = {"input": rs.describe(), "error_inf": rs.error_inf}
-    curves = ChunkCurves.from_results(Results(".", an.to_rows(), doc))
-    return curves, summarize(curves)
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("digits_api_output"), help="output folder")
@@ -80,6 +70,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
 
     from redrep import ChunkAnalysis, RepresentationSet
+    from redrep.core.summary import ChunkCurves
     from redrep.nets.ensemble import ensemble_error
     from redrep.report.figures import save_figure, three_panel_figure
     from redrep.report.pages import write_report
@@ -94,15 +85,16 @@ def main(argv=None) -> dict:
     # 3. the chunk analysis of the first network's last hidden layer
     an = ChunkAnalysis(acc_rep=100, r2_rep=40, random_state=0, device="cpu").fit(rs)
 
-    # 4. its summary
-    curves, summary = summarize_analysis(an, rs)
+    # 4. its summary, in memory: no results folder needed
+    summary = an.summary()
     d = summary.to_dict()
-    for key in ("width", "w_c_star", "n_clones", "exponent", "exponent_se", "error_inf"):
+    for key in ("width", "w_c_star", "w_c_star_interval", "n_clones", "exponent", "exponent_se", "error_inf"):
         print(f"{key}: {d.get(key)}")
     for note in summary.notes:
         print(f"note: {note}")
 
     # 5. the figures: the three-panel figure, and the report page (which needs the results on disk)
+    curves = ChunkCurves.from_analysis(an)
     fig = three_panel_figure(curves, summary, title=f"parity-digits, MLP 3 x {args.width}, seed 0")
     for path in save_figure(fig, args.out / "figures", stem="digits_api", formats=("png",)):
         print(f"figure: {path}")

@@ -13,9 +13,9 @@ import pytest
 from scipy.special import softmax
 
 from redrep.core.analysis import ChunkAnalysis
-from redrep.core.summary import ChunkCurves, summarize
+from redrep.core.summary import ChunkCurves
 from redrep.storage.repset import RepresentationSet
-from redrep.storage.results import Results, load_results
+from redrep.storage.results import load_results
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -47,10 +47,10 @@ def test_digits_api_example_cpu(tmp_path):
     assert f"error_inf: {printed['error_inf']}" in lines
 
     # the analysis again, in this process, from the set on disk: the same rows, the same summary
+    rs.error_inf = printed["error_inf"]
     an = ChunkAnalysis(acc_rep=100, r2_rep=40, random_state=0, device="cpu").fit(rs)
-    doc = {"input": rs.describe(), "error_inf": printed["error_inf"]}
-    curves = ChunkCurves.from_results(Results(tmp_path, an.to_rows(), doc))
-    direct = summarize(curves).to_dict()
+    curves = ChunkCurves.from_analysis(an)
+    direct = an.summary().to_dict()
     assert printed == json.loads(json.dumps(direct, sort_keys=True))
     # the whole layer (w_c = W) through the trained readout: its own training and test errors
     logits_tr = rs.features_train @ rs.weight.T + rs.bias

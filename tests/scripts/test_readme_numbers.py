@@ -60,7 +60,8 @@ def test_the_quick_demo_blocks_come_from_a_live_quick_demo_cpu(tmp_path):
     keys = {k for k, b in rn.BLOCKS.items() if b.stages == ("quick",) and not b.timing}
     assert keys == {"quick-config", "quick-table"}
     assert rn.differences(_readme(), live, keys=keys) == []
-    for part in ("config", "table", "summary", "clones", "growth", "reading", "error_inf"):
+    # what those blocks are rendered from (the summary and the reading follow the code's wording: not pinned here)
+    for part in ("config", "table", "error_inf"):
         assert live["quick"]["data"][part] == committed["quick"]["data"][part], part
 
 
